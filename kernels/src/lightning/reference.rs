@@ -1,0 +1,164 @@
+//! Plain tensor-op forms of the lightning-attention core, the oracles every kernel is tested
+//! against. All three compute the same function:
+//!
+//! ```text
+//! kv_t = lambda * kv_{t-1} + k_t^T v_t      (kv_{-1} = initial state, or zero)
+//! o_t  = q_t kv_t = sum_{j<=t} lambda^(t-j) (q_t . k_j) v_j + lambda^(t+1) q_t kv_{-1}
+//! ```
+//!
+//! with `lambda = exp(-s)` per head, no scaling of `q k^T`. Shapes: `q, k: [batch, heads, seq, dk]`,
+//! `v: [batch, heads, seq, dv]`, `s: [heads]`, state `[batch, heads, dk, dv]`.
+
+use burn::tensor::{backend::Backend, Int, Tensor};
+
+/// `exp(-s_h * e)` for every head `h` and every exponent `e`: `[1, heads, len(e), 1]`.
+fn decay_powers<B: Backend>(s: &Tensor<B, 1>, exponents: Tensor<B, 1>) -> Tensor<B, 4> {
+    let [heads] = s.dims();
+    let [n] = exponents.dims();
+    (s.clone().reshape([1, heads, 1, 1]) * exponents.reshape([1, 1, n, 1]))
+        .neg()
+        .exp()
+}
+
+/// The causal decay mask `M[i, j] = lambda^(i-j)` for `i >= j`, else 0: `[1, heads, n, n]`.
+fn decay_mask<B: Backend>(s: &Tensor<B, 1>, n: usize) -> Tensor<B, 4> {
+    let [heads] = s.dims();
+    let device = s.device();
+    let pos = Tensor::<B, 1, Int>::arange(0..n as i64, &device).float();
+    let diff = pos.clone().reshape([n, 1]) - pos.reshape([1, n]);
+    let causal = diff.clone().greater_equal_elem(0.0).float();
+    let decay = (s.clone().reshape([1, heads, 1, 1]) * diff.clamp_min(0.0).reshape([1, 1, n, n]))
+        .neg()
+        .exp();
+    decay * causal.reshape([1, 1, n, n])
+}
+
+/// Positions `from, from+1, ..., from+n-1` as floats.
+fn positions<B: Backend>(from: i64, n: usize, device: &B::Device) -> Tensor<B, 1> {
+    Tensor::<B, 1, Int>::arange(from..from + n as i64, device).float()
+}
+
+fn zero_state<B: Backend>(q: &Tensor<B, 4>, v: &Tensor<B, 4>) -> Tensor<B, 4> {
+    let [b, h, _, dk] = q.dims();
+    let dv = v.dims()[3];
+    Tensor::zeros([b, h, dk, dv], &q.device())
+}
+
+/// Quadratic form: the whole `[seq, seq]` decayed score matrix at once. O(n^2 d) time and
+/// O(n^2) memory: the test oracle, not for long sequences.
+///
+/// Returns `(o [batch, heads, seq, dv], final state [batch, heads, dk, dv])`.
+pub fn naive<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    s: Tensor<B, 1>,
+    state: Option<Tensor<B, 4>>,
+) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    let [_, _, n, _] = q.dims();
+    let device = q.device();
+    let scores = q.clone().matmul(k.clone().swap_dims(2, 3)) * decay_mask(&s, n);
+    let mut o = scores.matmul(v.clone());
+    // kv_{n-1} = sum_j lambda^(n-1-j) k_j^T v_j (+ lambda^n kv_{-1})
+    let to_end = decay_powers(&s, positions::<B>(0, n, &device).neg() + (n as f64 - 1.0));
+    let mut last = (k * to_end).swap_dims(2, 3).matmul(v);
+    if let Some(s0) = state {
+        o = o + (q * decay_powers(&s, positions::<B>(1, n, &device))).matmul(s0.clone());
+        last = last + s0 * decay_powers(&s, positions::<B>(n as i64, 1, &device));
+    }
+    (o, last)
+}
+
+/// Chunked form (Lightning Attention-2): blocks of `block` tokens; inside a block the masked,
+/// decayed `(Q K^T) V`, across blocks the running `K^T V` state. O(n d^2 + n B d). Any `seq`:
+/// the last block may be shorter.
+///
+/// Returns `(o [batch, heads, seq, dv], final state [batch, heads, dk, dv])`.
+pub fn chunked<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    s: Tensor<B, 1>,
+    state: Option<Tensor<B, 4>>,
+    block: usize,
+) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    assert!(block > 0, "lightning attention: block size must be at least 1");
+    let [_, _, n, _] = q.dims();
+    let device = q.device();
+    let mut kv = state.unwrap_or_else(|| zero_state(&q, &v));
+    let full = BlockDecays::new(&s, block.min(n.max(1)), &device);
+    let mut outputs = Vec::with_capacity(n.div_ceil(block));
+    for start in (0..n).step_by(block) {
+        let len = block.min(n - start);
+        let tail;
+        let d = if len == full.len {
+            &full
+        } else {
+            tail = BlockDecays::new(&s, len, &device);
+            &tail
+        };
+        let (qi, ki, vi) = (
+            q.clone().narrow(2, start, len),
+            k.clone().narrow(2, start, len),
+            v.clone().narrow(2, start, len),
+        );
+        let intra = (qi.clone().matmul(ki.clone().swap_dims(2, 3)) * d.mask.clone()).matmul(vi.clone());
+        let inter = (qi * d.from_start.clone()).matmul(kv.clone());
+        outputs.push(intra + inter);
+        kv = kv * d.whole.clone() + (ki * d.to_end.clone()).swap_dims(2, 3).matmul(vi);
+    }
+    (Tensor::cat(outputs, 2), kv)
+}
+
+/// The decay factors of one block of `len` tokens.
+struct BlockDecays<B: Backend> {
+    len: usize,
+    /// `M[i, j] = lambda^(i-j)`, causal: `[1, h, len, len]`.
+    mask: Tensor<B, 4>,
+    /// `lambda^(i+1)`, applied to `q` against the incoming state: `[1, h, len, 1]`.
+    from_start: Tensor<B, 4>,
+    /// `lambda^(len-1-i)`, applied to `k` for the outgoing state: `[1, h, len, 1]`.
+    to_end: Tensor<B, 4>,
+    /// `lambda^len`, the decay of the state across the block: `[1, h, 1, 1]`.
+    whole: Tensor<B, 4>,
+}
+
+impl<B: Backend> BlockDecays<B> {
+    fn new(s: &Tensor<B, 1>, len: usize, device: &B::Device) -> Self {
+        Self {
+            len,
+            mask: decay_mask(s, len),
+            from_start: decay_powers(s, positions::<B>(1, len, device)),
+            to_end: decay_powers(s, positions::<B>(0, len, device).neg() + (len as f64 - 1.0)),
+            whole: decay_powers(s, positions::<B>(len as i64, 1, device)),
+        }
+    }
+}
+
+/// Recurrent form: one token at a time, `kv_t = lambda kv_{t-1} + k_t^T v_t`, `o_t = q_t kv_t`.
+/// What decoding does; O(n d^2) with a constant-size state.
+///
+/// Returns `(o [batch, heads, seq, dv], final state [batch, heads, dk, dv])`.
+pub fn recurrent<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    s: Tensor<B, 1>,
+    state: Option<Tensor<B, 4>>,
+) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    let [_, _, n, _] = q.dims();
+    let device = q.device();
+    let lambda = decay_powers(&s, positions::<B>(1, 1, &device));
+    let mut kv = state.unwrap_or_else(|| zero_state(&q, &v));
+    let mut outputs = Vec::with_capacity(n);
+    for t in 0..n {
+        let (qt, kt, vt) = (
+            q.clone().narrow(2, t, 1),
+            k.clone().narrow(2, t, 1),
+            v.clone().narrow(2, t, 1),
+        );
+        kv = kv * lambda.clone() + kt.swap_dims(2, 3).matmul(vt);
+        outputs.push(qt.matmul(kv.clone()));
+    }
+    (Tensor::cat(outputs, 2), kv)
+}

@@ -1,0 +1,132 @@
+//! The three reference forms of lightning attention agree on outputs, final states and all
+//! gradients, for block sizes that do and do not divide the length, and for decays near 0 and 1.
+
+use burn::backend::{ndarray::NdArray, Autodiff};
+use burn::tensor::{backend::Backend, Distribution, Tensor, TensorData, Tolerance};
+use scalelab_kernels::lightning::reference::{chunked, naive, recurrent};
+
+type B = Autodiff<NdArray<f64>>;
+
+struct Inputs {
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    s: Tensor<B, 1>,
+    s0: Tensor<B, 4>,
+    /// Random cotangents, so the "loss" weighs every output element differently.
+    r_out: Tensor<B, 4>,
+    r_state: Tensor<B, 4>,
+}
+
+fn inputs(seed: u64, b: usize, h: usize, n: usize, dk: usize, dv: usize, s: &[f64]) -> Inputs {
+    let device = Default::default();
+    B::seed(&device, seed);
+    let rnd = |shape: [usize; 4]| {
+        Tensor::<B, 4>::random(shape, Distribution::Normal(0.0, 0.5), &device).require_grad()
+    };
+    Inputs {
+        q: rnd([b, h, n, dk]),
+        k: rnd([b, h, n, dk]),
+        v: rnd([b, h, n, dv]),
+        s: Tensor::<B, 1>::from_data(TensorData::from(s), &device).require_grad(),
+        s0: rnd([b, h, dk, dv]),
+        r_out: Tensor::random([b, h, n, dv], Distribution::Normal(0.0, 1.0), &device),
+        r_state: Tensor::random([b, h, dk, dv], Distribution::Normal(0.0, 1.0), &device),
+    }
+}
+
+/// Outputs, final state and gradients (q, k, v, s, initial state) of one form.
+fn run(
+    x: &Inputs,
+    with_state: bool,
+    form: impl Fn(Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 1>, Option<Tensor<B, 4>>) -> (Tensor<B, 4>, Tensor<B, 4>),
+) -> Vec<TensorData> {
+    let state = with_state.then(|| x.s0.clone());
+    let (o, last) = form(x.q.clone(), x.k.clone(), x.v.clone(), x.s.clone(), state);
+    let loss = (o.clone() * x.r_out.clone()).sum() + (last.clone() * x.r_state.clone()).sum();
+    let g = loss.backward();
+    let mut out = vec![
+        o.inner().into_data(),
+        last.inner().into_data(),
+        x.q.grad(&g).unwrap().into_data(),
+        x.k.grad(&g).unwrap().into_data(),
+        x.v.grad(&g).unwrap().into_data(),
+        x.s.grad(&g).unwrap().into_data(),
+    ];
+    if with_state {
+        out.push(x.s0.grad(&g).unwrap().into_data());
+    }
+    out
+}
+
+const NAMES: [&str; 7] = ["o", "final state", "dq", "dk", "dv", "ds", "d(initial state)"];
+
+fn assert_same(case: &str, a: &[TensorData], b: &[TensorData]) {
+    assert_eq!(a.len(), b.len());
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        let scale = x.iter::<f64>().fold(1e-12_f64, |m, v| m.max(v.abs()));
+        let err = x.iter::<f64>().zip(y.iter::<f64>()).fold(0.0_f64, |m, (p, q)| m.max((p - q).abs()));
+        assert!(err <= 1e-9 * scale.max(1.0), "{case}: {} differs: max abs err {err:e} (scale {scale:e})", NAMES[i]);
+    }
+}
+
+/// Decay rates spanning lambda near 1 (s = 1e-6), the MiniMax range, and lambda near 0 (s = 20).
+const DECAYS: [f64; 4] = [1e-6, 0.05, 0.9, 20.0];
+
+#[test]
+fn chunked_and_recurrent_equal_naive() {
+    let mut seed = 0;
+    for &n in &[1usize, 5, 16, 17, 63] {
+        for &block in &[1usize, 4, 16, 64] {
+            for with_state in [false, true] {
+                seed += 1;
+                let x = inputs(seed, 2, 4, n, 8, 6, &DECAYS);
+                let want = run(&x, with_state, naive);
+                let case = format!("n={n} block={block} state={with_state}");
+                assert_same(&format!("chunked {case}"), &want, &run(&x, with_state, |q, k, v, s, st| chunked(q, k, v, s, st, block)));
+                if block == 4 {
+                    assert_same(&format!("recurrent {case}"), &want, &run(&x, with_state, recurrent));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn pieces_with_carried_state_equal_the_whole() {
+    let x = inputs(99, 1, 4, 50, 8, 8, &DECAYS);
+    let (whole, whole_state) = chunked(x.q.clone(), x.k.clone(), x.v.clone(), x.s.clone(), None, 16);
+    let mut state = None;
+    let mut parts = Vec::new();
+    for (start, len) in [(0, 7), (7, 16), (23, 1), (24, 26)] {
+        let part = |t: &Tensor<B, 4>| t.clone().narrow(2, start, len);
+        let (o, st) = chunked(part(&x.q), part(&x.k), part(&x.v), x.s.clone(), state, 16);
+        parts.push(o);
+        state = Some(st);
+    }
+    let pieced = Tensor::cat(parts, 2);
+    pieced.into_data().assert_approx_eq::<f64>(&whole.into_data(), Tolerance::absolute(1e-10));
+    state.unwrap().into_data().assert_approx_eq::<f64>(&whole_state.into_data(), Tolerance::absolute(1e-10));
+}
+
+#[test]
+fn no_decay_is_plain_causal_linear_attention() {
+    // With s = 0 the core is o_t = q_t sum_{j<=t} k_j^T v_j: check it against a direct cumulative sum.
+    let x = inputs(7, 1, 2, 9, 3, 2, &[0.0, 0.0]);
+    let (o, _) = chunked(x.q.clone(), x.k.clone(), x.v.clone(), x.s.clone(), None, 4);
+    let kv = x.k.clone().unsqueeze_dim::<5>(4) * x.v.clone().unsqueeze_dim::<5>(3); // [b,h,n,dk,dv]
+    let prefix = kv.cumsum(2);
+    let want = (x.q.clone().unsqueeze_dim::<5>(4) * prefix).sum_dim(3).squeeze_dim::<4>(3);
+    o.into_data().assert_approx_eq::<f64>(&want.into_data(), Tolerance::absolute(1e-10));
+}
+
+#[test]
+fn causal_changing_a_later_token_leaves_earlier_outputs() {
+    let x = inputs(3, 1, 4, 20, 8, 8, &DECAYS);
+    let (o1, _) = chunked(x.q.clone(), x.k.clone(), x.v.clone(), x.s.clone(), None, 8);
+    let bump = |t: &Tensor<B, 4>| t.clone().slice_assign([0..1, 0..4, 12..13, 0..8], Tensor::ones([1, 4, 1, 8], &t.device()) * 3.0);
+    let (o2, _) = chunked(bump(&x.q), bump(&x.k), bump(&x.v), x.s.clone(), None, 8);
+    o1.clone().narrow(2, 0, 12).into_data().assert_approx_eq::<f64>(&o2.clone().narrow(2, 0, 12).into_data(), Tolerance::absolute(1e-12));
+    let later = (o1.narrow(2, 12, 8) - o2.narrow(2, 12, 8)).abs().max().into_scalar();
+    assert!(later > 1e-3, "changing token 12 must change output 12 onwards");
+}
