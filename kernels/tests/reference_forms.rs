@@ -39,7 +39,13 @@ fn inputs(seed: u64, b: usize, h: usize, n: usize, dk: usize, dv: usize, s: &[f6
 fn run(
     x: &Inputs,
     with_state: bool,
-    form: impl Fn(Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 1>, Option<Tensor<B, 4>>) -> (Tensor<B, 4>, Tensor<B, 4>),
+    form: impl Fn(
+        Tensor<B, 4>,
+        Tensor<B, 4>,
+        Tensor<B, 4>,
+        Tensor<B, 1>,
+        Option<Tensor<B, 4>>,
+    ) -> (Tensor<B, 4>, Tensor<B, 4>),
 ) -> Vec<TensorData> {
     let state = with_state.then(|| x.s0.clone());
     let (o, last) = form(x.q.clone(), x.k.clone(), x.v.clone(), x.s.clone(), state);
@@ -59,14 +65,29 @@ fn run(
     out
 }
 
-const NAMES: [&str; 7] = ["o", "final state", "dq", "dk", "dv", "ds", "d(initial state)"];
+const NAMES: [&str; 7] = [
+    "o",
+    "final state",
+    "dq",
+    "dk",
+    "dv",
+    "ds",
+    "d(initial state)",
+];
 
 fn assert_same(case: &str, a: &[TensorData], b: &[TensorData]) {
     assert_eq!(a.len(), b.len());
     for (i, (x, y)) in a.iter().zip(b).enumerate() {
         let scale = x.iter::<f64>().fold(1e-12_f64, |m, v| m.max(v.abs()));
-        let err = x.iter::<f64>().zip(y.iter::<f64>()).fold(0.0_f64, |m, (p, q)| m.max((p - q).abs()));
-        assert!(err <= 1e-9 * scale.max(1.0), "{case}: {} differs: max abs err {err:e} (scale {scale:e})", NAMES[i]);
+        let err = x
+            .iter::<f64>()
+            .zip(y.iter::<f64>())
+            .fold(0.0_f64, |m, (p, q)| m.max((p - q).abs()));
+        assert!(
+            err <= 1e-9 * scale.max(1.0),
+            "{case}: {} differs: max abs err {err:e} (scale {scale:e})",
+            NAMES[i]
+        );
     }
 }
 
@@ -83,9 +104,19 @@ fn chunked_and_recurrent_equal_naive() {
                 let x = inputs(seed, 2, 4, n, 8, 6, &DECAYS);
                 let want = run(&x, with_state, naive);
                 let case = format!("n={n} block={block} state={with_state}");
-                assert_same(&format!("chunked {case}"), &want, &run(&x, with_state, |q, k, v, s, st| chunked(q, k, v, s, st, block)));
+                assert_same(
+                    &format!("chunked {case}"),
+                    &want,
+                    &run(&x, with_state, |q, k, v, s, st| {
+                        chunked(q, k, v, s, st, block)
+                    }),
+                );
                 if block == 4 {
-                    assert_same(&format!("recurrent {case}"), &want, &run(&x, with_state, recurrent));
+                    assert_same(
+                        &format!("recurrent {case}"),
+                        &want,
+                        &run(&x, with_state, recurrent),
+                    );
                 }
             }
         }
@@ -95,7 +126,8 @@ fn chunked_and_recurrent_equal_naive() {
 #[test]
 fn pieces_with_carried_state_equal_the_whole() {
     let x = inputs(99, 1, 4, 50, 8, 8, &DECAYS);
-    let (whole, whole_state) = chunked(x.q.clone(), x.k.clone(), x.v.clone(), x.s.clone(), None, 16);
+    let (whole, whole_state) =
+        chunked(x.q.clone(), x.k.clone(), x.v.clone(), x.s.clone(), None, 16);
     let mut state = None;
     let mut parts = Vec::new();
     for (start, len) in [(0, 7), (7, 16), (23, 1), (24, 26)] {
@@ -105,8 +137,13 @@ fn pieces_with_carried_state_equal_the_whole() {
         state = Some(st);
     }
     let pieced = Tensor::cat(parts, 2);
-    pieced.into_data().assert_approx_eq::<f64>(&whole.into_data(), Tolerance::absolute(1e-10));
-    state.unwrap().into_data().assert_approx_eq::<f64>(&whole_state.into_data(), Tolerance::absolute(1e-10));
+    pieced
+        .into_data()
+        .assert_approx_eq::<f64>(&whole.into_data(), Tolerance::absolute(1e-10));
+    state
+        .unwrap()
+        .into_data()
+        .assert_approx_eq::<f64>(&whole_state.into_data(), Tolerance::absolute(1e-10));
 }
 
 #[test]
@@ -116,17 +153,37 @@ fn no_decay_is_plain_causal_linear_attention() {
     let (o, _) = chunked(x.q.clone(), x.k.clone(), x.v.clone(), x.s.clone(), None, 4);
     let kv = x.k.clone().unsqueeze_dim::<5>(4) * x.v.clone().unsqueeze_dim::<5>(3); // [b,h,n,dk,dv]
     let prefix = kv.cumsum(2);
-    let want = (x.q.clone().unsqueeze_dim::<5>(4) * prefix).sum_dim(3).squeeze_dim::<4>(3);
-    o.into_data().assert_approx_eq::<f64>(&want.into_data(), Tolerance::absolute(1e-10));
+    let want = (x.q.clone().unsqueeze_dim::<5>(4) * prefix)
+        .sum_dim(3)
+        .squeeze_dim::<4>(3);
+    o.into_data()
+        .assert_approx_eq::<f64>(&want.into_data(), Tolerance::absolute(1e-10));
 }
 
 #[test]
 fn causal_changing_a_later_token_leaves_earlier_outputs() {
     let x = inputs(3, 1, 4, 20, 8, 8, &DECAYS);
     let (o1, _) = chunked(x.q.clone(), x.k.clone(), x.v.clone(), x.s.clone(), None, 8);
-    let bump = |t: &Tensor<B, 4>| t.clone().slice_assign([0..1, 0..4, 12..13, 0..8], Tensor::ones([1, 4, 1, 8], &t.device()) * 3.0);
+    let bump = |t: &Tensor<B, 4>| {
+        t.clone().slice_assign(
+            [0..1, 0..4, 12..13, 0..8],
+            Tensor::ones([1, 4, 1, 8], &t.device()) * 3.0,
+        )
+    };
     let (o2, _) = chunked(bump(&x.q), bump(&x.k), bump(&x.v), x.s.clone(), None, 8);
-    o1.clone().narrow(2, 0, 12).into_data().assert_approx_eq::<f64>(&o2.clone().narrow(2, 0, 12).into_data(), Tolerance::absolute(1e-12));
-    let later = (o1.narrow(2, 12, 8) - o2.narrow(2, 12, 8)).abs().max().into_scalar();
-    assert!(later > 1e-3, "changing token 12 must change output 12 onwards");
+    o1.clone()
+        .narrow(2, 0, 12)
+        .into_data()
+        .assert_approx_eq::<f64>(
+            &o2.clone().narrow(2, 0, 12).into_data(),
+            Tolerance::absolute(1e-12),
+        );
+    let later = (o1.narrow(2, 12, 8) - o2.narrow(2, 12, 8))
+        .abs()
+        .max()
+        .into_scalar();
+    assert!(
+        later > 1e-3,
+        "changing token 12 must change output 12 onwards"
+    );
 }

@@ -82,7 +82,10 @@ pub fn chunked<B: Backend>(
     state: Option<Tensor<B, 4>>,
     block: usize,
 ) -> (Tensor<B, 4>, Tensor<B, 4>) {
-    assert!(block > 0, "lightning attention: block size must be at least 1");
+    assert!(
+        block > 0,
+        "lightning attention: block size must be at least 1"
+    );
     let [_, _, n, _] = q.dims();
     let device = q.device();
     let mut kv = state.unwrap_or_else(|| zero_state(&q, &v));
@@ -102,7 +105,8 @@ pub fn chunked<B: Backend>(
             k.clone().narrow(2, start, len),
             v.clone().narrow(2, start, len),
         );
-        let intra = (qi.clone().matmul(ki.clone().swap_dims(2, 3)) * d.mask.clone()).matmul(vi.clone());
+        let intra =
+            (qi.clone().matmul(ki.clone().swap_dims(2, 3)) * d.mask.clone()).matmul(vi.clone());
         let inter = (qi * d.from_start.clone()).matmul(kv.clone());
         outputs.push(intra + inter);
         kv = kv * d.whole.clone() + (ki * d.to_end.clone()).swap_dims(2, 3).matmul(vi);

@@ -1,0 +1,238 @@
+//! Causal softmax attention: MHA or GQA, RoPE on a leading part of each head, a KV cache.
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::Linear;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{backend::Backend, Bool, Int, Tensor, TensorData};
+
+use crate::init::WeightInit;
+
+/// Configuration of a [`SoftmaxAttention`] layer.
+#[derive(Config, Debug)]
+pub struct SoftmaxAttentionConfig {
+    /// Residual-stream width.
+    pub d_model: usize,
+    /// Query heads (MiniMax: 64).
+    pub heads: usize,
+    /// Width of one head (MiniMax: 128).
+    pub head_dim: usize,
+    /// Key/value heads; must divide `heads` (MiniMax: 8; equal to `heads` is MHA).
+    pub kv_heads: usize,
+    /// Leading dims of each head that get RoPE, even (MiniMax: 64 of 128); 0 disables RoPE.
+    pub rope_dims: usize,
+    /// RoPE base (MiniMax: 1e4 in pre-training, 1e7 in the release).
+    #[config(default = 10000.0)]
+    pub rope_base: f64,
+    /// Init of the q and k projections.
+    #[config(default = "WeightInit::Normal { std: 0.02 }")]
+    pub init: WeightInit,
+    /// Init of the v projection.
+    #[config(default = "WeightInit::Normal { std: 0.02 }")]
+    pub value_init: WeightInit,
+    /// Init of the output projection.
+    #[config(default = "WeightInit::Normal { std: 0.02 }")]
+    pub out_init: WeightInit,
+}
+
+impl SoftmaxAttentionConfig {
+    /// Builds the layer.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> SoftmaxAttention<B> {
+        assert!(
+            self.kv_heads > 0 && self.heads % self.kv_heads == 0,
+            "SoftmaxAttentionConfig: heads ({}) must be divisible by kv_heads ({})",
+            self.heads,
+            self.kv_heads
+        );
+        assert!(
+            self.rope_dims % 2 == 0 && self.rope_dims <= self.head_dim,
+            "SoftmaxAttentionConfig: rope_dims ({}) must be even and at most head_dim ({})",
+            self.rope_dims,
+            self.head_dim
+        );
+        let (d, w, kvw) = (
+            self.d_model,
+            self.heads * self.head_dim,
+            self.kv_heads * self.head_dim,
+        );
+        let half = self.rope_dims / 2;
+        SoftmaxAttention {
+            q: self.init.linear(d, w, device),
+            k: self.init.linear(d, kvw, device),
+            v: self.value_init.linear(d, kvw, device),
+            out: self.out_init.linear(w, d, device),
+            heads: self.heads,
+            kv_heads: self.kv_heads,
+            head_dim: self.head_dim,
+            rope_dims: self.rope_dims,
+            inv_freq: (0..half)
+                .map(|i| {
+                    self.rope_base
+                        .powf(-((2 * i) as f64) / self.rope_dims as f64)
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Keys and values of the tokens seen so far, RoPE already applied: `[batch, kv_heads, len,
+/// head_dim]` each.
+#[derive(Debug, Clone)]
+pub struct KvCache<B: Backend> {
+    /// Cached keys.
+    pub k: Tensor<B, 4>,
+    /// Cached values.
+    pub v: Tensor<B, 4>,
+}
+
+impl<B: Backend> KvCache<B> {
+    /// Number of cached tokens.
+    pub fn len(&self) -> usize {
+        self.k.dims()[2]
+    }
+
+    /// Whether no token is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One causal softmax-attention layer.
+#[derive(Module, Debug)]
+pub struct SoftmaxAttention<B: Backend> {
+    /// Query projection, `d -> heads * head_dim`.
+    pub q: Linear<B>,
+    /// Key projection, `d -> kv_heads * head_dim`.
+    pub k: Linear<B>,
+    /// Value projection, `d -> kv_heads * head_dim`.
+    pub v: Linear<B>,
+    /// Output projection, `heads * head_dim -> d`.
+    pub out: Linear<B>,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    rope_dims: usize,
+    /// RoPE frequencies `base^(-2i/rope_dims)`.
+    #[module(skip)]
+    inv_freq: Vec<f64>,
+}
+
+impl<B: Backend> SoftmaxAttention<B> {
+    /// Training forward: `[batch, seq, d] -> [batch, seq, d]`, causal.
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.forward_cached(x, None).0
+    }
+
+    /// Forward after the tokens in `cache` (positions continue from its length); returns the
+    /// output and the cache extended with these tokens.
+    pub fn forward_cached(
+        &self,
+        x: Tensor<B, 3>,
+        cache: Option<KvCache<B>>,
+    ) -> (Tensor<B, 3>, KvCache<B>) {
+        let [b, t, _] = x.dims();
+        let (h, kvh, hd) = (self.heads, self.kv_heads, self.head_dim);
+        let offset = cache.as_ref().map_or(0, KvCache::len);
+        let heads = |y: Tensor<B, 3>, n| y.reshape([b, t, n, hd]).swap_dims(1, 2);
+        let q = self.apply_rope(heads(self.q.forward(x.clone()), h), offset);
+        let k = self.apply_rope(heads(self.k.forward(x.clone()), kvh), offset);
+        let v = heads(self.v.forward(x), kvh);
+        let cache = match cache {
+            Some(c) => KvCache {
+                k: Tensor::cat(vec![c.k, k], 2),
+                v: Tensor::cat(vec![c.v, v], 2),
+            },
+            None => KvCache { k, v },
+        };
+        let total = offset + t;
+        // Without earlier tokens the plain causal flag applies; with them, query i sits at
+        // position offset + i and may see keys up to there.
+        let (mask, is_causal) = match (offset, t) {
+            (0, _) => (None, true),
+            (_, 1) => (None, false),
+            _ => (
+                Some(self.offset_causal_mask(b, t, total, offset, &q.device())),
+                false,
+            ),
+        };
+        let options = AttentionModuleOptions {
+            scale: None,
+            softcap: None,
+            is_causal,
+        };
+        let o = attention(
+            q,
+            self.repeat_kv(cache.k.clone()),
+            self.repeat_kv(cache.v.clone()),
+            mask,
+            None,
+            options,
+        );
+        (
+            self.out.forward(o.swap_dims(1, 2).reshape([b, t, h * hd])),
+            cache,
+        )
+    }
+
+    /// `[batch, kv_heads, len, hd] -> [batch, heads, len, hd]`, each KV head shared by
+    /// `heads / kv_heads` query heads.
+    fn repeat_kv(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let group = self.heads / self.kv_heads;
+        if group == 1 {
+            return x;
+        }
+        let [b, kvh, n, hd] = x.dims();
+        x.unsqueeze_dim::<5>(2)
+            .expand([b, kvh, group, n, hd])
+            .reshape([b, kvh * group, n, hd])
+    }
+
+    /// Rotary embedding (rotate-half) on the first `rope_dims` dims of `[batch, heads, len, hd]`,
+    /// for positions `offset..offset + len`; the other dims pass through.
+    pub fn apply_rope(&self, x: Tensor<B, 4>, offset: usize) -> Tensor<B, 4> {
+        if self.rope_dims == 0 {
+            return x;
+        }
+        let [_, _, n, hd] = x.dims();
+        let (r, half) = (self.rope_dims, self.rope_dims / 2);
+        let device = x.device();
+        let pos = Tensor::<B, 1, Int>::arange(offset as i64..(offset + n) as i64, &device)
+            .float()
+            .reshape([n, 1]);
+        let freq = Tensor::<B, 1>::from_data(TensorData::from(self.inv_freq.as_slice()), &device)
+            .reshape([1, half]);
+        let angle = (pos * freq).reshape([1, 1, n, half]);
+        let (cos, sin) = (angle.clone().cos(), angle.sin());
+        let x1 = x.clone().narrow(3, 0, half);
+        let x2 = x.clone().narrow(3, half, half);
+        let mut parts = vec![
+            x1.clone() * cos.clone() - x2.clone() * sin.clone(),
+            x2 * cos + x1 * sin,
+        ];
+        if r < hd {
+            parts.push(x.narrow(3, r, hd - r));
+        }
+        Tensor::cat(parts, 3)
+    }
+
+    /// `true` where query `i` (at position `offset + i`) must not see key `j`: `j > offset + i`.
+    fn offset_causal_mask(
+        &self,
+        b: usize,
+        t: usize,
+        total: usize,
+        offset: usize,
+        device: &B::Device,
+    ) -> Tensor<B, 4, Bool> {
+        let qpos = Tensor::<B, 1, Int>::arange(offset as i64..(offset + t) as i64, device)
+            .reshape([t, 1])
+            .expand([t, total]);
+        let kpos = Tensor::<B, 1, Int>::arange(0..total as i64, device)
+            .reshape([1, total])
+            .expand([t, total]);
+        kpos.greater(qpos)
+            .reshape([1, 1, t, total])
+            .expand([b, self.heads, t, total])
+    }
+}
