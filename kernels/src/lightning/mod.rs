@@ -50,3 +50,16 @@ where
     burn::backend::ndarray::NdArrayTensor: From<burn::backend::ndarray::SharedArray<I>>,
 {
 }
+
+#[cfg(feature = "cubecl")]
+impl<R, F, I, BT> LightningBackend for burn_cubecl::CubeBackend<R, F, I, BT>
+where
+    R: burn_cubecl::CubeRuntime,
+    F: burn_cubecl::FloatElement,
+    I: burn_cubecl::IntElement,
+    BT: burn_cubecl::BoolElement,
+{
+}
+
+#[cfg(feature = "cubecl")]
+impl<B: burn_fusion::FusionBackend> LightningBackend for burn_fusion::Fusion<B> {}

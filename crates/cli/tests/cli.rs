@@ -1,0 +1,48 @@
+//! The `scalelab` binary end to end: exit codes, tables, JSON, and errors a user can act on.
+
+use std::process::Command;
+
+fn scalelab(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_scalelab"))
+        .args(args)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .output()
+        .expect("run scalelab");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn params_prints_minimax_text_01_totals() {
+    let (code, out, err) = scalelab(&["params", "configs/minimax-text-01.yaml"]);
+    assert_eq!(code, 0, "{err}");
+    for expected in ["456,089,655,296", "456.09B", "45.94B", "251,666,432", "113,246,208", "169,869,312"] {
+        assert!(out.contains(expected), "missing {expected} in\n{out}");
+    }
+}
+
+#[test]
+fn params_json_has_every_component() {
+    let (code, out, err) = scalelab(&["params", "configs/minimax-text-01.yaml", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["total"], 456_089_655_296u64);
+    assert_eq!(v["activated"], 45_944_920_064u64);
+    assert_eq!(v["per_module"]["lightning_attention"], 251_666_432u64);
+    assert_eq!(v["lightning_layers"], 70);
+}
+
+#[test]
+fn bad_config_exits_2_naming_file_field_and_rule() {
+    let (code, out, err) = scalelab(&["params", "crates/config/tests/bad/kv_heads_not_dividing.yaml"]);
+    assert_eq!(code, 2);
+    assert!(out.is_empty());
+    assert!(err.contains("kv_heads_not_dividing.yaml"), "{err}");
+    assert!(err.contains("heads (12) must be divisible by kv_heads (5)"), "{err}");
+    let (code, _, err) = scalelab(&["params", "no/such/file.yaml"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no/such/file.yaml"), "{err}");
+}
