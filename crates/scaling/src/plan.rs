@@ -240,11 +240,12 @@ pub enum PlanError {
 /// One run of a plan: a config trained for `tokens` tokens.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PlannedRun {
-    /// `{arch}-{size}-{budget}`.
+    /// `{arch}-{size}-{budget}`, or `{arch}-{budget}` in the MoE section.
     pub name: String,
     /// Architecture label.
     pub arch: String,
-    /// Size point name (the variant name in the MoE section).
+    /// Size point name (in the MoE section, the dense config's name, which every variant keeps
+    /// apart from its FFN).
     pub size: String,
     /// The budget (training FLOPs) asked for.
     pub budget: f64,
@@ -518,10 +519,12 @@ impl Resolver {
             for si in chosen {
                 for (ai, a) in spec.architectures.iter().enumerate() {
                     let (cfg, fpt) = &resolved[si][ai];
+                    let size = &spec.sizes[si].name;
                     runs.push(self.run(
                         &format!("budgets[{bi}].flops"),
+                        format!("{}-{size}-{}", a.label, budget_label(b.flops)),
                         &a.label,
-                        &spec.sizes[si].name,
+                        size,
                         b.flops,
                         *fpt,
                         cfg.clone(),
@@ -543,9 +546,11 @@ impl Resolver {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn run(
         &self,
         field: &str,
+        name: String,
         arch: &str,
         size: &str,
         budget: f64,
@@ -567,7 +572,7 @@ impl Resolver {
         let p = config.param_count();
         let flops = tokens * flops_per_token;
         Ok(PlannedRun {
-            name: format!("{arch}-{size}-{}", budget_label(budget)),
+            name,
             arch: arch.to_string(),
             size: size.to_string(),
             budget,
@@ -754,6 +759,11 @@ impl Resolver {
         let dense_fpt = training_flops_per_token(&dense, spec.seq_len, spec.convention)
             .map_err(conv_err(format!("dense config {dense_label}")))?;
         let mut entries = vec![(dense_label.clone(), dense.clone(), dense_fpt)];
+        let dense_size = if dense.name.is_empty() {
+            "dense".to_string()
+        } else {
+            dense.name.clone()
+        };
         let mut matches = Vec::new();
         let mut labels = BTreeSet::from([dense_label]);
         for (vi, v) in m.variants.iter().enumerate() {
@@ -826,11 +836,7 @@ impl Resolver {
             let rel = fpt / dense_fpt - 1.0;
             if rel.abs() > m.tolerance {
                 return Err(self.invalid(
-                    field(if v.expert_width.is_some() {
-                        "expert_width"
-                    } else {
-                        "experts"
-                    }),
+                    field("expert_width"),
                     expert_width,
                     format!(
                         "activated FLOPs per token differ from the dense model's by {:+.3}% \
@@ -840,7 +846,11 @@ impl Resolver {
                         if v.expert_width.is_some() {
                             format!("leave expert_width out to solve it (about {solved:.0})")
                         } else {
-                            "lower moe_vs_dense.multiple_of or raise the tolerance".into()
+                            format!(
+                                "solved as {solved:.1} and rounded to a multiple of {}; lower \
+                                 moe_vs_dense.multiple_of or raise the tolerance",
+                                m.multiple_of
+                            )
                         }
                     ),
                 ));
@@ -867,12 +877,8 @@ impl Resolver {
             let field = format!("moe_vs_dense.budgets[{bi}]");
             self.check_budget(&field, b)?;
             for (label, cfg, fpt) in &entries {
-                let size = if cfg.ffn.moe.is_some() {
-                    label.as_str()
-                } else {
-                    "dense"
-                };
-                runs.push(self.run(&field, label, size, b, *fpt, cfg.clone())?);
+                let name = format!("{label}-{}", budget_label(b));
+                runs.push(self.run(&field, name, label, &dense_size, b, *fpt, cfg.clone())?);
             }
         }
         Ok((runs, matches))
@@ -918,7 +924,7 @@ impl Plan {
                 count(r.tokens as f64),
                 format!("{:.1}", r.tokens_per_param),
                 sci(r.flops),
-                format!("{:.4e}", r.pflops_days),
+                pfd(r.pflops_days),
             ]);
         }
         out.push_str(&t.render());
@@ -957,5 +963,14 @@ impl Plan {
             out.push_str(&t.render());
         }
         out
+    }
+}
+
+/// PFLOP/s-days: plain between 0.01 and 1e5, scientific outside.
+fn pfd(x: f64) -> String {
+    if (1e-2..1e5).contains(&x) {
+        format!("{x:.4}")
+    } else {
+        format!("{x:.3e}")
     }
 }
