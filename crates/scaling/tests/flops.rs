@@ -279,6 +279,7 @@ fn readme_table_of_the_paper_families_is_current() {
     let fams = load_paper_families(&repo_root()).unwrap();
     let rows = convention_rows(&fams, 8192);
     let table = conventions_markdown(&rows);
+    println!("training GFLOPs per token at 8192 context:\n{table}");
     let readme =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
     assert!(
