@@ -275,7 +275,7 @@ pub struct Crossing {
     pub flops: Option<f64>,
     /// Bootstrap interval of the crossing (pairs of resamples).
     pub interval: Option<(f64, f64)>,
-    /// Compute range (PFLOP/s-days) both architectures have data in.
+    /// Compute range (PFLOP/s-days) both architectures have data in (`lo > hi`: none).
     pub range: (f64, f64),
     /// Whether the crossing lies inside `range`.
     pub inside_range: bool,
@@ -1070,6 +1070,12 @@ impl FitReport {
                 let (lo, hi) = c.range;
                 let body = match c.pflops_days {
                     None => "parallel: they never cross".to_string(),
+                    Some(x) if lo > hi => format!(
+                        "C = {} PFLOP/s-days ({} FLOPs), but their compute ranges do not \
+                         overlap, so the crossing is an extrapolation of both",
+                        sci(x),
+                        sci(x * PFLOP_S_DAY)
+                    ),
                     Some(x) => format!(
                         "C = {} PFLOP/s-days ({} FLOPs){}, {} the range both have data in \
                          [{}, {}]",
