@@ -339,6 +339,29 @@ fn crossing_of_two_fitted_curves() {
         text.contains("inside the range both have data in"),
         "{text}"
     );
+
+    // Disjoint compute ranges: the crossing is reported as an extrapolation of both.
+    let mut rows = frontier_rows(
+        "softmax",
+        &budgets(1e-3, 1e-1, 6),
+        |c| 4.0 * c.powf(-0.09),
+        0.002,
+        8,
+    );
+    rows.extend(frontier_rows(
+        "lightning",
+        &budgets(1e1, 1e3, 6),
+        |c| 3.8 * c.powf(-0.07),
+        0.002,
+        9,
+    ));
+    let r = fit(&csv(&rows), Law::Power);
+    assert!(!r.crossings[0].inside_range);
+    assert!(
+        r.to_text().contains("compute ranges do not overlap"),
+        "{}",
+        r.to_text()
+    );
 }
 
 #[test]
