@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use burn::backend::NdArray;
 use burn::tensor::{Int, Tensor, TensorData};
-use scalelab_blocks::{HybridDecoder, Module, ModelConfigExt};
+use scalelab_blocks::{HybridDecoder, ModelConfigExt, Module};
 use scalelab_config::ModelConfig;
 
 type B = NdArray;
@@ -35,13 +35,25 @@ fn small_shipped_models_match_their_analytic_counts_and_run() {
         }
         let device = Default::default();
         let model: HybridDecoder<B> = cfg.init(&device);
-        assert_eq!(model.num_params() as u64, cfg.param_count().total, "{}", path.display());
+        assert_eq!(
+            model.num_params() as u64,
+            cfg.param_count().total,
+            "{}",
+            path.display()
+        );
         let ids: Vec<i64> = (0..16).map(|i| (i * 31 % cfg.vocab_size) as i64).collect();
         let tokens = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [1, 16]), &device);
         let logits = model.forward(tokens).logits;
         assert_eq!(logits.dims(), [1, 16, cfg.vocab_size]);
-        assert!(logits.is_finite().all().into_scalar(), "{}: non-finite logits", path.display());
+        assert!(
+            logits.is_finite().all().into_scalar(),
+            "{}: non-finite logits",
+            path.display()
+        );
         built += 1;
     }
-    assert!(built >= 7, "only {built} shipped configs were small enough to build");
+    assert!(
+        built >= 7,
+        "only {built} shipped configs were small enough to build"
+    );
 }

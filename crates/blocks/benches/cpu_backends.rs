@@ -15,8 +15,11 @@ where
 {
     let device = Default::default();
     let model = cfg.init::<Autodiff<B>>(&device);
-    let ids: Vec<i64> = (0..batch * seq).map(|i| ((i * 7919) % cfg.vocab_size) as i64).collect();
-    let tokens = Tensor::<Autodiff<B>, 2, Int>::from_data(TensorData::new(ids, [batch, seq]), &device);
+    let ids: Vec<i64> = (0..batch * seq)
+        .map(|i| ((i * 7919) % cfg.vocab_size) as i64)
+        .collect();
+    let tokens =
+        Tensor::<Autodiff<B>, 2, Int>::from_data(TensorData::new(ids, [batch, seq]), &device);
     let run = || {
         let out = model.forward(tokens.clone());
         let loss = log_softmax(out.logits, 2).mean().neg() + out.aux_loss.sum();
@@ -31,15 +34,32 @@ where
 }
 
 fn main() {
-    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
-    let (batch, seq) = (args.first().copied().unwrap_or(8), args.get(1).copied().unwrap_or(128));
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let (batch, seq) = (
+        args.first().copied().unwrap_or(8),
+        args.get(1).copied().unwrap_or(128),
+    );
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/tiny");
     println!("forward+backward, batch {batch} x seq {seq}, ms per step (lower is better)");
-    println!("{:<20} {:>10} {:>10} {:>16}", "model", "flex", "ndarray", "ndarray / flex");
-    for name in ["tiny-softmax", "tiny-lightning", "tiny-hybrid", "tiny-hybrid-moe"] {
+    println!(
+        "{:<20} {:>10} {:>10} {:>16}",
+        "model", "flex", "ndarray", "ndarray / flex"
+    );
+    for name in [
+        "tiny-softmax",
+        "tiny-lightning",
+        "tiny-hybrid",
+        "tiny-hybrid-moe",
+    ] {
         let cfg = ModelConfig::from_yaml_file(format!("{root}/{name}.yaml")).unwrap();
         let flex = step_ms::<Flex>(&cfg, batch, seq, 5);
         let ndarray = step_ms::<NdArray>(&cfg, batch, seq, 5);
-        println!("{name:<20} {flex:>10.1} {ndarray:>10.1} {:>16.2}", ndarray / flex);
+        println!(
+            "{name:<20} {flex:>10.1} {ndarray:>10.1} {:>16.2}",
+            ndarray / flex
+        );
     }
 }

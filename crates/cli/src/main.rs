@@ -19,12 +19,21 @@ struct Cli {
 enum Command {
     /// Total and activated parameters of a model config, by component (no tensors allocated).
     Params(commands::params::Args),
+    /// Forward and training FLOPs per token by component, under three conventions.
+    Flops(commands::flops::Args),
+    /// The runs of an IsoFLOP plan: configs, tokens and FLOPs per (budget, size).
+    Plan(commands::plan::Args),
+    /// Fit scaling laws to a results table, per architecture, in the paper's Table 2 form.
+    Fit(commands::fit::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Params(args) => commands::params::run(&args),
+        Command::Flops(args) => commands::flops::run(&args),
+        Command::Plan(args) => commands::plan::run(&args),
+        Command::Fit(args) => commands::fit::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -19,7 +19,14 @@ fn scalelab(args: &[&str]) -> (i32, String, String) {
 fn params_prints_minimax_text_01_totals() {
     let (code, out, err) = scalelab(&["params", "configs/minimax-text-01.yaml"]);
     assert_eq!(code, 0, "{err}");
-    for expected in ["456,089,655,296", "456.09B", "45.94B", "251,666,432", "113,246,208", "169,869,312"] {
+    for expected in [
+        "456,089,655,296",
+        "456.09B",
+        "45.94B",
+        "251,666,432",
+        "113,246,208",
+        "169,869,312",
+    ] {
         assert!(out.contains(expected), "missing {expected} in\n{out}");
     }
 }
@@ -37,12 +44,54 @@ fn params_json_has_every_component() {
 
 #[test]
 fn bad_config_exits_2_naming_file_field_and_rule() {
-    let (code, out, err) = scalelab(&["params", "crates/config/tests/bad/kv_heads_not_dividing.yaml"]);
+    let (code, out, err) = scalelab(&[
+        "params",
+        "crates/config/tests/bad/kv_heads_not_dividing.yaml",
+    ]);
     assert_eq!(code, 2);
     assert!(out.is_empty());
     assert!(err.contains("kv_heads_not_dividing.yaml"), "{err}");
-    assert!(err.contains("heads (12) must be divisible by kv_heads (5)"), "{err}");
+    assert!(
+        err.contains("heads (12) must be divisible by kv_heads (5)"),
+        "{err}"
+    );
     let (code, _, err) = scalelab(&["params", "no/such/file.yaml"]);
     assert_eq!(code, 2);
     assert!(err.contains("no/such/file.yaml"), "{err}");
+}
+
+#[test]
+fn flops_reports_activated_flops_and_attention_share_for_minimax() {
+    let (code, out, err) = scalelab(&["flops", "configs/minimax-text-01.yaml", "--seq", "8192"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("activated training FLOPs per token"), "{out}");
+    assert!(out.contains("attention / total"), "{out}");
+    let (code, out, _) = scalelab(&["flops", "configs/tiny/tiny-hybrid.yaml", "--json"]);
+    assert_eq!(code, 0);
+    let _: serde_json::Value = serde_json::from_str(&out).unwrap();
+}
+
+#[test]
+fn plan_prints_the_runs_of_the_quick_spec() {
+    let (code, out, err) = scalelab(&["plan", "experiments/plans/attention-isoflop-quick.yaml"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.lines().count() > 5, "{out}");
+    let (code, _, err) = scalelab(&["plan", "configs/tiny/tiny-hybrid.yaml"]);
+    assert_eq!(code, 2, "a model config is not a plan spec");
+    assert!(err.contains("tiny-hybrid.yaml"), "{err}");
+}
+
+#[test]
+fn fit_rejects_a_table_without_loss_column() {
+    let dir = std::env::temp_dir().join(format!("scalelab-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let csv = dir.join("results.csv");
+    std::fs::write(
+        &csv,
+        "name,arch,params,activated_params,tokens,flops\na,softmax,1,1,1,1\n",
+    )
+    .unwrap();
+    let (code, _, err) = scalelab(&["fit", csv.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("loss"), "{err}");
 }

@@ -52,17 +52,41 @@ fn table(cfg: &ModelConfig, p: &ParamCount, origin: &str) -> String {
     let rows: Vec<(&str, usize, u64, u64)> = vec![
         ("embedding", 1, p.embedding, p.embedding),
         ("output head", usize::from(p.head > 0), p.head, p.head),
-        ("lightning attention", p.lightning_layers, p.lightning_attention, m.lightning_attention),
-        ("softmax attention", p.softmax_layers, p.softmax_attention, m.softmax_attention),
+        (
+            "lightning attention",
+            p.lightning_layers,
+            p.lightning_attention,
+            m.lightning_attention,
+        ),
+        (
+            "softmax attention",
+            p.softmax_layers,
+            p.softmax_attention,
+            m.softmax_attention,
+        ),
         ("dense FFN", dense_layers, p.dense_ffn, m.dense_ffn),
-        ("routed experts", p.moe_layers * experts, p.experts, m.expert),
-        ("shared experts", p.moe_layers * shared, p.shared_experts, m.expert),
+        (
+            "routed experts",
+            p.moe_layers * experts,
+            p.experts,
+            m.expert,
+        ),
+        (
+            "shared experts",
+            p.moe_layers * shared,
+            p.shared_experts,
+            m.expert,
+        ),
         ("routers", p.moe_layers, p.routers, m.router),
         ("norms", 2 * cfg.layers + 1, p.norms, m.norm),
     ];
     let mut out = format!(
         "{} ({origin}): {} layers, d={}, {} lightning + {} softmax, {} MoE layers{}\n\n",
-        if cfg.name.is_empty() { "model" } else { &cfg.name },
+        if cfg.name.is_empty() {
+            "model"
+        } else {
+            &cfg.name
+        },
         cfg.layers,
         cfg.hidden_size,
         p.lightning_layers,
@@ -74,14 +98,27 @@ fn table(cfg: &ModelConfig, p: &ParamCount, origin: &str) -> String {
             String::new()
         },
     );
-    out += &format!("{:<36} {:>6} {:>20} {:>16}\n", "component", "count", "parameters", "each");
+    out += &format!(
+        "{:<36} {:>6} {:>20} {:>16}\n",
+        "component", "count", "parameters", "each"
+    );
     for (name, count, total, each) in rows {
         if count == 0 {
             continue;
         }
-        out += &format!("{name:<36} {count:>6} {:>20} {:>16}\n", group(total), group(each));
+        out += &format!(
+            "{name:<36} {count:>6} {:>20} {:>16}\n",
+            group(total),
+            group(each)
+        );
     }
-    out += &format!("{:<36} {:>6} {:>20} {:>16}\n", "total", "", group(p.total), billions(p.total));
+    out += &format!(
+        "{:<36} {:>6} {:>20} {:>16}\n",
+        "total",
+        "",
+        group(p.total),
+        billions(p.total)
+    );
     out += &format!(
         "{:<36} {:>6} {:>20} {:>16}\n",
         "activated (excl. embedding and head)",
