@@ -470,8 +470,7 @@ pub struct TracedSequence {
     pub tokens: Vec<u32>,
     /// `-ln P(x_t | x_<t)`, nats.
     pub nll: Vec<f64>,
-    /// Entropy (nats) of the distribution `x_t` was drawn from: its sum has the NLL's expectation
-    /// and less variance.
+    /// Entropy (nats) of the distribution `x_t` was drawn from: its sum has the NLL's expectation.
     pub entropy: Vec<f64>,
 }
 
