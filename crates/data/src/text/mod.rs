@@ -96,6 +96,12 @@ impl TextDataset {
         let dir = cache_dir.join(format!("text-{}", cache_key(&files, cfg)));
         let status = if dir.join(MANIFEST).exists() {
             CacheStatus::Reused
+        } else if dir.exists() {
+            return Err(DataError::CorruptCache {
+                file: dir.join(MANIFEST),
+                dir,
+                reason: "the manifest is missing".into(),
+            });
         } else {
             build(cfg, &root, files, cache_dir, &dir, shard_tokens)?;
             CacheStatus::Built
