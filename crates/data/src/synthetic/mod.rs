@@ -160,8 +160,9 @@ impl SyntheticLanguage {
     }
 
     /// A haystack with `statement` (`fact k v`) forced at the first segment boundary at or
-    /// after `position`; `k` is kept out of the filler's own facts and the haystack ends at a
-    /// segment boundary, so haystack plus `query k v` is a sentence the process can produce.
+    /// after `position`; `k` is kept out of the filler's own facts and queries, and the haystack
+    /// ends at a segment boundary, so haystack plus `query k v` is a sentence the process can
+    /// produce in which only the final query asks for `k`.
     fn forced(
         &self,
         rng: &mut Rng,
@@ -179,6 +180,7 @@ impl SyntheticLanguage {
             if at.is_none() && n >= target && state.at_slot() {
                 at = Some(n);
                 statement.iter().for_each(|&t| state.push(t));
+                state.hide_from_queries(key);
                 continue;
             }
             let reserve = if at.is_none() { 3 } else { 0 };

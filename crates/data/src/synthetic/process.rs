@@ -187,6 +187,11 @@ impl<'a> State<'a> {
         self.unstated.retain(|&k| k != key);
     }
 
+    /// Keeps a stated `key` out of the filler's own queries, so only the probe asks for it.
+    pub(crate) fn hide_from_queries(&mut self, key: u32) {
+        self.stated.retain(|&k| k != key);
+    }
+
     pub(crate) fn set_budget(&mut self, budget: Option<usize>) {
         self.budget = budget;
     }
