@@ -300,10 +300,11 @@ impl Dataset for TextDataset {
             ),
         };
         format!(
-            "text {} ({} files, {} bytes): {tokenizer}, {} tokens ({:.3} bytes/token); {} windows \
-             of {} tokens ({} train / {} validation); cache {} ({})",
+            "text {} ({} file{}, {} bytes): {tokenizer}, {} tokens ({:.3} bytes/token); {} \
+             windows of {} tokens ({} train / {} validation); cache {} ({})",
             self.cfg.path.display(),
             m.files.len(),
+            if m.files.len() == 1 { "" } else { "s" },
             m.text_bytes,
             self.total,
             m.text_bytes as f64 / self.total as f64,
