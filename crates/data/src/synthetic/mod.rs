@@ -171,7 +171,7 @@ impl SyntheticLanguage {
         key: u32,
         statement: &[u32; 3],
     ) -> Haystack {
-        let mut state = State::new(&self.lang);
+        let mut state = State::new(&self.lang, false);
         state.reserve_key(key);
         let target = position.min(len - 3);
         let mut at = None;

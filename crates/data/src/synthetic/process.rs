@@ -123,10 +123,14 @@ enum Mode {
     QueryValue {
         value: u32,
     },
-    /// Inside a copy: `done` tokens emitted; `sources` are the start positions still consistent.
+    /// Inside a copy of length `len` (`copy.lengths[which]`), `done` tokens emitted. `source` is
+    /// the start the sampler drew; `sources`, kept only when tracking probabilities, are the
+    /// starts still consistent with the tokens so far.
     Copy {
+        which: usize,
         len: usize,
         done: usize,
+        source: Option<u32>,
         sources: Vec<u32>,
     },
 }
@@ -160,11 +164,14 @@ pub(crate) struct State<'a> {
     stated: Vec<u32>,
     /// Tokens left when every segment must fit in a fixed length (haystacks).
     budget: Option<usize>,
+    /// Whether [`State::prob`] and [`State::entropy`] will be asked (they need every consistent
+    /// copy source, which costs time linear in the history at each copy).
+    track: bool,
     scratch: Vec<u32>,
 }
 
 impl<'a> State<'a> {
-    pub(crate) fn new(lang: &'a Language) -> Self {
+    pub(crate) fn new(lang: &'a Language, track: bool) -> Self {
         let keys = lang.cfg.facts.keys as u32;
         Self {
             lang,
@@ -178,6 +185,7 @@ impl<'a> State<'a> {
             unstated: (0..keys).collect(),
             stated: Vec::new(),
             budget: None,
+            track,
             scratch: vec![0; lang.cfg.vocab_size],
         }
     }
@@ -282,6 +290,7 @@ impl<'a> State<'a> {
             },
             Mode::QueryValue { value } => f64::from(u8::from(token == *value)),
             Mode::Copy { done, sources, .. } => {
+                debug_assert!(self.track, "copy probabilities need a tracking state");
                 let hits = sources
                     .iter()
                     .filter(|&&s| self.tokens[s as usize + done] == token)
@@ -311,6 +320,7 @@ impl<'a> State<'a> {
             Mode::QueryKey => (self.stated.len() as f64).ln(),
             Mode::QueryValue { .. } => 0.0,
             Mode::Copy { done, sources, .. } => {
+                debug_assert!(self.track, "copy entropies need a tracking state");
                 let n = sources.len() as f64;
                 let mut touched = Vec::new();
                 for &s in sources {
@@ -330,8 +340,24 @@ impl<'a> State<'a> {
         }
     }
 
-    /// Draws the next token (without consuming it: call [`State::push`]).
-    pub(crate) fn sample(&self, rng: &mut Rng) -> u32 {
+    /// Draws the next token (without consuming it: call [`State::push`]). A copy's source is
+    /// drawn once, at its first token, uniformly among all candidates: the same law as drawing
+    /// each token from the candidates still consistent, which is what [`State::prob`] reports.
+    pub(crate) fn sample(&mut self, rng: &mut Rng) -> u32 {
+        if let Mode::Copy {
+            which,
+            len,
+            done,
+            source,
+            ..
+        } = &mut self.mode
+        {
+            if *done == 0 || source.is_none() {
+                let ends = &self.ends[*which];
+                *source = Some(ends[rng.below(ends.len() as u64) as usize] + 1 - *len as u32);
+            }
+            return self.tokens[source.unwrap() as usize + *done];
+        }
         let layout = &self.lang.layout;
         match &self.mode {
             Mode::Slot => {
@@ -374,10 +400,7 @@ impl<'a> State<'a> {
                 layout.keys.start + self.stated[rng.below(self.stated.len() as u64) as usize]
             }
             Mode::QueryValue { value } => *value,
-            Mode::Copy { done, sources, .. } => {
-                let s = sources[rng.below(sources.len() as u64) as usize];
-                self.tokens[s as usize + done]
-            }
+            Mode::Copy { .. } => unreachable!("handled above"),
         }
     }
 
@@ -416,10 +439,16 @@ impl<'a> State<'a> {
             }
             (Mode::Slot, TokenKind::Copy(i)) => {
                 let len = self.lang.cfg.copy.lengths[i];
-                let sources = self.ends[i].iter().map(|&e| e + 1 - len as u32).collect();
+                let sources = if self.track {
+                    self.ends[i].iter().map(|&e| e + 1 - len as u32).collect()
+                } else {
+                    Vec::new()
+                };
                 Mode::Copy {
+                    which: i,
                     len,
                     done: 0,
+                    source: None,
                     sources,
                 }
             }
@@ -442,8 +471,10 @@ impl<'a> State<'a> {
             (Mode::QueryValue { .. }, _) => Mode::Slot,
             (
                 Mode::Copy {
+                    which,
                     len,
                     done,
+                    source,
                     mut sources,
                 },
                 _,
@@ -457,8 +488,10 @@ impl<'a> State<'a> {
                     Mode::Slot
                 } else {
                     Mode::Copy {
+                        which,
                         len,
                         done: done + 1,
+                        source,
                         sources,
                     }
                 }
@@ -482,7 +515,7 @@ pub struct TracedSequence {
 impl Language {
     /// `len` tokens drawn from `rng`.
     pub(crate) fn generate(&self, rng: &mut Rng, len: usize) -> Vec<u32> {
-        let mut state = State::new(self);
+        let mut state = State::new(self, false);
         for _ in 0..len {
             let x = state.sample(rng);
             state.push(x);
@@ -493,7 +526,7 @@ impl Language {
     /// [`Language::generate`] (the same tokens from the same `rng`), with each token's exact NLL
     /// and the entropy of the distribution it came from.
     pub(crate) fn generate_traced(&self, rng: &mut Rng, len: usize) -> TracedSequence {
-        let mut state = State::new(self);
+        let mut state = State::new(self, true);
         let mut nll = Vec::with_capacity(len);
         let mut entropy = Vec::with_capacity(len);
         for _ in 0..len {
@@ -511,7 +544,7 @@ impl Language {
 
     /// `-ln P(x_t | x_<t)` of any token sequence; infinite from the first impossible token on.
     pub(crate) fn score(&self, tokens: &[u32]) -> Vec<f64> {
-        let mut state = State::new(self);
+        let mut state = State::new(self, true);
         let mut out = Vec::with_capacity(tokens.len());
         for &x in tokens {
             let p = state.prob(x);
@@ -560,7 +593,7 @@ mod tests {
         let mut rng = Rng::new(5, 0, 0);
         let mut modes = std::collections::HashSet::new();
         for _ in 0..6 {
-            let mut state = State::new(&lang);
+            let mut state = State::new(&lang, true);
             for _ in 0..300 {
                 modes.insert(std::mem::discriminant(&state.mode));
                 let probs: Vec<f64> = (0..v).map(|t| state.prob(t)).collect();
@@ -584,17 +617,20 @@ mod tests {
         assert_eq!(modes.len(), 6, "every mode visited");
     }
 
-    /// Draws from a fixed state follow `prob`, token by token (chi-square-like bound per token).
+    /// Draws from a fixed state follow `prob`, token by token (a 5-sigma bound per token). Inside a
+    /// copy only the first token is checked: later ones follow the source the sampler drew, whose
+    /// law given the tokens is what `prob` states (checked by the entropy-rate tests).
     #[test]
     fn sampling_matches_the_stated_probabilities() {
         let mut cfg = SyntheticConfig::default();
         cfg.copy.prob = 0.1;
         let lang = language(cfg);
         let mut rng = Rng::new(6, 0, 0);
-        let mut state = State::new(&lang);
+        let mut state = State::new(&lang, true);
         let mut checked = 0;
         for step in 0..400 {
-            if step % 37 == 0 || matches!(state.mode, Mode::Copy { done: 0, .. }) {
+            let mid_copy = matches!(state.mode, Mode::Copy { done: 1.., .. });
+            if !mid_copy && (step % 37 == 0 || matches!(state.mode, Mode::Copy { .. })) {
                 let draws = 20_000;
                 let mut counts = vec![0u32; lang.cfg.vocab_size];
                 let mut probe = Rng::new(7, step, 0);
