@@ -1,5 +1,6 @@
 //! `scalelab`: the command-line face of the library.
 
+mod backend;
 mod commands;
 
 use std::process::ExitCode;
@@ -19,6 +20,10 @@ struct Cli {
 enum Command {
     /// Total and activated parameters of a model config, by component (no tensors allocated).
     Params(commands::params::Args),
+    /// Train one model (CPU by default; GPU with the cuda or wgpu feature).
+    Train(commands::train::Args),
+    /// Run an experiment sweep (resumable): every run of a YAML sweep file, into one directory.
+    Sweep(commands::sweep::Args),
     /// Forward and training FLOPs per token by component, under three conventions.
     Flops(commands::flops::Args),
     /// The runs of an IsoFLOP plan: configs, tokens and FLOPs per (budget, size).
@@ -31,6 +36,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Params(args) => commands::params::run(&args),
+        Command::Train(args) => commands::train::run(&args),
+        Command::Sweep(args) => commands::sweep::run(&args),
         Command::Flops(args) => commands::flops::run(&args),
         Command::Plan(args) => commands::plan::run(&args),
         Command::Fit(args) => commands::fit::run(&args),

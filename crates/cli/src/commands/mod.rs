@@ -1,6 +1,9 @@
 //! One module per subcommand: argument struct and `run`.
 
+pub mod calibrate;
 pub mod fit;
 pub mod flops;
 pub mod params;
 pub mod plan;
+pub mod sweep;
+pub mod train;

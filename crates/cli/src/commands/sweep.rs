@@ -1,0 +1,141 @@
+//! `scalelab sweep FILE [--out DIR] [--dry-run] [--jobs N]`.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use scalelab_sweep::{finished, run_sweep, RunOutcome, SweepOptions, SweepSpec};
+
+use crate::backend;
+
+/// Arguments of `scalelab sweep`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// A sweep file, e.g. experiments/attention-scaling-quick.yaml.
+    pub file: PathBuf,
+    /// Sweep directory; defaults to runs/<sweep name>.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print the plan (runs, parameters, tokens, FLOPs, estimated time) and stop.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Runs trained at once (CPU cores; keep 1 on a GPU).
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
+    /// Where tokenized text corpora are cached.
+    #[arg(long, default_value = ".scalelab-cache")]
+    pub cache_dir: PathBuf,
+}
+
+/// Plans, then runs a sweep; prints each run as it finishes.
+pub fn run(args: &Args) -> Result<()> {
+    let spec = SweepSpec::from_yaml_file(&args.file)?;
+    let runs = spec.plan(&args.file)?;
+    let dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(&spec.name));
+    let rate = crate::commands::calibrate::flops_per_second(&runs[0].config)?;
+    println!(
+        "{} runs in {} (this machine trains {} at about {:.2e} FLOP/s)",
+        runs.len(),
+        dir.display(),
+        backend::NAME,
+        rate
+    );
+    println!(
+        "{:<40} {:<12} {:>10} {:>10} {:>10} {:>10} {:>9} {:>6}",
+        "run", "arch", "params", "activated", "tokens", "FLOPs", "est. time", "done"
+    );
+    let mut total_secs = 0.0;
+    for r in &runs {
+        let steps = r.config.total_steps()?;
+        let tokens = steps * r.config.tokens_per_step();
+        let flops = tokens as f64 * r.config.flops_per_token()?;
+        let secs = flops / rate;
+        let done = finished(&dir, r).is_some();
+        if !done {
+            total_secs += secs;
+        }
+        let p = r.config.model.param_count();
+        println!(
+            "{:<40} {:<12} {:>10} {:>10} {:>10} {:>10.3e} {:>9} {:>6}",
+            r.name,
+            r.arch,
+            p.total,
+            p.activated,
+            tokens,
+            flops,
+            duration(secs),
+            if done { "yes" } else { "" }
+        );
+    }
+    println!(
+        "estimated time for the runs left: {} with 1 job",
+        duration(total_secs)
+    );
+    if args.dry_run {
+        return Ok(());
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping: checkpointing the runs in flight (Ctrl-C again to abort)");
+    })
+    .context("cannot install the Ctrl-C handler")?;
+    let started = Instant::now();
+    let opts = SweepOptions {
+        jobs: args.jobs,
+        progress: args.jobs <= 1,
+        stop: Some(stop.clone()),
+        cache_dir: args.cache_dir.clone(),
+    };
+    let outcomes = run_sweep::<backend::Train>(
+        &spec,
+        &runs,
+        &dir,
+        &backend::device(),
+        &opts,
+        |run, outcome| match outcome {
+            RunOutcome::Done(s) => println!(
+                "finished {}: val loss {:.4} in {:.0}s",
+                run.name, s.val_loss, s.wall_secs
+            ),
+            RunOutcome::Failed(e) => println!("FAILED {}: {e}", run.name),
+            RunOutcome::Pending => {
+                println!("stopped {} (resume by running the sweep again)", run.name)
+            }
+        },
+    )?;
+    let count = |f: fn(&RunOutcome) -> bool| outcomes.iter().filter(|o| f(o)).count();
+    println!(
+        "{} finished, {} failed, {} not run, in {}",
+        count(|o| matches!(o, RunOutcome::Done(_))),
+        count(|o| matches!(o, RunOutcome::Failed(_))),
+        count(|o| matches!(o, RunOutcome::Pending)),
+        duration(started.elapsed().as_secs_f64())
+    );
+    println!("results: {}", dir.join("results.csv").display());
+    println!("report:  scalelab report {}", dir.display());
+    println!(
+        "TensorBoard: tensorboard --logdir {}",
+        dir.join("runs").display()
+    );
+    Ok(())
+}
+
+fn duration(secs: f64) -> String {
+    if secs < 90.0 {
+        format!("{secs:.0}s")
+    } else if secs < 5400.0 {
+        format!("{:.1}min", secs / 60.0)
+    } else {
+        format!("{:.1}h", secs / 3600.0)
+    }
+}

@@ -1,0 +1,140 @@
+//! `scalelab train CONFIG [--out DIR] [--resume] [overrides]`.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use scalelab_train::{train, RunConfig, TrainOptions};
+
+use crate::backend;
+
+/// Arguments of `scalelab train`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// A model config (trains with default settings on the synthetic language) or a run file
+    /// with `model:`, `train:` and `data:` sections.
+    pub config: PathBuf,
+    /// Run directory; defaults to runs/<model name>.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue the run in the output directory from its latest checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// Override train.budget with this many steps.
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Override train.batch_size.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Override train.seq_len.
+    #[arg(long)]
+    pub seq_len: Option<usize>,
+    /// Override train.lr.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Override train.seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Override train.peak_flops (device peak FLOP/s for MFU, e.g. 989e12).
+    #[arg(long)]
+    pub peak_flops: Option<f64>,
+    /// Where tokenized text corpora are cached.
+    #[arg(long, default_value = ".scalelab-cache")]
+    pub cache_dir: PathBuf,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Trains one model and prints where its logs are.
+pub fn run(args: &Args) -> Result<()> {
+    let mut cfg = RunConfig::from_yaml_file(&args.config)?;
+    let t = &mut cfg.train;
+    if let Some(steps) = args.steps {
+        t.budget = scalelab_train::Budget {
+            steps: Some(steps),
+            tokens: None,
+            flops: None,
+        };
+    }
+    t.batch_size = args.batch_size.unwrap_or(t.batch_size);
+    t.seq_len = args.seq_len.unwrap_or(t.seq_len);
+    t.lr = args.lr.unwrap_or(t.lr);
+    t.seed = args.seed.unwrap_or(t.seed);
+    t.peak_flops = args.peak_flops.or(t.peak_flops);
+    cfg.validate()?;
+    let name = if cfg.model.name.is_empty() {
+        "run".to_string()
+    } else {
+        cfg.model.name.clone()
+    };
+    let dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(&name));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!(
+            "\nstopping: finishing this step and writing a checkpoint (Ctrl-C again to abort)"
+        );
+    })
+    .context("cannot install the Ctrl-C handler")?;
+
+    let p = cfg.model.param_count();
+    eprintln!(
+        "training {name} ({:.2}M parameters, {:.2}M activated) on {} for {} steps of {} tokens -> {}",
+        p.total as f64 / 1e6,
+        p.activated as f64 / 1e6,
+        backend::NAME,
+        cfg.total_steps()?,
+        cfg.tokens_per_step(),
+        dir.display()
+    );
+    let opts = TrainOptions {
+        resume: args.resume,
+        progress: !args.quiet,
+        stop: Some(stop.clone()),
+        cache_dir: args.cache_dir.clone(),
+    };
+    let s = train::<backend::Train>(&cfg, &dir, &backend::device(), &opts)?;
+    let probes = s.probes.to_string();
+    println!(
+        "{} {} steps: train loss {:.4}, val loss {:.4}{}{} | {:.0} tokens/s{} | {:.1}s",
+        if s.completed { "done:" } else { "stopped:" },
+        s.steps,
+        s.train_loss,
+        s.val_loss,
+        s.entropy_rate
+            .map_or(String::new(), |h| format!(" (entropy rate {h:.4})")),
+        if probes.is_empty() {
+            String::new()
+        } else {
+            format!(" | {probes}")
+        },
+        s.tokens_per_s,
+        s.mfu
+            .map_or(String::new(), |m| format!(", MFU {:.1}%", m * 100.0)),
+        s.wall_secs
+    );
+    println!("run directory: {}", dir.display());
+    println!(
+        "metrics: {}   summary: {}",
+        dir.join("metrics.jsonl").display(),
+        dir.join("summary.json").display()
+    );
+    println!("TensorBoard: tensorboard --logdir {}", dir.display());
+    if !s.completed {
+        println!(
+            "continue with: scalelab train {} --out {} --resume",
+            args.config.display(),
+            dir.display()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,360 @@
+//! The sweep file: a base run, axes over config paths, budgets and seeds, expanded into runs.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use scalelab_config::ModelConfig;
+use scalelab_data::DataConfig;
+use scalelab_train::{Budget, RunConfig, TrainSettings};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::SweepError;
+
+/// A sweep file as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SweepSpec {
+    /// Name of the sweep (directory names, tables).
+    pub name: String,
+    /// What the sweep compares, for the report: attention-scaling, hybrid-ratio, moe-vs-dense,
+    /// expert-granularity, norm, or anything else.
+    #[serde(default)]
+    pub kind: String,
+    /// The base model config, relative to the sweep file.
+    pub base: PathBuf,
+    /// Values set on the base before the axes, by dotted path (`attention.heads: 8`,
+    /// `train.lr: 1e-3`).
+    #[serde(default)]
+    pub overrides: BTreeMap<String, Value>,
+    /// Training settings shared by every run (the budget may come from `budgets`).
+    #[serde(default)]
+    pub train: TrainSettings,
+    /// The data every run trains on.
+    #[serde(default)]
+    pub data: DataConfig,
+    /// What varies.
+    #[serde(default)]
+    pub axes: Axes,
+    /// Architecture label of each run: a template over axis values such as `"{attention.pattern}"`
+    /// mapped through `label_map`, or a fixed label. Defaults to the base model's name.
+    #[serde(default)]
+    pub label: Option<String>,
+    /// Maps label text to a display label (e.g. `S: softmax`).
+    #[serde(default)]
+    pub label_map: BTreeMap<String, String>,
+    /// Compute budgets in FLOPs: each run trains for `budget / FLOPs per token` tokens (IsoFLOP).
+    /// Without budgets, each run uses `train.budget`.
+    #[serde(default)]
+    pub budgets: Vec<f64>,
+    /// Seeds; each run is repeated per seed.
+    #[serde(default = "default_seeds")]
+    pub seeds: Vec<u64>,
+}
+
+fn default_seeds() -> Vec<u64> {
+    vec![0]
+}
+
+/// The axes of a sweep: a cartesian `grid` of paths, and `zip` paths varied together.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Axes {
+    /// Every combination of these values.
+    #[serde(default)]
+    pub grid: BTreeMap<String, Vec<Value>>,
+    /// These lists, all the same length, advance together (model sizes: width with depth).
+    #[serde(default)]
+    pub zip: BTreeMap<String, Vec<Value>>,
+}
+
+/// One planned run.
+#[derive(Debug, Clone)]
+pub struct PlannedRun {
+    /// Directory name, from the axis values.
+    pub name: String,
+    /// Architecture label.
+    pub arch: String,
+    /// The axis values of this run, by path.
+    pub axes: BTreeMap<String, Value>,
+    /// The budget in FLOPs, when the sweep has budgets.
+    pub budget: Option<f64>,
+    /// Everything the trainer needs.
+    pub config: RunConfig,
+}
+
+impl SweepSpec {
+    /// Reads a sweep file.
+    pub fn from_yaml_file(path: &Path) -> Result<Self, SweepError> {
+        let text = std::fs::read_to_string(path).map_err(|e| SweepError::io(path, e))?;
+        serde_saphyr::from_str(&text).map_err(|e| SweepError::Spec {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Expands the sweep into runs, validating every one before anything trains: an unknown
+    /// path, a value of the wrong type, or an axis value that makes an invalid model is an
+    /// error naming the run, the path and the rule.
+    pub fn plan(&self, spec_path: &Path) -> Result<Vec<PlannedRun>, SweepError> {
+        let base_path = spec_path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(&self.base);
+        let base = ModelConfig::from_yaml_file(&base_path).map_err(|e| SweepError::Run {
+            run: "(base)".into(),
+            path: "base".into(),
+            message: e.to_string(),
+        })?;
+        let lens: Vec<(String, usize)> = self
+            .axes
+            .zip
+            .iter()
+            .map(|(k, v)| (k.clone(), v.len()))
+            .collect();
+        if let Some((first, n)) = lens.first() {
+            if let Some((other, m)) = lens.iter().find(|(_, m)| m != n) {
+                return Err(SweepError::Invalid {
+                    field: format!("axes.zip.{other}"),
+                    value: format!("{m} values"),
+                    rule: format!("zip axes advance together: {first} has {n} values, so every zip axis needs {n}"),
+                });
+            }
+        }
+        for (path, values) in self.axes.grid.iter().chain(&self.axes.zip) {
+            if values.is_empty() {
+                return Err(SweepError::Invalid {
+                    field: format!("axes.{path}"),
+                    value: "[]".into(),
+                    rule: "an axis needs at least one value".into(),
+                });
+            }
+        }
+        if self.seeds.is_empty() {
+            return Err(SweepError::Invalid {
+                field: "seeds".into(),
+                value: "[]".into(),
+                rule: "give at least one seed".into(),
+            });
+        }
+        if let Some(b) = self.budgets.iter().find(|b| !(**b > 0.0)) {
+            return Err(SweepError::Invalid {
+                field: "budgets".into(),
+                value: b.to_string(),
+                rule: "budgets are positive FLOP counts, e.g. 1e13".into(),
+            });
+        }
+
+        let mut points: Vec<BTreeMap<String, Value>> = vec![BTreeMap::new()];
+        for (path, values) in &self.axes.grid {
+            points = points
+                .into_iter()
+                .flat_map(|p| {
+                    values.iter().map(move |v| {
+                        let mut q = p.clone();
+                        q.insert(path.clone(), v.clone());
+                        q
+                    })
+                })
+                .collect();
+        }
+        let zip_len = lens.first().map_or(1, |(_, n)| *n);
+        let mut runs = Vec::new();
+        for point in &points {
+            for i in 0..zip_len {
+                let mut axes = point.clone();
+                for (path, values) in &self.axes.zip {
+                    axes.insert(path.clone(), values[i].clone());
+                }
+                let budgets: Vec<Option<f64>> = if self.budgets.is_empty() {
+                    vec![None]
+                } else {
+                    self.budgets.iter().map(|b| Some(*b)).collect()
+                };
+                for budget in budgets {
+                    for &seed in &self.seeds {
+                        runs.push(self.make_run(&base, &axes, budget, seed)?);
+                    }
+                }
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for r in &runs {
+            if !seen.insert(r.name.clone()) {
+                return Err(SweepError::Invalid {
+                    field: "axes".into(),
+                    value: r.name.clone(),
+                    rule: "two runs got the same name: an axis repeats a value".into(),
+                });
+            }
+        }
+        Ok(runs)
+    }
+
+    fn make_run(
+        &self,
+        base: &ModelConfig,
+        axes: &BTreeMap<String, Value>,
+        budget: Option<f64>,
+        seed: u64,
+    ) -> Result<PlannedRun, SweepError> {
+        let mut name = run_name(axes, budget, seed, self.seeds.len() > 1);
+        if name.is_empty() {
+            name = "run".into();
+        }
+        let err = |path: &str, message: String| SweepError::Run {
+            run: name.clone(),
+            path: path.into(),
+            message,
+        };
+        let mut doc = serde_json::json!({
+            "model": serde_json::to_value(base).expect("config serializes"),
+            "train": serde_json::to_value(&self.train).expect("settings serialize"),
+            "data": serde_json::to_value(&self.data).expect("data config serializes"),
+        });
+        for (path, value) in self.overrides.iter().chain(axes) {
+            set_path(&mut doc, &qualified(path), value.clone()).map_err(|m| err(path, m))?;
+        }
+        let model: ModelConfig = serde_json::from_value(doc["model"].take())
+            .map_err(|e| err(&first_model_path(axes, &self.overrides), e.to_string()))?;
+        model
+            .validate()
+            .map_err(|e| err(&first_model_path(axes, &self.overrides), e.to_string()))?;
+        let mut train: TrainSettings =
+            serde_json::from_value(doc["train"].take()).map_err(|e| err("train", e.to_string()))?;
+        let data: DataConfig =
+            serde_json::from_value(doc["data"].take()).map_err(|e| err("data", e.to_string()))?;
+        train.seed = seed;
+        if let Some(flops) = budget {
+            train.budget = Budget {
+                steps: None,
+                tokens: None,
+                flops: Some(flops),
+            };
+        }
+        let mut model = model;
+        model.name = name.clone();
+        let config = RunConfig { model, train, data };
+        config.validate().map_err(|e| err("train", e.to_string()))?;
+        config
+            .total_steps()
+            .map_err(|e| err("train.budget", e.to_string()))?;
+        let arch = self.arch_label(axes, base);
+        Ok(PlannedRun {
+            name,
+            arch,
+            axes: axes.clone(),
+            budget,
+            config,
+        })
+    }
+
+    fn arch_label(&self, axes: &BTreeMap<String, Value>, base: &ModelConfig) -> String {
+        let Some(template) = &self.label else {
+            return if base.name.is_empty() {
+                "model".into()
+            } else {
+                base.name.clone()
+            };
+        };
+        let mut label = template.clone();
+        for (path, value) in axes {
+            label = label.replace(&format!("{{{path}}}"), &value_text(value));
+        }
+        self.label_map.get(&label).cloned().unwrap_or(label)
+    }
+}
+
+/// `attention.pattern` -> `model.attention.pattern`; `train.*` and `data.*` stay.
+fn qualified(path: &str) -> String {
+    if path.starts_with("train.") || path.starts_with("data.") || path.starts_with("model.") {
+        path.to_string()
+    } else {
+        format!("model.{path}")
+    }
+}
+
+fn first_model_path(axes: &BTreeMap<String, Value>, overrides: &BTreeMap<String, Value>) -> String {
+    let paths: Vec<&String> = overrides
+        .keys()
+        .chain(axes.keys())
+        .filter(|p| qualified(p).starts_with("model."))
+        .collect();
+    if paths.is_empty() {
+        "base".into()
+    } else {
+        paths
+            .iter()
+            .map(|p| p.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Sets `value` at a dotted path, creating maps for absent optional sections.
+fn set_path(doc: &mut Value, path: &str, value: Value) -> Result<(), String> {
+    let mut node = doc;
+    let parts: Vec<&str> = path.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        if part.is_empty() {
+            return Err(format!("`{path}` has an empty segment"));
+        }
+        let Value::Object(map) = node else {
+            return Err(format!(
+                "`{}` is not a section, so `{path}` cannot be set",
+                parts[..i].join(".")
+            ));
+        };
+        if i + 1 == parts.len() {
+            map.insert(part.to_string(), value);
+            return Ok(());
+        }
+        let entry = map.entry(part.to_string()).or_insert(Value::Null);
+        if entry.is_null() {
+            *entry = Value::Object(Default::default());
+        }
+        node = entry;
+    }
+    Ok(())
+}
+
+fn value_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// `attention.pattern=LLLS hidden_size=64` -> `pattern-LLLS_hidden_size-64`: the last path
+/// segment and the value of each axis, plus budget and seed.
+fn run_name(
+    axes: &BTreeMap<String, Value>,
+    budget: Option<f64>,
+    seed: u64,
+    many_seeds: bool,
+) -> String {
+    let mut parts: Vec<String> = axes
+        .iter()
+        .map(|(path, v)| {
+            let key = path.rsplit('.').next().unwrap_or(path);
+            let text: String = value_text(v)
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            format!("{key}-{text}")
+        })
+        .collect();
+    if let Some(b) = budget {
+        parts.push(format!("C{b:.0e}").replace("e+", "e"));
+    }
+    if many_seeds {
+        parts.push(format!("seed{seed}"));
+    }
+    parts.join("_")
+}

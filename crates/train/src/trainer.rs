@@ -1,0 +1,424 @@
+//! The training loop: data -> steps -> metrics, evaluation and checkpoints -> summary.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use burn::module::AutodiffModule;
+use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::ElementConversion;
+use indicatif::{ProgressBar, ProgressStyle};
+use scalelab_blocks::{HybridDecoder, LightningBackend, ModelConfigExt, MoeStats};
+use scalelab_data::Split;
+use scalelab_tensorboard::HParamValue;
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{Checkpoints, LoopState};
+use crate::error::TrainError;
+use crate::eval::{batch, cross_entropy, validation_loss};
+use crate::metrics::{MetricsLog, Record};
+use crate::probes::{run_probes, ProbeScores};
+use crate::schedule::learning_rate;
+use crate::settings::RunConfig;
+
+/// How to run, beyond the config.
+#[derive(Debug, Clone, Default)]
+pub struct TrainOptions {
+    /// Continue from the run directory's latest checkpoint (start fresh if it has none).
+    pub resume: bool,
+    /// Draw a progress bar on stderr.
+    pub progress: bool,
+    /// Set from outside (Ctrl-C) to checkpoint and stop cleanly at the end of the current step.
+    pub stop: Option<Arc<AtomicBool>>,
+    /// Where tokenized corpora are cached.
+    pub cache_dir: PathBuf,
+}
+
+/// What a finished (or stopped) run reports; written to `summary.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Summary {
+    /// Model name.
+    pub name: String,
+    /// The run directory.
+    pub run_dir: PathBuf,
+    /// Total parameters.
+    pub params: u64,
+    /// Activated parameters per token (excluding embedding and head).
+    pub activated_params: u64,
+    /// Optimizer steps done.
+    pub steps: u64,
+    /// Whether the budget was spent (false when stopped early).
+    pub completed: bool,
+    /// Training tokens.
+    pub tokens: u64,
+    /// Training FLOPs (convention in the config).
+    pub flops: f64,
+    /// Mean training loss over the last logging window, nats per token.
+    pub train_loss: f64,
+    /// Final validation loss, nats per token.
+    pub val_loss: f64,
+    /// The data's entropy rate (irreducible loss) where known, nats per token.
+    pub entropy_rate: Option<f64>,
+    /// Retrieval-probe accuracies.
+    pub probes: ProbeScores,
+    /// Training wall time, seconds.
+    pub wall_secs: f64,
+    /// Training tokens per second.
+    pub tokens_per_s: f64,
+    /// Model FLOPs utilization against `peak_flops`, when given.
+    pub mfu: Option<f64>,
+}
+
+/// Trains `run` in `dir` on `device`; returns the summary (also written to `dir/summary.json`).
+pub fn train<B>(
+    run: &RunConfig,
+    dir: &Path,
+    device: &B::Device,
+    opts: &TrainOptions,
+) -> Result<Summary, TrainError>
+where
+    B: AutodiffBackend + LightningBackend,
+    B::InnerBackend: LightningBackend,
+{
+    run.validate()?;
+    let t = &run.train;
+    std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+    let checkpoints = Checkpoints::new(dir);
+    let resume_step = check_run_dir(run, dir, &checkpoints, opts.resume)?;
+    let data = scalelab_data::open(&run.data, t.seq_len, &opts.cache_dir)?;
+    if data.vocab_size() > run.model.vocab_size {
+        return Err(TrainError::Invalid {
+            field: "model.vocab_size".into(),
+            value: run.model.vocab_size.to_string(),
+            rule: format!(
+                "the data ({}) has {} token ids: the model's vocabulary must be at least that large",
+                data.describe(),
+                data.vocab_size()
+            ),
+        });
+    }
+    let total_steps = run.total_steps()?;
+    let flops_per_token = run.flops_per_token()?;
+    let tokens_per_step = run.tokens_per_step();
+    let params = run.model.param_count();
+
+    B::seed(device, t.seed);
+    let mut model: HybridDecoder<B> = run.model.init(device);
+    let mut optim = AdamWConfig::new()
+        .with_beta_1(t.betas[0] as f32)
+        .with_beta_2(t.betas[1] as f32)
+        .with_epsilon(t.eps as f32)
+        .with_weight_decay(t.weight_decay as f32)
+        .init::<B, HybridDecoder<B>>();
+    let mut state = LoopState {
+        step: 0,
+        tokens: 0,
+        flops: 0.0,
+        elapsed_secs: 0.0,
+        sequences: 0,
+        seed: t.seed,
+        window_loss: 0.0,
+        window_steps: 0,
+    };
+    if resume_step.is_some() {
+        let (m, o, s) = checkpoints.load(model, optim, device)?;
+        (model, optim, state) = (m, o, s);
+    }
+    let mut log = MetricsLog::open(dir, resume_step)?;
+    if resume_step.is_none() {
+        log.config_text(&serde_saphyr::to_string(run).unwrap_or_default())?;
+        log.hparams(
+            &hparams(run),
+            &["val/loss", "train/loss", "probes/mqar", "probes/niah"],
+        )?;
+    }
+
+    let bar = progress_bar(opts.progress, total_steps, state.step);
+    let started = Instant::now() - std::time::Duration::from_secs_f64(state.elapsed_secs);
+    let mut window = (Instant::now(), state.tokens);
+    let mut last_loss = f64::NAN;
+    let mut train_loss = f64::NAN;
+    let mut val_loss = f64::NAN;
+    let mut last_checkpoint: Option<PathBuf> = checkpoints.latest();
+    let stopped = |o: &TrainOptions| o.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
+
+    while state.step < total_steps && !stopped(opts) {
+        let lr = learning_rate(t, state.step, total_steps);
+        let mut accum = GradientsAccumulator::<HybridDecoder<B>>::new();
+        let mut step_loss = 0.0;
+        let mut moe_stats = Vec::new();
+        for _ in 0..t.grad_accum {
+            let (x, y) = batch::<B>(
+                data.as_ref(),
+                Split::Train,
+                state.sequences,
+                t.batch_size,
+                t.seq_len,
+                device,
+            );
+            state.sequences += t.batch_size as u64;
+            let out = model.forward(x);
+            let lm = cross_entropy(out.logits, y);
+            let loss = (lm.clone() + out.aux_loss) / t.grad_accum as f64;
+            step_loss += lm.into_scalar().elem::<f64>() / t.grad_accum as f64;
+            accum.accumulate(&model, GradientsParams::from_grads(loss.backward(), &model));
+            moe_stats = out.moe;
+        }
+        if !step_loss.is_finite() {
+            bar.abandon();
+            log.close(false)?;
+            return Err(TrainError::NonFinite {
+                step: state.step + 1,
+                value: step_loss,
+                last_checkpoint: last_checkpoint
+                    .map_or("none (no checkpoint was written yet)".into(), |p| {
+                        p.display().to_string()
+                    }),
+            });
+        }
+        let mut grads = accum.grads();
+        let grad_norm = crate::grads::clip_global_norm::<B, _>(&model, &mut grads, t.grad_clip);
+        model = optim.step(lr, model, grads);
+        state.step += 1;
+        state.tokens += tokens_per_step;
+        state.flops += flops_per_token * tokens_per_step as f64;
+        state.elapsed_secs = started.elapsed().as_secs_f64();
+        last_loss = step_loss;
+        state.window_loss += step_loss;
+        state.window_steps += 1;
+
+        let end = state.step == total_steps;
+        if state.step % t.eval_every == 0 || end {
+            val_loss = validation_loss(
+                &model.valid(),
+                data.as_ref(),
+                t.eval_batches,
+                t.batch_size,
+                t.seq_len,
+                device,
+            );
+        }
+        if state.step % t.log_every == 0 || end {
+            let secs = window.0.elapsed().as_secs_f64().max(1e-9);
+            let tps = (state.tokens - window.1) as f64 / secs;
+            let mean_loss = state.window_loss / state.window_steps as f64;
+            let mut r = Record::default();
+            r.scalar("train/loss", mean_loss)
+                .scalar("train/lr", lr)
+                .scalar("train/grad_norm", grad_norm)
+                .scalar("train/tokens", state.tokens as f64)
+                .scalar("train/flops", state.flops)
+                .scalar("perf/tokens_per_s", tps);
+            if let Some(peak) = t.peak_flops {
+                r.scalar("perf/mfu", tps * flops_per_token / peak);
+            }
+            if state.step % t.eval_every == 0 || end {
+                r.scalar("val/loss", val_loss);
+            }
+            moe_record(&mut r, &moe_stats);
+            log.log(state.step, state.flops / 1e9, &r)?;
+            bar.set_message(format!("loss {mean_loss:.4} | {tps:.0} tok/s"));
+            window = (Instant::now(), state.tokens);
+            (state.window_loss, state.window_steps) = (0.0, 0);
+            train_loss = mean_loss;
+        }
+        bar.set_position(state.step);
+        if state.step % t.checkpoint_every == 0 || end || stopped(opts) {
+            log.flush()?;
+            last_checkpoint = Some(checkpoints.save(&model, &optim, &state, t.keep_checkpoints)?);
+        }
+    }
+    bar.finish_and_clear();
+    let completed = state.step >= total_steps;
+    if !completed && checkpoints.latest_step() != Some(state.step) {
+        last_checkpoint = Some(checkpoints.save(&model, &optim, &state, t.keep_checkpoints)?);
+    }
+    let _ = last_checkpoint;
+    let valid = model.valid();
+    if val_loss.is_nan() {
+        val_loss = validation_loss(
+            &valid,
+            data.as_ref(),
+            t.eval_batches,
+            t.batch_size,
+            t.seq_len,
+            device,
+        );
+    }
+    let probes = match (&t.probes, completed) {
+        (Some(grid), true) => run_probes(&valid, grid, data.as_ref(), device)?,
+        _ => ProbeScores::default(),
+    };
+    let mut end = Record::default();
+    for (name, score) in probes.scalars() {
+        end.scalar(&format!("probes/{name}"), score);
+    }
+    if !end.scalars.is_empty() {
+        log.log(state.step, state.flops / 1e9, &end)?;
+    }
+    if completed {
+        log.close(true)?;
+    } else {
+        log.flush()?;
+    }
+    let tokens_per_s = state.tokens as f64 / state.elapsed_secs.max(1e-9);
+    let summary = Summary {
+        name: run.model.name.clone(),
+        run_dir: dir.to_path_buf(),
+        params: params.total,
+        activated_params: params.activated,
+        steps: state.step,
+        completed,
+        tokens: state.tokens,
+        flops: state.flops,
+        train_loss: if train_loss.is_nan() {
+            last_loss
+        } else {
+            train_loss
+        },
+        val_loss,
+        entropy_rate: data.entropy_rate().map(|e| e.nats),
+        probes,
+        wall_secs: state.elapsed_secs,
+        tokens_per_s,
+        mfu: t.peak_flops.map(|p| tokens_per_s * flops_per_token / p),
+    };
+    let path = dir.join("summary.json");
+    std::fs::write(
+        &path,
+        serde_json::to_vec_pretty(&summary).expect("summary serializes"),
+    )
+    .map_err(|e| TrainError::io(&path, e))?;
+    Ok(summary)
+}
+
+/// Refuses to overwrite a run without `resume`, and to resume with a changed config. Returns
+/// the step to resume from.
+fn check_run_dir(
+    run: &RunConfig,
+    dir: &Path,
+    checkpoints: &Checkpoints,
+    resume: bool,
+) -> Result<Option<u64>, TrainError> {
+    let saved_path = dir.join("config.yaml");
+    let yaml = serde_saphyr::to_string(run).expect("a run config serializes");
+    let step = checkpoints.latest_step();
+    match (step, resume) {
+        (Some(step), false) => {
+            return Err(TrainError::RunExists {
+                dir: dir.to_path_buf(),
+                step,
+            })
+        }
+        (Some(_), true) => {
+            let saved =
+                std::fs::read_to_string(&saved_path).map_err(|e| TrainError::io(&saved_path, e))?;
+            if saved != yaml {
+                let what = saved
+                    .lines()
+                    .zip(yaml.lines())
+                    .find(|(a, b)| a != b)
+                    .map_or("its length".to_string(), |(a, b)| {
+                        format!("saved `{}`, now `{}`", a.trim(), b.trim())
+                    });
+                return Err(TrainError::ConfigChanged {
+                    dir: dir.to_path_buf(),
+                    what,
+                });
+            }
+        }
+        (None, _) => {
+            std::fs::write(&saved_path, &yaml).map_err(|e| TrainError::io(&saved_path, e))?
+        }
+    }
+    Ok(step)
+}
+
+fn hparams(run: &RunConfig) -> BTreeMap<String, HParamValue> {
+    let m = &run.model;
+    let p = m.param_count();
+    let mut h = BTreeMap::new();
+    h.insert("model".into(), HParamValue::String(m.name.clone()));
+    h.insert(
+        "hidden_size".into(),
+        HParamValue::Number(m.hidden_size as f64),
+    );
+    h.insert("layers".into(), HParamValue::Number(m.layers as f64));
+    h.insert(
+        "softmax_layers".into(),
+        HParamValue::Number(p.softmax_layers as f64),
+    );
+    h.insert(
+        "moe_layers".into(),
+        HParamValue::Number(p.moe_layers as f64),
+    );
+    h.insert("params".into(), HParamValue::Number(p.total as f64));
+    h.insert(
+        "activated_params".into(),
+        HParamValue::Number(p.activated as f64),
+    );
+    h.insert("lr".into(), HParamValue::Number(run.train.lr));
+    h.insert(
+        "batch_size".into(),
+        HParamValue::Number(run.train.batch_size as f64),
+    );
+    h.insert(
+        "seq_len".into(),
+        HParamValue::Number(run.train.seq_len as f64),
+    );
+    h.insert("seed".into(), HParamValue::Number(run.train.seed as f64));
+    if let Some(moe) = &m.ffn.moe {
+        h.insert("experts".into(), HParamValue::Number(moe.experts as f64));
+        h.insert("top_k".into(), HParamValue::Number(moe.top_k as f64));
+    }
+    h
+}
+
+/// Per-MoE-layer routing metrics: losses, dropped fraction, load balance, and a histogram of
+/// expert loads.
+fn moe_record<B: burn::tensor::backend::Backend>(r: &mut Record, stats: &[(usize, MoeStats<B>)]) {
+    for (layer, s) in stats {
+        let p = format!("moe/layer_{layer:02}");
+        let loads: Vec<f64> = s.tokens_per_expert.iter().map(|&n| n as f64).collect();
+        let total: f64 = loads.iter().sum::<f64>().max(1.0);
+        let mean = total / loads.len() as f64;
+        let max = loads.iter().cloned().fold(0.0, f64::max);
+        let entropy: f64 = loads
+            .iter()
+            .filter(|&&n| n > 0.0)
+            .map(|&n| -(n / total) * (n / total).ln())
+            .sum();
+        r.scalar(
+            &format!("{p}/load_balance_loss"),
+            s.load_balance_loss.clone().into_scalar().elem(),
+        )
+        .scalar(
+            &format!("{p}/z_loss"),
+            s.z_loss.clone().into_scalar().elem(),
+        )
+        .scalar(&format!("{p}/dropped_fraction"), s.dropped_fraction)
+        .scalar(&format!("{p}/max_over_mean_load"), max / mean)
+        .scalar(
+            &format!("{p}/load_entropy"),
+            entropy / (loads.len() as f64).ln().max(1e-12),
+        );
+        r.histograms.insert(format!("{p}/expert_load"), loads);
+    }
+}
+
+fn progress_bar(enabled: bool, total: u64, at: u64) -> ProgressBar {
+    if !enabled {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total).with_position(at);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} steps | {msg} | {elapsed_precise} < {eta_precise}",
+        )
+        .expect("valid template"),
+    );
+    bar
+}
