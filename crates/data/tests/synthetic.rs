@@ -60,7 +60,10 @@ fn default_stream_is_pinned() {
             h = (h ^ u64::from(t)).wrapping_mul(0x0100_0000_01b3);
         }
     }
-    assert_eq!(h, 0xc8ea_47e8_bd23_a03a, "the default synthetic stream changed");
+    assert_eq!(
+        h, 0xc8ea_47e8_bd23_a03a,
+        "the default synthetic stream changed"
+    );
 }
 
 const GOLDEN_TRAIN_0: [u32; 24] = [
