@@ -50,10 +50,10 @@ impl RecallSyntax {
     /// ASCII for byte-level text: `"\nThe value of key q is 7"` states (and asks) that key `q`
     /// (`a`..`z`) has value `7` (`0`..`9`); chance is 1/10.
     pub fn bytes() -> Self {
-        let prefix = b"\nThe value of key ".iter().map(|&b| b as u32).collect();
+        let prefix: Vec<u32> = b"\nThe value of key ".iter().map(|&b| b as u32).collect();
         Self {
-            fact_prefix: prefix,
-            query_prefix: b"\nThe value of key ".iter().map(|&b| b as u32).collect(),
+            fact_prefix: prefix.clone(),
+            query_prefix: prefix,
             infix: b" is ".iter().map(|&b| b as u32).collect(),
             keys: (b'a'..=b'z').map(u32::from).collect(),
             values: (b'0'..=b'9').map(u32::from).collect(),
@@ -136,6 +136,7 @@ pub struct MqarConfig {
 /// value, which the next queries may not reuse since keys are distinct).
 pub fn mqar(cfg: &MqarConfig, n: usize, seed: u64) -> Result<Vec<ProbeExample>> {
     let s = &cfg.syntax;
+    s.validate(1 << 32)?;
     if cfg.pairs == 0 || cfg.pairs > s.keys.len() {
         return Err(DataError::invalid(
             "mqar.pairs",

@@ -238,6 +238,15 @@ fn grids_generate_every_cell_and_reject_bad_settings() {
         .unwrap_err()
         .to_string();
     assert!(e.starts_with("syntax.values"), "{e}");
+    let mut overlapping = RecallSyntax::bytes();
+    overlapping.values[0] = overlapping.keys[0];
+    let cfg = MqarConfig {
+        pairs: 2,
+        queries: 1,
+        syntax: overlapping,
+    };
+    let e = mqar(&cfg, 1, 0).unwrap_err().to_string();
+    assert!(e.contains("keys and values must be distinct"), "{e}");
 }
 
 #[test]
