@@ -360,13 +360,17 @@ fn write_run(dir: &Path, r: &Row, loss: f64, train_loss: f64, seed: u64) {
     .unwrap();
 }
 
-/// Every file under `dir`, relative, sorted.
+/// Every file under `dir`, relative, sorted; a report written into the sweep (`report/`, the
+/// default output directory) is not part of it.
 pub fn files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).unwrap() {
             let p = e.unwrap().path();
+            if p == dir.join("report") {
+                continue;
+            }
             if p.is_dir() {
                 stack.push(p);
             } else {
