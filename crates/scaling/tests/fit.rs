@@ -465,3 +465,53 @@ fn bad_results_files_fail_with_clear_errors() {
     }
     assert!(n >= 9, "{n}");
 }
+
+/// The helpers exposed for plots agree with what the fits use: the bootstrap samples are the ones
+/// the intervals came from, the budget groups are the fit's budgets, and the parabola's minimum is
+/// the vertex of the parabola it fitted.
+#[test]
+fn plot_helpers_agree_with_the_fits() {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let mut rows = Vec::new();
+    for c in budgets(1e-4, 1e-2, 4) {
+        rows.push((
+            "p",
+            1e6 * c.sqrt(),
+            1.0,
+            c * PFLOP_S_DAY,
+            3.0 * c.powf(-0.08) * noise(&mut rng, 0.01),
+        ));
+        rows.push((
+            "p",
+            2e6 * c.sqrt(),
+            1.0,
+            c * PFLOP_S_DAY * 1.004,
+            3.1 * c.powf(-0.08),
+        ));
+    }
+    let text = csv(&rows);
+    let read = read_results_str(&text, "t.csv").unwrap();
+    let report = fit(&text, Law::Power);
+    let power = law(&report, "p", "L(C)");
+    let samples = power.bootstrap_samples();
+    assert_eq!(samples.len(), power.bootstrap_used);
+    let b: Vec<f64> = samples.iter().map(|s| s[1]).collect();
+    let (lo, hi) = (
+        b.iter().copied().fold(f64::INFINITY, f64::min),
+        b.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+    );
+    let est = power.param("b").unwrap();
+    assert!(lo <= est.lo && est.hi <= hi && lo < hi);
+    let groups = scalelab_scaling::fit::budget_groups(&read, 0.01);
+    assert_eq!(groups.len(), report.archs[0].budgets);
+    assert!(groups.iter().all(|g| g.len() == 2));
+
+    let x = [0.0, 1.0, 2.0, 3.0, 4.0];
+    let y: Vec<f64> = x.iter().map(|v| 2.0 + 0.5 * (v - 2.5f64).powi(2)).collect();
+    let c = scalelab_scaling::fit::isoflop_parabola(&x, &y).unwrap();
+    assert!((c[0] - 5.125).abs() < 1e-9 && (c[1] + 2.5).abs() < 1e-9 && (c[2] - 0.5).abs() < 1e-9);
+    let m = scalelab_scaling::fit::isoflop_minimum(&x, &y).unwrap();
+    assert!((m - 2.5).abs() < 1e-9);
+    let down: Vec<f64> = y.iter().map(|v| -v).collect();
+    assert!(scalelab_scaling::fit::isoflop_minimum(&x, &down).is_err());
+}

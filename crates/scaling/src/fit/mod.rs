@@ -245,6 +245,12 @@ impl LawFit {
     pub fn param(&self, name: &str) -> Option<&Estimate> {
         self.params.iter().find(|p| p.name == name)
     }
+
+    /// The parameters fitted to each bootstrap resample (in the order of `params`, natural
+    /// units), so callers can draw confidence bands of the law; empty unless fitted.
+    pub fn bootstrap_samples(&self) -> &[Vec<f64>] {
+        &self.samples
+    }
 }
 
 /// The fits of one architecture label.
@@ -364,6 +370,27 @@ fn budgets(rows: &[&ResultRow], tol: f64) -> Vec<Vec<usize>> {
         }
     }
     groups
+}
+
+/// Row indices grouped into budgets exactly as the fits group them (rows sorted by FLOPs; a row
+/// joins the current group while its FLOPs are within `tolerance` of the group's first), so plots
+/// can draw the same IsoFLOP groups the fits used.
+pub fn budget_groups(rows: &[ResultRow], tolerance: f64) -> Vec<Vec<usize>> {
+    let refs: Vec<&ResultRow> = rows.iter().collect();
+    budgets(&refs, tolerance)
+}
+
+/// The IsoFLOP parabola the `isoflop` law fits at one budget, `y = c0 + c1 x + c2 x^2` by least
+/// squares (`x = ln N` or `ln D`, `y` the loss), so plots can draw it; `None` with fewer than 3
+/// distinct `x`.
+pub fn isoflop_parabola(x: &[f64], y: &[f64]) -> Option<[f64; 3]> {
+    stats::parabola(x, y)
+}
+
+/// The `x` at the minimum of that parabola, or why the `isoflop` law skips the budget (opens
+/// downward, minimum outside the sampled range).
+pub fn isoflop_minimum(x: &[f64], y: &[f64]) -> Result<f64, &'static str> {
+    parabola_minimum(x, y)
 }
 
 /// The lowest-loss run of each budget, as `(C in PFLOP/s-days, loss)`.
