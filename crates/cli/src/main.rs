@@ -24,6 +24,8 @@ enum Command {
     Train(commands::train::Args),
     /// Run an experiment sweep (resumable): every run of a YAML sweep file, into one directory.
     Sweep(commands::sweep::Args),
+    /// Write a sweep's report: fitted laws against the paper's, tables and figures.
+    Report(commands::report::Args),
     /// Forward and training FLOPs per token by component, under three conventions.
     Flops(commands::flops::Args),
     /// The runs of an IsoFLOP plan: configs, tokens and FLOPs per (budget, size).
@@ -38,6 +40,7 @@ fn main() -> ExitCode {
         Command::Params(args) => commands::params::run(&args),
         Command::Train(args) => commands::train::run(&args),
         Command::Sweep(args) => commands::sweep::run(&args),
+        Command::Report(args) => commands::report::run(&args),
         Command::Flops(args) => commands::flops::run(&args),
         Command::Plan(args) => commands::plan::run(&args),
         Command::Fit(args) => commands::fit::run(&args),

@@ -5,5 +5,6 @@ pub mod fit;
 pub mod flops;
 pub mod params;
 pub mod plan;
+pub mod report;
 pub mod sweep;
 pub mod train;
