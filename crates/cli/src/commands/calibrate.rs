@@ -10,12 +10,15 @@ use scalelab_train::RunConfig;
 
 use crate::backend;
 
-/// Training FLOP/s of one forward+backward step of `run`'s model at its batch shape (after a
-/// warm-up step), counted in the run's FLOP convention.
+/// Training FLOP/s of one forward+backward step of `run`'s model (after a warm-up step), counted
+/// in the run's FLOP convention. The batch is capped at 4 x 256 tokens so that sizing a GPU sweep
+/// on a laptop stays quick; the estimate is rough for models far larger than the one measured.
 pub fn flops_per_second(run: &RunConfig) -> Result<f64> {
     let device = backend::device();
     let model = run.model.init::<backend::Train>(&device);
-    let (b, t) = (run.train.batch_size, run.train.seq_len);
+    let (b, t) = (run.train.batch_size.min(4), run.train.seq_len.min(256));
+    let mut run = run.clone();
+    run.train.seq_len = t;
     let ids: Vec<i64> = (0..b * t)
         .map(|i| (i % run.model.vocab_size) as i64)
         .collect();

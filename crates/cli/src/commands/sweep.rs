@@ -37,7 +37,11 @@ pub fn run(args: &Args) -> Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("runs").join(&spec.name));
-    let rate = crate::commands::calibrate::flops_per_second(&runs[0].config)?;
+    let smallest = runs
+        .iter()
+        .min_by_key(|r| r.config.model.param_count().total)
+        .expect("a plan has at least one run");
+    let rate = crate::commands::calibrate::flops_per_second(&smallest.config)?;
     println!(
         "{} runs in {} (this machine trains {} at about {:.2e} FLOP/s)",
         runs.len(),
