@@ -5,6 +5,9 @@
 mod chosen {
     /// The training backend.
     pub type Train = burn::backend::Autodiff<burn::backend::Cuda>;
+    /// Pure bf16 training (weights, activations and optimizer state in bf16; Burn 0.21 has no
+    /// mixed-precision autocast).
+    pub type TrainBf16 = burn::backend::Autodiff<burn::backend::Cuda<burn::tensor::bf16>>;
     /// A one-line description for logs.
     pub const NAME: &str = "cuda";
     /// The default device.

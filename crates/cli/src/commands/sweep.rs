@@ -27,6 +27,9 @@ pub struct Args {
     /// Where tokenized text corpora are cached.
     #[arg(long, default_value = ".scalelab-cache")]
     pub cache_dir: PathBuf,
+    /// Write the report (fitted laws, tables, figures) when the sweep ends.
+    #[arg(long)]
+    pub report: bool,
 }
 
 /// Plans, then runs a sweep; prints each run as it finishes.
@@ -126,7 +129,14 @@ pub fn run(args: &Args) -> Result<()> {
         duration(started.elapsed().as_secs_f64())
     );
     println!("results: {}", dir.join("results.csv").display());
-    println!("report:  scalelab report {}", dir.display());
+    if args.report {
+        match scalelab_report::write_report(&dir, None) {
+            Ok(paths) => print!("{}", paths.to_text()),
+            Err(e) => eprintln!("no report: {e}"),
+        }
+    } else {
+        println!("report:  scalelab report {}", dir.display());
+    }
     println!(
         "TensorBoard: tensorboard --logdir {}",
         dir.join("runs").display()

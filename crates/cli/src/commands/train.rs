@@ -45,6 +45,9 @@ pub struct Args {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Floating-point precision of weights and activations: f32, or bf16 (cuda builds only).
+    #[arg(long, default_value = "f32", value_parser = ["f32", "bf16"])]
+    pub precision: String,
 }
 
 /// Trains one model and prints where its logs are.
@@ -102,7 +105,16 @@ pub fn run(args: &Args) -> Result<()> {
         stop: Some(stop.clone()),
         cache_dir: args.cache_dir.clone(),
     };
-    let s = train::<backend::Train>(&cfg, &dir, &backend::device(), &opts)?;
+    let s = match args.precision.as_str() {
+        #[cfg(feature = "cuda")]
+        "bf16" => train::<backend::TrainBf16>(&cfg, &dir, &backend::device(), &opts)?,
+        #[cfg(not(feature = "cuda"))]
+        "bf16" => anyhow::bail!(
+            "--precision bf16 needs a build with --features cuda; this one trains on {}",
+            backend::NAME
+        ),
+        _ => train::<backend::Train>(&cfg, &dir, &backend::device(), &opts)?,
+    };
     let probes = s.probes.to_string();
     println!(
         "{} {} steps: train loss {:.4}, val loss {:.4}{}{} | {:.0} tokens/s{} | {:.1}s",
