@@ -42,6 +42,9 @@ pub struct Args {
     /// Where tokenized text corpora are cached.
     #[arg(long, default_value = ".scalelab-cache")]
     pub cache_dir: PathBuf,
+    /// Skip the retrieval probes at the end.
+    #[arg(long)]
+    pub no_probes: bool,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -66,6 +69,9 @@ pub fn run(args: &Args) -> Result<()> {
     t.lr = args.lr.unwrap_or(t.lr);
     t.seed = args.seed.unwrap_or(t.seed);
     t.peak_flops = args.peak_flops.or(t.peak_flops);
+    if args.no_probes {
+        t.probes = None;
+    }
     cfg.validate()?;
     let name = if cfg.model.name.is_empty() {
         "run".to_string()
