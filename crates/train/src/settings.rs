@@ -93,6 +93,9 @@ pub struct TrainSettings {
     pub keep_checkpoints: usize,
     /// Retrieval probes run at the end (`null` skips them).
     pub probes: Option<ProbeGrid>,
+    /// Also run the probes every this many steps during training (none: only at the end).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe_every: Option<u64>,
     /// Peak FLOP/s of the device for MFU (e.g. 989e12 for an H100 in bf16); none: no MFU.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peak_flops: Option<f64>,
@@ -123,6 +126,7 @@ impl Default for TrainSettings {
             checkpoint_every: 100,
             keep_checkpoints: 2,
             probes: Some(crate::probes::default_grid()),
+            probe_every: None,
             peak_flops: None,
             flop_convention: Convention::Exact,
         }
@@ -224,6 +228,13 @@ impl RunConfig {
             if v == 0 {
                 return invalid(field, v.to_string(), "must be at least 1");
             }
+        }
+        if t.probe_every == Some(0) {
+            return invalid(
+                "train.probe_every",
+                "0".into(),
+                "must be at least 1, or left out",
+            );
         }
         for (field, v) in [
             ("train.log_every", t.log_every),

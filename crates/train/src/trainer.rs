@@ -42,6 +42,8 @@ pub struct TrainOptions {
 pub struct Summary {
     /// Model name.
     pub name: String,
+    /// The whole run config.
+    pub config: RunConfig,
     /// The run directory.
     pub run_dir: PathBuf,
     /// Total parameters.
@@ -219,6 +221,14 @@ where
                 r.scalar("val/loss", val_loss);
             }
             moe_record(&mut r, &moe_stats);
+            if let (Some(grid), Some(every)) = (&t.probes, t.probe_every) {
+                if state.step % every == 0 && !end {
+                    let scores = run_probes(&model.valid(), grid, data.as_ref(), device)?;
+                    for (name, v) in scores.scalars() {
+                        r.scalar(&format!("probes/{name}"), v);
+                    }
+                }
+            }
             log.log(state.step, state.flops / 1e9, &r)?;
             bar.set_message(format!("loss {mean_loss:.4} | {tps:.0} tok/s"));
             window = (Instant::now(), state.tokens);
@@ -267,6 +277,7 @@ where
     let tokens_per_s = state.tokens as f64 / state.elapsed_secs.max(1e-9);
     let summary = Summary {
         name: run.model.name.clone(),
+        config: run.clone(),
         run_dir: dir.to_path_buf(),
         params: params.total,
         activated_params: params.activated,

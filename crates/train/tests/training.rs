@@ -210,3 +210,26 @@ fn bad_settings_name_the_field() {
         .to_string()
         .contains("exactly one of steps, tokens or flops"));
 }
+
+#[test]
+fn untrained_model_scores_at_chance_on_the_probes() {
+    use scalelab_blocks::ModelConfigExt;
+    let run = tiny_run(1);
+    let device = Default::default();
+    let model = run.model.init::<NdArray>(&device);
+    let data = scalelab_data::open(&run.data, 64, &std::env::temp_dir()).unwrap();
+    let scores = scalelab_train::probes::run_probes(
+        &model,
+        &scalelab_train::probes::default_grid(),
+        data.as_ref(),
+        &device,
+    )
+    .unwrap();
+    assert!(!scores.cells.is_empty());
+    for c in &scores.cells {
+        // An untrained model guesses: at most chance plus four binomial standard errors of the
+        // targets scored (a few hundred per cell).
+        let bound = c.chance + 4.0 * (c.chance * (1.0 - c.chance) / 100.0).sqrt();
+        assert!(c.accuracy <= bound, "{c:?} is above chance");
+    }
+}
