@@ -19,7 +19,7 @@ run() { # name config precision steps batch seq
   local dir=/tmp/runs/$name
   rm -rf "$dir"
   local t0=$(date +%s)
-  timeout ${RUN_TIMEOUT:-240} "$BIN" train "$cfg" --out "$dir" --quiet --no-probes --precision "$prec" \
+  timeout ${RUN_TIMEOUT:-150} "$BIN" train "$cfg" --out "$dir" --quiet --no-probes --precision "$prec" \
     --steps "$steps" --batch-size "$batch" --seq-len "$seq" --peak-flops $PEAK > "$OUT/$name.log" 2>&1
   local rc=$?
   python3 - "$dir" "$name" "$prec" "$batch" "$seq" "$rc" "$(( $(date +%s) - t0 ))" <<'PY' | tee -a "$OUT/train.jsonl"
@@ -33,6 +33,12 @@ print(json.dumps(dict(name=name, precision=prec, batch=int(b), seq=int(t), rc=in
 PY
 }
 
+# The PyTorch anchor first (fla's chunk_simple_gla + SDPA), same card, same call.
+(python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl \
+  && PYTHONPATH=/tmp/site OUT="$OUT" timeout ${ANCHOR_TIMEOUT:-200} python3 ${ANCHOR:-.gpu/torch_train_anchor.py}) \
+  > "$OUT/torch_anchor.log" 2>&1
+tail -8 "$OUT/torch_anchor.log"
+
 run tiny-f32 configs/tiny/tiny-hybrid-moe.yaml f32 60 16 128
 run hybrid125m-f32-T2048 configs/anchor/hybrid-125m.yaml f32 30 16 2048
 run hybrid125m-bf16-T2048 configs/anchor/hybrid-125m.yaml bf16 30 16 2048
@@ -41,8 +47,5 @@ if [ "${1:-}" != quick ]; then
   run lightning125m-f32-T2048 configs/anchor/lightning-125m.yaml f32 30 16 2048
   run hybridmoe125m-f32-T2048 configs/anchor/hybrid-125m-moe8.yaml f32 30 16 2048
 fi
-# The PyTorch anchor (fla's chunk_simple_gla + SDPA), same card, same call.
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
-timeout 300 python3 ${ANCHOR:-.gpu/torch_train_anchor.py} > "$OUT/torch_anchor.log" 2>&1; tail -8 "$OUT/torch_anchor.log"
 echo "=== scalelab"
 cat "$OUT/train.jsonl"
