@@ -82,7 +82,7 @@ impl MetricsLog {
         for (tag, values) in &record.histograms {
             self.tb.add_histogram(tag, step, values).map_err(io)?;
         }
-        Ok(())
+        self.flush()
     }
 
     /// The run's config, as Markdown text in TensorBoard.
