@@ -29,19 +29,30 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--scalelab", help="JSON lines written by the Rust bench")
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--json")
+    ap.add_argument("--json", help="write fla/SDPA results here")
+    ap.add_argument("--from-json", help="read fla/SDPA results from an earlier run instead")
     args = ap.parse_args()
 
+    if args.from_json:
+        with open(args.from_json) as f:
+            rows = [tuple(json.loads(x)[k] for k in ("what", "t", "impl", "ms")) for x in f]
+    else:
+        rows = measure(args.quick)
+    report(rows, args)
+
+
+def measure(quick):
     from fla.ops.simple_gla import chunk_simple_gla, fused_recurrent_simple_gla
 
     rows = []
     b, h, d = 4, 32, 128
-    ts = [2048, 8192] if args.quick else [2048, 4096, 8192, 16384, 32768, 65536]
+    ts = [2048, 8192] if quick else [2048, 4096, 8192, 32768, 65536]
     g = -slopes(h)
     for t in ts:
         q, k, v = (torch.randn(b, t, h, d, device="cuda", dtype=torch.bfloat16) * 0.3 for _ in range(3))
         fwd = lambda: chunk_simple_gla(q, k, v, g_gamma=g, scale=1.0)
         rows.append(("forward", t, "fla", bench(fwd)))
+        print(rows[-1], flush=True)
         qg, kg, vg = (x.clone().requires_grad_() for x in (q, k, v))
 
         def fb():
@@ -49,6 +60,7 @@ def main():
             o.sum().backward()
 
         rows.append(("fwd+bwd", t, "fla", bench(fb)))
+        print(rows[-1], flush=True)
         del qg, kg, vg
         if t <= 32768:
             qs, ks, vs = (x.transpose(1, 2).contiguous() for x in (q, k, v))
@@ -72,14 +84,18 @@ def main():
             q, k, v, g_gamma=g, scale=1.0, initial_state=st, output_final_state=True
         )
         rows.append((f"decode{batch}", 1, "fla", bench(dec)))
+        print(rows[-1], flush=True)
+    return rows
 
+
+def report(rows, args):
     ours = {}
     if args.scalelab:
         with open(args.scalelab) as f:
             for line in f:
                 r = json.loads(line)
                 ours[(r["what"], r["t"], r["impl"])] = r["ms"]
-    if args.json:
+    if args.json and not args.from_json:
         with open(args.json, "w") as f:
             for what, t, impl, ms in rows:
                 f.write(json.dumps({"what": what, "t": t, "impl": impl, "ms": ms}) + "\n")

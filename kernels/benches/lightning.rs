@@ -13,9 +13,10 @@
 use std::io::Write;
 use std::time::Instant;
 
-use burn::backend::cuda::{CudaDevice, CudaRuntime};
+use burn::backend::cuda::CudaDevice;
 use burn::backend::{Autodiff, Cuda};
 use burn::tensor::{backend::Backend, bf16, Distribution, Tensor};
+use cubecl::cuda::CudaRuntime;
 use cubecl::Runtime;
 use scalelab_kernels::lightning::{reference, LightningBackend};
 
@@ -193,12 +194,20 @@ fn main() {
     }
 
     let (b, h, d) = (4usize, 32usize, 128usize);
-    let ts: Vec<usize> = if quick {
+    let ts_arg = args.iter().position(|a| a == "--ts").map(|i| {
+        args[i + 1]
+            .split(',')
+            .map(|x| x.parse().unwrap())
+            .collect::<Vec<usize>>()
+    });
+    let ts: Vec<usize> = if let Some(ts) = ts_arg {
+        ts
+    } else if quick {
         vec![2048, 8192]
     } else {
         vec![2048, 4096, 8192, 16384, 32768, 65536]
     };
-    let reps = if quick { 3 } else { 10 };
+    let reps = if quick { 3 } else { 7 };
     let chunk = 64.0;
     let slopes: Vec<f32> = (0..h)
         .map(|i| 2f32.powf(-8.0 * (i + 1) as f32 / h as f32))
@@ -219,7 +228,7 @@ fn main() {
         let s = Tensor::<Bf, 1>::from_floats(slopes.as_slice(), &device);
         for kernel in [true, false] {
             let impl_ = if kernel { "kernel" } else { "reference" };
-            if !kernel && t > 32768 {
+            if !kernel && t > 16384 {
                 continue;
             }
             let (ms, peak) = time::<Bf>(&device, &device, reps, || {
@@ -240,7 +249,7 @@ fn main() {
                 peak,
             }
             .print(&mut json);
-            if !kernel && t > 16384 {
+            if !kernel && t > 4096 {
                 continue;
             }
             let ad =

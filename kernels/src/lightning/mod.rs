@@ -16,7 +16,7 @@ use burn::backend::autodiff::{
     ops::{Backward, Ops, OpsKind},
     Autodiff,
 };
-use burn::tensor::{backend::Backend, ops::FloatTensor, Int, Tensor, TensorPrimitive};
+use burn::tensor::{backend::Backend, ops::FloatTensor, FloatDType, Int, Tensor, TensorPrimitive};
 
 /// How one [`LightningBackend::lightning_scan`] runs; [`reference::scan`] gives the function.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -198,19 +198,23 @@ pub fn lightning_grads<B: LightningBackend>(
     let (dv_, d_state0) = unpack(dv_, n, dk);
     debug_assert_eq!(dv_.dims()[3], dvdim);
 
+    // In f32 whatever the input dtype: the sum runs over every token, weighted by position.
+    let f32_ = |x: Tensor<B, 4>| x.cast(FloatDType::F32);
     let device = q.device();
-    let pos = Tensor::<B, 1, Int>::arange(1..n as i64 + 1, &device)
-        .float()
-        .reshape([1, 1, n, 1]);
-    let db = (q * dq.clone()).sum_dim(3) - (k * dk_.clone()).sum_dim(3);
+    let pos = f32_(
+        Tensor::<B, 1, Int>::arange(1..n as i64 + 1, &device)
+            .float()
+            .reshape([1, 1, n, 1]),
+    );
+    let db = (f32_(q) * f32_(dq.clone())).sum_dim(3) - (f32_(k) * f32_(dk_.clone())).sum_dim(3);
     let ds_tokens = (db * pos).sum_dim(2).sum_dim(0).reshape([heads]);
-    let ds_state = (s_final * d_state)
+    let ds_state = (f32_(s_final) * f32_(d_state))
         .sum_dim(3)
         .sum_dim(2)
         .sum_dim(0)
         .reshape([heads])
         * (n as f64);
-    let ds = (ds_tokens + ds_state).neg();
+    let ds = (ds_tokens + ds_state).neg().cast(s.dtype());
     (dq, dk_, dv_, ds, has_state.then_some(d_state0))
 }
 
