@@ -1,17 +1,42 @@
 //! Lightning attention: the MiniMax decayed linear-attention core.
 //!
-//! [`reference`] holds the plain tensor-op forms (naive, chunked, recurrent).
-//! [`LightningBackend::lightning_attention`] is what model code calls: backends without a kernel
-//! run the chunked reference; the CubeCL backends override it with their kernels.
+//! [`reference`] holds the plain tensor-op forms (naive, chunked, recurrent, and the general
+//! [`reference::scan`]). [`LightningBackend::lightning_attention`] is what model code calls:
+//! backends without a kernel run the chunked reference; the CubeCL backends (`CubeBackend`, and
+//! `Fusion<CubeBackend>` through a fusion custom op) run the kernels of `cube`, and
+//! `Autodiff` over them records one backward node whose gradients are three more kernel scans.
 
+#[cfg(feature = "cubecl")]
+pub mod cube;
 pub mod reference;
 
-use burn::tensor::{backend::Backend, Tensor};
+use burn::backend::autodiff::{
+    checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
+    grads::Gradients,
+    ops::{Backward, Ops, OpsKind},
+    Autodiff,
+};
+use burn::tensor::{backend::Backend, ops::FloatTensor, FloatDType, Int, Tensor, TensorPrimitive};
+
+/// How one [`LightningBackend::lightning_scan`] runs; [`reference::scan`] gives the function.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ScanOptions {
+    /// Run time backwards (`t -> n-1-t`): the reverse loop of the backward pass.
+    pub reverse: bool,
+    /// Read the initial state transposed (`[.., dc, da]` instead of `[.., da, dc]`).
+    pub transpose_state: bool,
+    /// Give the initial state the decay `lambda^t` instead of `lambda^(t+1)` (the reverse
+    /// gradient scans); the state written out is then multiplied by `lambda` once more.
+    pub state_exp0: bool,
+}
 
 /// A backend that can run the lightning-attention core.
 ///
-/// Implemented for every backend scalelab supports; the default body is the chunked reference,
-/// so a backend without a dedicated kernel is still correct.
+/// Implemented for every backend scalelab supports; the default bodies are the plain references,
+/// so a backend without a dedicated kernel is still correct. A kernel backend overrides
+/// [`Self::lightning_kernel_available`], [`Self::lightning_scan`] and
+/// [`Self::lightning_decode`]; `lightning_attention` then runs the kernel, and under
+/// `Autodiff` a custom backward node runs the gradient scans.
 pub trait LightningBackend: Backend {
     /// Causal decayed linear attention, `o_t = sum_{j<=t} exp(-s (t-j)) (q_t . k_j) v_j`, continued
     /// from `state` when given.
@@ -19,6 +44,7 @@ pub trait LightningBackend: Backend {
     /// - `q, k`: `[batch, heads, seq, dk]`; `v`: `[batch, heads, seq, dv]`
     /// - `s`: `[heads]`, decay rates (`lambda = exp(-s)`)
     /// - `state`: `[batch, heads, dk, dv]`, the `K^T V` state carried in from earlier tokens
+    /// - `block`: the reference's block size (kernels choose their own tiles; same function)
     /// - returns `(o [batch, heads, seq, dv], final state [batch, heads, dk, dv])`
     fn lightning_attention(
         q: Tensor<Self, 4>,
@@ -28,13 +54,278 @@ pub trait LightningBackend: Backend {
         state: Option<Tensor<Self, 4>>,
         block: usize,
     ) -> (Tensor<Self, 4>, Tensor<Self, 4>) {
-        reference::chunked(q, k, v, s, state, block)
+        if !Self::lightning_kernel_available() {
+            return reference::chunked(q, k, v, s, state, block);
+        }
+        let [_, _, n, dk] = q.dims();
+        let packed = Self::lightning_scan(
+            prim(q),
+            prim(k),
+            prim(v),
+            s.into_primitive().tensor(),
+            state.map(prim),
+            ScanOptions::default(),
+        );
+        unpack(tensor(packed), n, dk)
+    }
+
+    /// Whether [`Self::lightning_scan`] runs a kernel (otherwise `lightning_attention` uses the
+    /// chunked reference directly).
+    fn lightning_kernel_available() -> bool {
+        false
+    }
+
+    /// One decayed causal scan (the forward pass, or one of the three gradient scans) on
+    /// primitives; returns the packed `[batch, heads, n + da, dc]` output and final state.
+    /// Default: [`reference::scan`].
+    fn lightning_scan(
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        c: FloatTensor<Self>,
+        s: FloatTensor<Self>,
+        state: Option<FloatTensor<Self>>,
+        opts: ScanOptions,
+    ) -> FloatTensor<Self> {
+        reference::scan(
+            tensor::<Self>(a),
+            tensor::<Self>(b),
+            tensor::<Self>(c),
+            Tensor::from_primitive(TensorPrimitive::Float(s)),
+            state.map(tensor),
+            opts,
+        )
+        .into_primitive()
+        .tensor()
+    }
+
+    /// One decode step: `state' = lambda state + k^T v`, `o = q state'`, with `q, k: [batch,
+    /// heads, 1, dk]`, `v: [batch, heads, 1, dv]`, `state: [batch, heads, dk, dv]`; returns
+    /// `(o [batch, heads, 1, dv], state')`. Default: [`reference::recurrent`].
+    fn lightning_decode(
+        q: Tensor<Self, 4>,
+        k: Tensor<Self, 4>,
+        v: Tensor<Self, 4>,
+        s: Tensor<Self, 1>,
+        state: Tensor<Self, 4>,
+    ) -> (Tensor<Self, 4>, Tensor<Self, 4>) {
+        reference::recurrent(q, k, v, s, Some(state))
     }
 }
 
-impl<B: LightningBackend, C: burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy>
-    LightningBackend for burn::backend::Autodiff<B, C>
-{
+fn prim<B: Backend>(x: Tensor<B, 4>) -> FloatTensor<B> {
+    x.into_primitive().tensor()
+}
+
+fn tensor<B: Backend>(x: FloatTensor<B>) -> Tensor<B, 4> {
+    Tensor::from_primitive(TensorPrimitive::Float(x))
+}
+
+/// Splits a packed `[.., n + d, dc]` scan result into `(rows 0..n, rows n..n+d)`.
+fn unpack<B: Backend>(packed: Tensor<B, 4>, n: usize, d: usize) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    (packed.clone().narrow(2, 0, n), packed.narrow(2, n, d))
+}
+
+/// The gradients of lightning attention from three kernel scans (Lightning Attention-2's two
+/// loops, the reverse one split by output): `(dq, dk, dv, ds, d state0)`.
+///
+/// `packed` is the forward's packed output (its final state is needed for `ds`), `grad` the
+/// packed cotangent. `ds` uses the identity `ds_h = -sum_t (t+1) (q_t . dq_t - k_t . dk_t)
+/// - n <S_n, dS_n>` summed over the batch, in tensor ops; it loses relative precision like
+/// `1e-7 * seq * s` in f32 (cancellation), so about 1e-3 at 64K tokens and `s = 1`.
+#[allow(clippy::type_complexity)]
+pub fn lightning_grads<B: LightningBackend>(
+    q: FloatTensor<B>,
+    k: FloatTensor<B>,
+    v: FloatTensor<B>,
+    s: FloatTensor<B>,
+    state: Option<FloatTensor<B>>,
+    packed: FloatTensor<B>,
+    grad: FloatTensor<B>,
+) -> (
+    Tensor<B, 4>,
+    Tensor<B, 4>,
+    Tensor<B, 4>,
+    Tensor<B, 1>,
+    Option<Tensor<B, 4>>,
+) {
+    let (q, k, v) = (tensor::<B>(q), tensor::<B>(k), tensor::<B>(v));
+    let (packed, grad) = (tensor::<B>(packed), tensor::<B>(grad));
+    let s = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(s));
+    let [_, heads, n, dk] = q.dims();
+    let dvdim = v.dims()[3];
+    let (d_o, d_state) = unpack(grad, n, dk);
+    let s_final = packed.narrow(2, n, dk);
+    let has_state = state.is_some();
+    let sp = || s.clone().into_primitive().tensor();
+
+    let dq = tensor(B::lightning_scan(
+        prim(d_o.clone()),
+        prim(v.clone()),
+        prim(k.clone()),
+        sp(),
+        state,
+        ScanOptions {
+            transpose_state: true,
+            ..Default::default()
+        },
+    ));
+    let dk_ = tensor(B::lightning_scan(
+        prim(v),
+        prim(d_o.clone()),
+        prim(q.clone()),
+        sp(),
+        Some(prim(d_state.clone())),
+        ScanOptions {
+            reverse: true,
+            transpose_state: true,
+            state_exp0: true,
+        },
+    ));
+    let dv_ = tensor(B::lightning_scan(
+        prim(k.clone()),
+        prim(q.clone()),
+        prim(d_o),
+        sp(),
+        Some(prim(d_state.clone())),
+        ScanOptions {
+            reverse: true,
+            transpose_state: false,
+            state_exp0: true,
+        },
+    ));
+    let dq = dq.narrow(2, 0, n);
+    let dk_ = dk_.narrow(2, 0, n);
+    let (dv_, d_state0) = unpack(dv_, n, dk);
+    debug_assert_eq!(dv_.dims()[3], dvdim);
+
+    // In f32 whatever the input dtype: the sum runs over every token, weighted by position.
+    let f32_ = |x: Tensor<B, 4>| x.cast(FloatDType::F32);
+    let device = q.device();
+    let pos = f32_(
+        Tensor::<B, 1, Int>::arange(1..n as i64 + 1, &device)
+            .float()
+            .reshape([1, 1, n, 1]),
+    );
+    let db = (f32_(q) * f32_(dq.clone())).sum_dim(3) - (f32_(k) * f32_(dk_.clone())).sum_dim(3);
+    let ds_tokens = (db * pos).sum_dim(2).sum_dim(0).reshape([heads]);
+    let ds_state = (f32_(s_final) * f32_(d_state))
+        .sum_dim(3)
+        .sum_dim(2)
+        .sum_dim(0)
+        .reshape([heads])
+        * (n as f64);
+    let ds = (ds_tokens + ds_state).neg().cast(s.dtype());
+    (dq, dk_, dv_, ds, has_state.then_some(d_state0))
+}
+
+/// The backward node of kernel-backed lightning attention under `Autodiff`.
+#[derive(Debug)]
+struct LightningBackward;
+
+/// What the backward node keeps: `q, k, v, s`, the initial state if any, the packed output.
+type SavedState<B> = (
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+    Option<FloatTensor<B>>,
+    FloatTensor<B>,
+);
+
+impl<B: LightningBackend> Backward<B, 5> for LightningBackward {
+    type State = SavedState<B>;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 5>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let [nq, nk, nv, ns, nst] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (q, k, v, s, state, packed) = ops.state;
+        let (dq, dk, dv, ds, dst) = lightning_grads::<B>(q, k, v, s, state, packed, grad);
+        if let Some(node) = nq {
+            grads.register::<B>(node.id, prim(dq));
+        }
+        if let Some(node) = nk {
+            grads.register::<B>(node.id, prim(dk));
+        }
+        if let Some(node) = nv {
+            grads.register::<B>(node.id, prim(dv));
+        }
+        if let Some(node) = ns {
+            grads.register::<B>(node.id, ds.into_primitive().tensor());
+        }
+        if let (Some(node), Some(dst)) = (nst, dst) {
+            grads.register::<B>(node.id, prim(dst));
+        }
+    }
+}
+
+impl<B: LightningBackend, C: CheckpointStrategy> LightningBackend for Autodiff<B, C> {
+    fn lightning_attention(
+        q: Tensor<Self, 4>,
+        k: Tensor<Self, 4>,
+        v: Tensor<Self, 4>,
+        s: Tensor<Self, 1>,
+        state: Option<Tensor<Self, 4>>,
+        block: usize,
+    ) -> (Tensor<Self, 4>, Tensor<Self, 4>) {
+        if !B::lightning_kernel_available() {
+            return reference::chunked(q, k, v, s, state, block);
+        }
+        let [batch, heads, n, dk] = q.dims();
+        let dv = v.dims()[3];
+        let has_state = state.is_some();
+        // An untracked zero tensor stands in for a missing state: the node always has 5 parents.
+        let state = state.unwrap_or_else(|| Tensor::zeros([batch, heads, dk, dv], &q.device()));
+        let (q, k, v, s, st) = (
+            prim(q),
+            prim(k),
+            prim(v),
+            s.into_primitive().tensor(),
+            prim(state),
+        );
+        let nodes = [
+            q.node.clone(),
+            k.node.clone(),
+            v.node.clone(),
+            s.node.clone(),
+            st.node.clone(),
+        ];
+        let inner_state = has_state.then(|| st.primitive.clone());
+        let run = |state| {
+            B::lightning_scan(
+                q.primitive.clone(),
+                k.primitive.clone(),
+                v.primitive.clone(),
+                s.primitive.clone(),
+                state,
+                ScanOptions::default(),
+            )
+        };
+        let packed = match LightningBackward
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let packed = run(inner_state.clone());
+                let saved = (
+                    q.primitive.clone(),
+                    k.primitive.clone(),
+                    v.primitive.clone(),
+                    s.primitive.clone(),
+                    inner_state,
+                    packed.clone(),
+                );
+                prep.finish(saved, packed)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(run(inner_state)),
+        };
+        unpack(tensor(packed), n, dk)
+    }
 }
 
 #[cfg(feature = "flex")]
@@ -52,14 +343,4 @@ where
 }
 
 #[cfg(feature = "cubecl")]
-impl<R, F, I, BT> LightningBackend for burn_cubecl::CubeBackend<R, F, I, BT>
-where
-    R: burn_cubecl::CubeRuntime,
-    F: burn_cubecl::FloatElement,
-    I: burn_cubecl::IntElement,
-    BT: burn_cubecl::BoolElement,
-{
-}
-
-#[cfg(feature = "cubecl")]
-impl<B: burn_fusion::FusionBackend> LightningBackend for burn_fusion::Fusion<B> {}
+mod cubecl_impls;

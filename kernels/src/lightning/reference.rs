@@ -166,3 +166,43 @@ pub fn recurrent<B: Backend>(
     }
     (Tensor::cat(outputs, 2), kv)
 }
+
+/// The general decayed causal scan behind the forward pass and all three gradients, in plain
+/// tensor ops (the oracle of the `scan` kernel): with `a, b: [batch, heads, n, da]`,
+/// `c: [batch, heads, n, dc]`, time reversed when `opts.reverse`, `e = 0` when `opts.state_exp0`
+/// else 1,
+///
+/// ```text
+/// out_t = sum_{j<=t} lambda^(t-j) (a_t . b_j) c_j + lambda^(t+e) a_t S0
+/// S_n   = lambda^(1-e) (sum_j lambda^(n-1-j) b_j^T c_j + lambda^(n-1+e) S0)
+/// ```
+///
+/// `S0 = state` (transposed first when `opts.transpose_state`). Returns the packed
+/// `[batch, heads, n + da, dc]`: rows `0..n` are `out`, rows `n..` the final state.
+pub fn scan<B: Backend>(
+    a: Tensor<B, 4>,
+    b: Tensor<B, 4>,
+    c: Tensor<B, 4>,
+    s: Tensor<B, 1>,
+    state: Option<Tensor<B, 4>>,
+    opts: super::ScanOptions,
+) -> Tensor<B, 4> {
+    let [heads] = s.dims();
+    let lambda = s.clone().neg().exp().reshape([1, heads, 1, 1]);
+    let flip = |x: Tensor<B, 4>| if opts.reverse { x.flip([2]) } else { x };
+    let state = state.map(|st| {
+        let st = if opts.transpose_state {
+            st.swap_dims(2, 3)
+        } else {
+            st
+        };
+        if opts.state_exp0 {
+            st / lambda.clone()
+        } else {
+            st
+        }
+    });
+    let (out, last) = chunked(flip(a), flip(b), flip(c), s, state, 64);
+    let last = if opts.state_exp0 { last * lambda } else { last };
+    Tensor::cat(vec![flip(out), last], 2)
+}

@@ -1,0 +1,452 @@
+//! CubeCL kernels for lightning attention (plain path: shared memory and f32 FMAs, no tensor
+//! cores). Each kernel has a plain tensor-op twin in [`super::reference`] ([`super::reference::scan`]
+//! for [`scan`], [`super::reference::recurrent`] for [`decode`]) and the `wgpu` tests compare them.
+//!
+//! One kernel, [`scan_kernel`], serves the forward pass and all three gradient scans: the forward
+//! `o_t = sum_{j<=t} lambda^(t-j) (q_t . k_j) v_j + lambda^(t+1) q_t S0` and the gradients
+//! `dq = scan(do, v, k)`, `dk = reverse scan(v, do, q)`, `dv = reverse scan(k, q, do)` are the same
+//! chunked recurrence with other operands (Lightning Attention-2's two loops, one direction each).
+
+use burn::tensor::{DType, Shape};
+use burn_cubecl::{
+    kernel::into_contiguous, ops::numeric::empty_device_contiguous_dtype, tensor::CubeTensor,
+    CubeRuntime,
+};
+use cubecl::prelude::*;
+
+use super::ScanOptions;
+
+/// Threads per cube in every kernel here.
+const THREADS: usize = 256;
+/// Tokens per block (the intra-block square is `CHUNK x CHUNK`).
+const CHUNK: usize = 32;
+/// Width of the slices of the contracted dimension loaded at once.
+const KC: usize = 32;
+/// Output columns per cube: 32 where the state tile fits in shared memory, else 16.
+const DT_WIDE: usize = 32;
+
+/// Shared memory of [`scan_kernel`] in bytes, for a padded contracted dim `dkp` and `dt` columns.
+fn scan_smem(dkp: usize, dt: usize) -> usize {
+    4 * (dkp * dt + 2 * CHUNK * (KC + 1) + CHUNK * dt + CHUNK * (CHUNK + 1) + 2 * CHUNK)
+}
+
+/// The chunked decayed causal scan, one cube per (32 output columns, batch x head).
+///
+/// `a, b: [B, H, n, da]`, `c: [B, H, n, dc]`, `s: [H]`, `state: [B, H, da, dc]` (or transposed),
+/// `out: [B, H, n + da, dc]`: rows `0..n` the scan output, rows `n..` the final state.
+// `has_state` is comptime: the nested `if` is resolved at kernel expansion; cube code has no
+// `div_ceil`.
+#[allow(clippy::too_many_arguments, clippy::collapsible_if, clippy::manual_div_ceil)]
+#[cube(launch)]
+fn scan_kernel<F: Float>(
+    a: &Tensor<F>,
+    b: &Tensor<F>,
+    c: &Tensor<F>,
+    s: &Tensor<F>,
+    state: &Tensor<F>,
+    out: &mut Tensor<F>,
+    #[comptime] dkp: usize,
+    #[comptime] dt: usize,
+    #[comptime] has_state: bool,
+    #[comptime] reverse: bool,
+    #[comptime] transpose_state: bool,
+    #[comptime] state_exp0: bool,
+    #[define(F)] _dtype: StorageType,
+) {
+    let tid = UNIT_POS_X as usize;
+    let n = a.shape(2);
+    let da = a.shape(3);
+    let dc = c.shape(3);
+    let heads = a.shape(1);
+    let bh = CUBE_POS_Y as usize;
+    let bi = bh / heads;
+    let hi = bh % heads;
+    let c0 = CUBE_POS_X as usize * dt;
+
+    let sv = f32::cast_from(s[hi * s.stride(0)]);
+    let a_base = bi * a.stride(0) + hi * a.stride(1);
+    let b_base = bi * b.stride(0) + hi * b.stride(1);
+    let c_base = bi * c.stride(0) + hi * c.stride(1);
+    let o_base = bi * out.stride(0) + hi * out.stride(1);
+
+    // kv[r][j]: the running state, rows of the contracted dim, this cube's 32 columns.
+    let mut kv = SharedMemory::<f32>::new(dkp * dt);
+    let mut qs = SharedMemory::<f32>::new(CHUNK * (KC + 1));
+    let mut ks = SharedMemory::<f32>::new(CHUNK * (KC + 1));
+    let mut vs = SharedMemory::<f32>::new(CHUNK * dt);
+    let mut ss = SharedMemory::<f32>::new(CHUNK * (CHUNK + 1));
+    let mut wq = SharedMemory::<f32>::new(CHUNK);
+    let mut wk = SharedMemory::<f32>::new(CHUNK);
+
+    // Initial state, decayed by lambda^(e-1) so that the carried-state term reads lambda^(t+e).
+    let mut init_scale = 1.0f32;
+    if state_exp0 {
+        init_scale = f32::exp(sv);
+    }
+    #[unroll]
+    for r in 0..dkp * dt / THREADS {
+        let e = tid + r * THREADS;
+        let row = e / dt;
+        let col = c0 + e % dt;
+        let mut val = 0.0f32;
+        if has_state {
+            if row < da && col < dc {
+                let sb = bi * state.stride(0) + hi * state.stride(1);
+                let idx = if transpose_state {
+                    sb + col * state.stride(2) + row * state.stride(3)
+                } else {
+                    sb + row * state.stride(2) + col * state.stride(3)
+                };
+                val = f32::cast_from(state[idx]) * init_scale;
+            }
+        }
+        kv[e] = val;
+    }
+
+    let nblocks = (n + CHUNK - 1) / CHUNK;
+    for blk in 0..nblocks {
+        let t0 = blk * CHUNK;
+        let mut len = n - t0;
+        if len > CHUNK {
+            len = CHUNK;
+        }
+        if tid < CHUNK {
+            // lambda^(i+1) on the queries against the carried state, lambda^(len-1-i) on the
+            // keys going into it.
+            wq[tid] = f32::exp(-sv * f32::cast_from(tid + 1));
+            let mut w = 0.0f32;
+            if tid < len {
+                w = f32::exp(-sv * f32::cast_from(len - 1 - tid));
+            }
+            wk[tid] = w;
+        }
+        #[unroll]
+        for r in 0..CHUNK * dt / THREADS {
+            let e = tid + r * THREADS;
+            let i = e / dt;
+            let col = c0 + e % dt;
+            let mut val = 0.0f32;
+            if i < len && col < dc {
+                let t = t0 + i;
+                let p = if reverse { n - 1 - t } else { t };
+                val = f32::cast_from(c[c_base + p * c.stride(2) + col * c.stride(3)]);
+            }
+            vs[e] = val;
+        }
+
+        let mut sacc = Array::<f32>::new(CHUNK * CHUNK / THREADS);
+        let mut oacc = Array::<f32>::new(CHUNK * dt / THREADS);
+        #[unroll]
+        for r in 0..CHUNK * CHUNK / THREADS {
+            sacc[r] = 0.0;
+        }
+        #[unroll]
+        for r in 0..CHUNK * dt / THREADS {
+            oacc[r] = 0.0;
+        }
+
+        for kb in 0..dkp / KC {
+            let k0 = kb * KC;
+            #[unroll]
+            for r in 0..CHUNK * KC / THREADS {
+                let e = tid + r * THREADS;
+                let i = e / KC;
+                let d = e % KC;
+                let mut qv = 0.0f32;
+                let mut kvv = 0.0f32;
+                if i < len && k0 + d < da {
+                    let t = t0 + i;
+                    let p = if reverse { n - 1 - t } else { t };
+                    qv = f32::cast_from(a[a_base + p * a.stride(2) + (k0 + d) * a.stride(3)]);
+                    kvv = f32::cast_from(b[b_base + p * b.stride(2) + (k0 + d) * b.stride(3)]);
+                }
+                qs[i * (KC + 1) + d] = qv;
+                ks[i * (KC + 1) + d] = kvv;
+            }
+            sync_cube();
+
+            // Scores a_i . b_j over this slice, and the inter-block term a_i . kv[:, col].
+            #[unroll]
+            for r in 0..CHUNK * CHUNK / THREADS {
+                let e = tid + r * THREADS;
+                let i = e / CHUNK;
+                let j = e % CHUNK;
+                let mut acc = sacc[r];
+                for d in 0..KC {
+                    acc += qs[i * (KC + 1) + d] * ks[j * (KC + 1) + d];
+                }
+                sacc[r] = acc;
+            }
+            #[unroll]
+            for r in 0..CHUNK * dt / THREADS {
+                let e = tid + r * THREADS;
+                let i = e / dt;
+                let j = e % dt;
+                let mut acc = oacc[r];
+                for d in 0..KC {
+                    acc += qs[i * (KC + 1) + d] * kv[(k0 + d) * dt + j];
+                }
+                oacc[r] = acc;
+            }
+            sync_cube();
+
+            // kv[k0..k0+KC] <- lambda^len kv + (decayed b)^T c, rows this slice only.
+            let whole = f32::exp(-sv * f32::cast_from(len));
+            #[unroll]
+            for r in 0..KC * dt / THREADS {
+                let e = tid + r * THREADS;
+                let d = e / dt;
+                let j = e % dt;
+                let mut acc = 0.0f32;
+                for i in 0..CHUNK {
+                    acc += wk[i] * ks[i * (KC + 1) + d] * vs[i * dt + j];
+                }
+                let idx = (k0 + d) * dt + j;
+                kv[idx] = kv[idx] * whole + acc;
+            }
+            sync_cube();
+        }
+
+        // Masked, decayed scores into shared memory.
+        #[unroll]
+        for r in 0..CHUNK * CHUNK / THREADS {
+            let e = tid + r * THREADS;
+            let i = e / CHUNK;
+            let j = e % CHUNK;
+            let mut val = 0.0f32;
+            if j <= i {
+                val = sacc[r] * f32::exp(-sv * f32::cast_from(i - j));
+            }
+            ss[i * (CHUNK + 1) + j] = val;
+        }
+        sync_cube();
+
+        #[unroll]
+        for r in 0..CHUNK * dt / THREADS {
+            let e = tid + r * THREADS;
+            let i = e / dt;
+            let j = e % dt;
+            let mut acc = oacc[r] * wq[i];
+            for jj in 0..CHUNK {
+                acc += ss[i * (CHUNK + 1) + jj] * vs[jj * dt + j];
+            }
+            let col = c0 + j;
+            if i < len && col < dc {
+                let t = t0 + i;
+                let p = if reverse { n - 1 - t } else { t };
+                out[o_base + p * out.stride(2) + col * out.stride(3)] = F::cast_from(acc);
+            }
+        }
+        sync_cube();
+    }
+
+    let mut final_scale = 1.0f32;
+    if state_exp0 {
+        final_scale = f32::exp(-sv);
+    }
+    #[unroll]
+    for r in 0..dkp * dt / THREADS {
+        let e = tid + r * THREADS;
+        let row = e / dt;
+        let col = c0 + e % dt;
+        if row < da && col < dc {
+            out[o_base + (n + row) * out.stride(2) + col * out.stride(3)] =
+                F::cast_from(kv[e] * final_scale);
+        }
+    }
+}
+
+/// One decode step, one cube per (32 value columns, batch x head): 8 groups of 32 threads split
+/// the state's rows; `S' = lambda S + k^T v`, `o = q S'`.
+///
+/// `q, k: [B, H, 1, dk]`, `v: [B, H, 1, dv]`, `state: [B, H, dk, dv]`; writes `o: [B, H, 1, dv]`
+/// and `state_out: [B, H, dk, dv]`.
+#[allow(clippy::too_many_arguments)]
+#[cube(launch)]
+fn decode_kernel<F: Float>(
+    q: &Tensor<F>,
+    k: &Tensor<F>,
+    v: &Tensor<F>,
+    s: &Tensor<F>,
+    state: &Tensor<F>,
+    o: &mut Tensor<F>,
+    state_out: &mut Tensor<F>,
+    #[define(F)] _dtype: StorageType,
+) {
+    let tid = UNIT_POS_X as usize;
+    let lane = tid % 32;
+    let group = tid / 32;
+    let heads = q.shape(1);
+    let dk = q.shape(3);
+    let dv = v.shape(3);
+    let bh = CUBE_POS_Y as usize;
+    let bi = bh / heads;
+    let hi = bh % heads;
+    let col = CUBE_POS_X as usize * 32 + lane;
+
+    let mut partial = SharedMemory::<f32>::new(THREADS);
+    let mut acc = 0.0f32;
+    if col < dv {
+        let lambda = f32::exp(-f32::cast_from(s[hi * s.stride(0)]));
+        let vj = f32::cast_from(v[bi * v.stride(0) + hi * v.stride(1) + col * v.stride(3)]);
+        let qb = bi * q.stride(0) + hi * q.stride(1);
+        let kb = bi * k.stride(0) + hi * k.stride(1);
+        let sb = bi * state.stride(0) + hi * state.stride(1) + col * state.stride(3);
+        let ob = bi * state_out.stride(0) + hi * state_out.stride(1) + col * state_out.stride(3);
+        let mut r = group;
+        while r < dk {
+            let kr = f32::cast_from(k[kb + r * k.stride(3)]);
+            let qr = f32::cast_from(q[qb + r * q.stride(3)]);
+            let new = lambda * f32::cast_from(state[sb + r * state.stride(2)]) + kr * vj;
+            state_out[ob + r * state_out.stride(2)] = F::cast_from(new);
+            acc += qr * new;
+            r += 8;
+        }
+    }
+    partial[tid] = acc;
+    sync_cube();
+    if group == 0 && col < dv {
+        let mut sum = 0.0f32;
+        #[unroll]
+        for g in 0..8usize {
+            let idx = g * 32usize + lane;
+            sum += partial[idx];
+        }
+        o[bi * o.stride(0) + hi * o.stride(1) + col * o.stride(3)] = F::cast_from(sum);
+    }
+}
+
+fn check_same_float(tensors: &[&CubeTensor<impl CubeRuntime>]) -> DType {
+    let dtype = tensors[0].dtype;
+    for t in tensors {
+        assert_eq!(
+            t.dtype, dtype,
+            "lightning kernels: all inputs must share one float dtype"
+        );
+    }
+    dtype
+}
+
+/// Runs [`scan_kernel`]: the packed `[B, H, n + da, dc]` result of one decayed causal scan of
+/// `(a, b, c)` from `state` (see [`super::reference::scan`]).
+pub fn scan<R: CubeRuntime>(
+    a: CubeTensor<R>,
+    b: CubeTensor<R>,
+    c: CubeTensor<R>,
+    s: CubeTensor<R>,
+    state: Option<CubeTensor<R>>,
+    opts: ScanOptions,
+) -> CubeTensor<R> {
+    let dtype = check_same_float(&[&a, &b, &c, &s]);
+    let [batch, heads, n, da] = a.meta.shape().dims::<4>();
+    let dc = c.meta.shape()[3];
+    assert_eq!(b.meta.shape().dims::<4>(), [batch, heads, n, da], "scan: b");
+    assert_eq!(c.meta.shape().dims::<4>(), [batch, heads, n, dc], "scan: c");
+    assert_eq!(
+        s.meta.shape().num_elements(),
+        heads,
+        "scan: s must be [heads]"
+    );
+    let dkp = da.div_ceil(KC).max(1) * KC;
+    assert!(dkp <= 256, "lightning kernels: head dims up to 256");
+    let client = a.client.clone();
+    let smem_max = client.properties().hardware.max_shared_memory_size;
+    let dt = if scan_smem(dkp, DT_WIDE) <= smem_max {
+        DT_WIDE
+    } else {
+        DT_WIDE / 2
+    };
+    assert!(
+        scan_smem(dkp, dt) <= smem_max,
+        "lightning scan: {} bytes of shared memory needed, the device has {smem_max}",
+        scan_smem(dkp, dt)
+    );
+    let out = empty_device_contiguous_dtype::<R>(
+        client.clone(),
+        a.device.clone(),
+        Shape::new([batch, heads, n + da, dc]),
+        dtype,
+    );
+    let has_state = state.is_some();
+    let state = match state {
+        Some(st) => {
+            assert_eq!(st.dtype, dtype, "scan: state dtype");
+            let want = if opts.transpose_state {
+                [batch, heads, dc, da]
+            } else {
+                [batch, heads, da, dc]
+            };
+            assert_eq!(st.meta.shape().dims::<4>(), want, "scan: state shape");
+            st
+        }
+        None => a.clone(),
+    };
+    let s = into_contiguous(s);
+    let cube_count = CubeCount::Static(dc.div_ceil(dt) as u32, (batch * heads) as u32, 1);
+    scan_kernel::launch::<R>(
+        &client,
+        cube_count,
+        CubeDim::new_1d(THREADS as u32),
+        a.into_tensor_arg(),
+        b.into_tensor_arg(),
+        c.into_tensor_arg(),
+        s.into_tensor_arg(),
+        state.into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        dkp,
+        dt,
+        has_state,
+        opts.reverse,
+        opts.transpose_state,
+        opts.state_exp0,
+        dtype.into(),
+    );
+    out
+}
+
+/// Runs [`decode_kernel`]: one recurrent step, `(o [B, H, 1, dv], new state [B, H, dk, dv])`.
+pub fn decode<R: CubeRuntime>(
+    q: CubeTensor<R>,
+    k: CubeTensor<R>,
+    v: CubeTensor<R>,
+    s: CubeTensor<R>,
+    state: CubeTensor<R>,
+) -> (CubeTensor<R>, CubeTensor<R>) {
+    let dtype = check_same_float(&[&q, &k, &v, &s, &state]);
+    let [batch, heads, one, dk] = q.meta.shape().dims::<4>();
+    assert_eq!(one, 1, "decode: one token per call");
+    let dv = v.meta.shape()[3];
+    assert_eq!(
+        state.meta.shape().dims::<4>(),
+        [batch, heads, dk, dv],
+        "decode: state shape"
+    );
+    let client = q.client.clone();
+    let o = empty_device_contiguous_dtype::<R>(
+        client.clone(),
+        q.device.clone(),
+        Shape::new([batch, heads, 1, dv]),
+        dtype,
+    );
+    let state_out = empty_device_contiguous_dtype::<R>(
+        client.clone(),
+        q.device.clone(),
+        Shape::new([batch, heads, dk, dv]),
+        dtype,
+    );
+    let cube_count = CubeCount::Static(dv.div_ceil(32) as u32, (batch * heads) as u32, 1);
+    decode_kernel::launch::<R>(
+        &client,
+        cube_count,
+        CubeDim::new_1d(THREADS as u32),
+        q.into_tensor_arg(),
+        k.into_tensor_arg(),
+        v.into_tensor_arg(),
+        s.into_tensor_arg(),
+        state.into_tensor_arg(),
+        o.clone().into_tensor_arg(),
+        state_out.clone().into_tensor_arg(),
+        dtype.into(),
+    );
+    (o, state_out)
+}

@@ -1,0 +1,173 @@
+//! [`LightningBackend`] for the CubeCL backends: `CubeBackend` runs the kernels of [`super::cube`]
+//! directly; `Fusion<B>` registers them as fusion custom operations (the stream executes them
+//! on the inner backend's primitives, in order with the fused element-wise work around them).
+
+use burn::tensor::{ops::FloatTensor, Tensor, TensorPrimitive};
+use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
+use burn_fusion::{
+    stream::{Operation, OperationStreams},
+    Fusion, FusionBackend, FusionRuntime,
+};
+use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
+
+use super::{cube, LightningBackend, ScanOptions};
+
+impl<R, F, I, BT> LightningBackend for CubeBackend<R, F, I, BT>
+where
+    R: CubeRuntime,
+    F: FloatElement,
+    I: IntElement,
+    BT: BoolElement,
+{
+    fn lightning_kernel_available() -> bool {
+        true
+    }
+
+    fn lightning_scan(
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        c: FloatTensor<Self>,
+        s: FloatTensor<Self>,
+        state: Option<FloatTensor<Self>>,
+        opts: ScanOptions,
+    ) -> FloatTensor<Self> {
+        cube::scan(a, b, c, s, state, opts)
+    }
+
+    fn lightning_decode(
+        q: Tensor<Self, 4>,
+        k: Tensor<Self, 4>,
+        v: Tensor<Self, 4>,
+        s: Tensor<Self, 1>,
+        state: Tensor<Self, 4>,
+    ) -> (Tensor<Self, 4>, Tensor<Self, 4>) {
+        let p = |x: Tensor<Self, 4>| x.into_primitive().tensor();
+        let (o, st) = cube::decode(p(q), p(k), p(v), s.into_primitive().tensor(), p(state));
+        let t = |x| Tensor::from_primitive(TensorPrimitive::Float(x));
+        (t(o), t(st))
+    }
+}
+
+/// The fusion custom operation running one scan on the inner backend.
+#[derive(Clone, Debug)]
+struct ScanOp<B> {
+    desc: CustomOpIr,
+    opts: ScanOptions,
+    _b: core::marker::PhantomData<B>,
+}
+
+impl<B: FusionBackend + LightningBackend> Operation<B::FusionRuntime> for ScanOp<B> {
+    fn execute(
+        &self,
+        handles: &mut HandleContainer<<B::FusionRuntime as FusionRuntime>::FusionHandle>,
+    ) {
+        let inputs = &self.desc.inputs;
+        let mut get = |i: usize| handles.get_float_tensor::<B>(&inputs[i]);
+        let (a, b, c, s) = (get(0), get(1), get(2), get(3));
+        let state = (inputs.len() == 5).then(|| get(4));
+        let out = B::lightning_scan(a, b, c, s, state, self.opts);
+        handles.register_float_tensor::<B>(&self.desc.outputs[0].id, out);
+    }
+}
+
+/// The fusion custom operation running one decode step on the inner backend.
+#[derive(Clone, Debug)]
+struct DecodeOp<B> {
+    desc: CustomOpIr,
+    _b: core::marker::PhantomData<B>,
+}
+
+impl<B: FusionBackend + LightningBackend> Operation<B::FusionRuntime> for DecodeOp<B> {
+    fn execute(
+        &self,
+        handles: &mut HandleContainer<<B::FusionRuntime as FusionRuntime>::FusionHandle>,
+    ) {
+        let inputs = &self.desc.inputs;
+        let mut get = |i: usize| -> Tensor<B, 4> {
+            Tensor::from_primitive(TensorPrimitive::Float(
+                handles.get_float_tensor::<B>(&inputs[i]),
+            ))
+        };
+        let (q, k, v, st) = (get(0), get(1), get(2), get(4));
+        let s: Tensor<B, 1> = get(3).reshape([inputs[3].shape.num_elements()]);
+        let (o, st) = B::lightning_decode(q, k, v, s, st);
+        handles.register_float_tensor::<B>(&self.desc.outputs[0].id, o.into_primitive().tensor());
+        handles.register_float_tensor::<B>(&self.desc.outputs[1].id, st.into_primitive().tensor());
+    }
+}
+
+impl<B: FusionBackend + LightningBackend> LightningBackend for Fusion<B> {
+    fn lightning_kernel_available() -> bool {
+        B::lightning_kernel_available()
+    }
+
+    fn lightning_scan(
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        c: FloatTensor<Self>,
+        s: FloatTensor<Self>,
+        state: Option<FloatTensor<Self>>,
+        opts: ScanOptions,
+    ) -> FloatTensor<Self> {
+        let client = a.client.clone();
+        let [batch, heads, n, da] = a.shape.dims::<4>();
+        let dc = c.shape[3];
+        let dtype = a.dtype;
+        let mut ins = vec![a, b, c, s];
+        ins.extend(state);
+        let streams = OperationStreams::with_inputs(ins.iter());
+        let out = TensorIr::uninit(
+            client.create_empty_handle(),
+            [batch, heads, n + da, dc].into(),
+            dtype,
+        );
+        let ins: Vec<TensorIr> = ins.into_iter().map(|t| t.into_ir()).collect();
+        let desc = CustomOpIr::new("lightning_scan", &ins, &[out]);
+        let op = ScanOp::<B> {
+            desc: desc.clone(),
+            opts,
+            _b: core::marker::PhantomData,
+        };
+        client
+            .register(streams, OperationIr::Custom(desc), op)
+            .remove(0)
+    }
+
+    fn lightning_decode(
+        q: Tensor<Self, 4>,
+        k: Tensor<Self, 4>,
+        v: Tensor<Self, 4>,
+        s: Tensor<Self, 1>,
+        state: Tensor<Self, 4>,
+    ) -> (Tensor<Self, 4>, Tensor<Self, 4>) {
+        let p = |x: Tensor<Self, 4>| x.into_primitive().tensor();
+        let [heads] = s.dims();
+        let ins = [p(q), p(k), p(v), p(s.reshape([1, heads, 1, 1])), p(state)];
+        let client = ins[0].client.clone();
+        let dtype = ins[0].dtype;
+        let [batch, heads, _, dk] = ins[0].shape.dims::<4>();
+        let dv = ins[2].shape[3];
+        let streams = OperationStreams::with_inputs(ins.iter());
+        let o = TensorIr::uninit(
+            client.create_empty_handle(),
+            [batch, heads, 1, dv].into(),
+            dtype,
+        );
+        let st = TensorIr::uninit(
+            client.create_empty_handle(),
+            [batch, heads, dk, dv].into(),
+            dtype,
+        );
+        let ins: Vec<TensorIr> = ins.into_iter().map(|t| t.into_ir()).collect();
+        let desc = CustomOpIr::new("lightning_decode", &ins, &[o, st]);
+        let op = DecodeOp::<B> {
+            desc: desc.clone(),
+            _b: core::marker::PhantomData,
+        };
+        let mut outs = client.register(streams, OperationIr::Custom(desc), op);
+        let st = outs.pop().expect("decode: two outputs");
+        let o = outs.pop().expect("decode: two outputs");
+        let t = |x| Tensor::from_primitive(TensorPrimitive::Float(x));
+        (t(o), t(st))
+    }
+}

@@ -1,0 +1,314 @@
+//! The CubeCL kernels against the plain references, on Burn's wgpu backend (in CI: Mesa's
+//! lavapipe Vulkan driver on the CPU). Outputs, final states and every gradient, f32, relative
+//! error `|x - ref| / |ref|` under 1e-4 (f32 arithmetic lands near 1e-6). Fresh random inputs
+//! per check; the memory pool is filled with NaN before each kernel run, so an element the kernel
+//! fails to write shows up as NaN.
+#![cfg(feature = "wgpu")]
+
+use burn::backend::{
+    ndarray::NdArray,
+    wgpu::{CubeBackend, WgpuRuntime},
+    Autodiff, Wgpu,
+};
+use burn::tensor::{backend::Backend, Distribution, Tensor, TensorData};
+use scalelab_kernels::lightning::{reference, LightningBackend, ScanOptions};
+
+/// The kernel backend without fusion.
+type Cube = CubeBackend<WgpuRuntime, f32, i32, u32>;
+/// The oracle: f64 on the CPU.
+type Ref = Autodiff<NdArray<f64>>;
+
+const TOL: f64 = 1e-4;
+
+fn rel_err(name: &str, got: TensorData, want: TensorData) -> f64 {
+    let g: Vec<f64> = got.convert::<f64>().to_vec().unwrap();
+    let w: Vec<f64> = want.convert::<f64>().to_vec().unwrap();
+    assert_eq!(g.len(), w.len(), "{name}: lengths");
+    assert!(
+        g.iter().all(|x| x.is_finite()),
+        "{name}: non-finite output (unwritten?)"
+    );
+    let num: f64 = g.iter().zip(&w).map(|(a, b)| (a - b) * (a - b)).sum();
+    let den: f64 = w.iter().map(|b| b * b).sum();
+    (num / den.max(1e-300)).sqrt()
+}
+
+fn check(name: &str, got: TensorData, want: TensorData, tol: f64) {
+    let e = rel_err(name, got, want);
+    assert!(e < tol, "{name}: relative error {e:e} over {tol:e}");
+}
+
+/// Fills freshly allocated device memory with NaN and frees it, so the next allocations of that
+/// size reuse poisoned memory.
+fn poison<B: Backend>(device: &B::Device, numel: usize) {
+    let t = Tensor::<B, 1>::full([numel * 2], f32::NAN, device);
+    let _ = t.into_data();
+}
+
+struct Case {
+    b: usize,
+    h: usize,
+    n: usize,
+    dk: usize,
+    dv: usize,
+    s: Vec<f64>,
+}
+
+fn data(seed: &mut u64, shape: [usize; 4], std: f64) -> TensorData {
+    *seed += 1;
+    <NdArray<f64> as Backend>::seed(&Default::default(), *seed);
+    Tensor::<NdArray<f64>, 4>::random(shape, Distribution::Normal(0.0, std), &Default::default())
+        .into_data()
+}
+
+fn cases() -> Vec<Case> {
+    vec![
+        // tail shorter than a block, head dims not multiples of the tile
+        Case {
+            b: 1,
+            h: 2,
+            n: 5,
+            dk: 16,
+            dv: 24,
+            s: vec![0.1, 1.0],
+        },
+        // several blocks and a tail; decays near 1 and near 0
+        Case {
+            b: 2,
+            h: 3,
+            n: 77,
+            dk: 32,
+            dv: 40,
+            s: vec![1e-3, 0.5, 8.0],
+        },
+        // exact blocks, the MiniMax head shape
+        Case {
+            b: 1,
+            h: 2,
+            n: 64,
+            dk: 128,
+            dv: 128,
+            s: vec![0.02, 0.7],
+        },
+    ]
+}
+
+fn on<B: Backend, const D: usize>(x: &TensorData, device: &B::Device) -> Tensor<B, D> {
+    Tensor::from_data(x.clone().convert::<f32>(), device)
+}
+
+/// The scan kernel against `reference::scan`, every option combination, with and without state.
+fn scan_matches<B: LightningBackend>() {
+    let device = Default::default();
+    let mut seed = 100;
+    for c in cases() {
+        for bits in 0..8u8 {
+            for with_state in [false, true] {
+                let opts = ScanOptions {
+                    reverse: bits & 1 != 0,
+                    transpose_state: bits & 2 != 0,
+                    state_exp0: bits & 4 != 0,
+                };
+                let a = data(&mut seed, [c.b, c.h, c.n, c.dk], 0.5);
+                let bb = data(&mut seed, [c.b, c.h, c.n, c.dk], 0.5);
+                let cc = data(&mut seed, [c.b, c.h, c.n, c.dv], 0.5);
+                let st_shape = if opts.transpose_state {
+                    [c.b, c.h, c.dv, c.dk]
+                } else {
+                    [c.b, c.h, c.dk, c.dv]
+                };
+                let st = data(&mut seed, st_shape, 0.5);
+                let s = TensorData::from(c.s.as_slice());
+                let want = reference::scan::<NdArray<f64>>(
+                    Tensor::from_data(a.clone(), &Default::default()),
+                    Tensor::from_data(bb.clone(), &Default::default()),
+                    Tensor::from_data(cc.clone(), &Default::default()),
+                    Tensor::from_data(s.clone(), &Default::default()),
+                    with_state.then(|| Tensor::from_data(st.clone(), &Default::default())),
+                    opts,
+                );
+                poison::<B>(&device, c.b * c.h * (c.n + c.dk) * c.dv);
+                let got = B::lightning_scan(
+                    on::<B, 4>(&a, &device).into_primitive().tensor(),
+                    on::<B, 4>(&bb, &device).into_primitive().tensor(),
+                    on::<B, 4>(&cc, &device).into_primitive().tensor(),
+                    on::<B, 1>(&s, &device).into_primitive().tensor(),
+                    with_state.then(|| on::<B, 4>(&st, &device).into_primitive().tensor()),
+                    opts,
+                );
+                let got = Tensor::<B, 4>::from_primitive(burn::tensor::TensorPrimitive::Float(got));
+                check(
+                    &format!("scan n={} dk={} {opts:?} state={with_state}", c.n, c.dk),
+                    got.into_data(),
+                    want.into_data(),
+                    TOL,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn scan_kernel_matches_reference() {
+    scan_matches::<Cube>();
+}
+
+#[test]
+fn scan_kernel_matches_reference_under_fusion() {
+    scan_matches::<Wgpu>();
+}
+
+/// `lightning_attention` under `Autodiff`: outputs, final state and the gradients of q, k, v, s
+/// and the initial state, against the naive quadratic form in f64.
+fn attention_and_grads_match<B: LightningBackend>() {
+    let device = Default::default();
+    let mut seed = 500;
+    for c in cases() {
+        for with_state in [false, true] {
+            let q = data(&mut seed, [c.b, c.h, c.n, c.dk], 0.5);
+            let k = data(&mut seed, [c.b, c.h, c.n, c.dk], 0.5);
+            let v = data(&mut seed, [c.b, c.h, c.n, c.dv], 0.5);
+            let st = data(&mut seed, [c.b, c.h, c.dk, c.dv], 0.5);
+            let ro = data(&mut seed, [c.b, c.h, c.n, c.dv], 1.0);
+            let rs = data(&mut seed, [c.b, c.h, c.dk, c.dv], 1.0);
+            let s = TensorData::from(c.s.as_slice());
+
+            // Reference.
+            let rd = Default::default();
+            let rq = Tensor::<Ref, 4>::from_data(q.clone(), &rd).require_grad();
+            let rk = Tensor::<Ref, 4>::from_data(k.clone(), &rd).require_grad();
+            let rv = Tensor::<Ref, 4>::from_data(v.clone(), &rd).require_grad();
+            let rst = Tensor::<Ref, 4>::from_data(st.clone(), &rd).require_grad();
+            let rsd = Tensor::<Ref, 1>::from_data(s.clone(), &rd).require_grad();
+            let (o, last) = reference::naive(
+                rq.clone(),
+                rk.clone(),
+                rv.clone(),
+                rsd.clone(),
+                with_state.then(|| rst.clone()),
+            );
+            let loss = (o.clone() * Tensor::from_data(ro.clone(), &rd)).sum()
+                + (last.clone() * Tensor::from_data(rs.clone(), &rd)).sum();
+            let g = loss.backward();
+            let mut want = vec![
+                o.inner().into_data(),
+                last.inner().into_data(),
+                rq.grad(&g).unwrap().into_data(),
+                rk.grad(&g).unwrap().into_data(),
+                rv.grad(&g).unwrap().into_data(),
+                rsd.grad(&g).unwrap().into_data(),
+            ];
+            if with_state {
+                want.push(rst.grad(&g).unwrap().into_data());
+            }
+
+            // Kernel.
+            let kq = on::<Autodiff<B>, 4>(&q, &device).require_grad();
+            let kk = on::<Autodiff<B>, 4>(&k, &device).require_grad();
+            let kv = on::<Autodiff<B>, 4>(&v, &device).require_grad();
+            let kst = on::<Autodiff<B>, 4>(&st, &device).require_grad();
+            let ks = on::<Autodiff<B>, 1>(&s, &device).require_grad();
+            poison::<Autodiff<B>>(&device, c.b * c.h * (c.n + c.dk) * c.dv.max(c.dk));
+            let (o, last) = Autodiff::<B>::lightning_attention(
+                kq.clone(),
+                kk.clone(),
+                kv.clone(),
+                ks.clone(),
+                with_state.then(|| kst.clone()),
+                64,
+            );
+            let loss = (o.clone() * on::<Autodiff<B>, 4>(&ro, &device)).sum()
+                + (last.clone() * on::<Autodiff<B>, 4>(&rs, &device)).sum();
+            let g = loss.backward();
+            let mut got = vec![
+                o.inner().into_data(),
+                last.inner().into_data(),
+                kq.grad(&g).unwrap().into_data(),
+                kk.grad(&g).unwrap().into_data(),
+                kv.grad(&g).unwrap().into_data(),
+                ks.grad(&g).unwrap().into_data(),
+            ];
+            if with_state {
+                got.push(kst.grad(&g).unwrap().into_data());
+            }
+            let names = ["o", "final state", "dq", "dk", "dv", "ds", "d state0"];
+            for ((name, gg), w) in names.iter().zip(got).zip(want) {
+                check(
+                    &format!(
+                        "{name} n={} dk={} s={:?} state={with_state}",
+                        c.n, c.dk, c.s
+                    ),
+                    gg,
+                    w,
+                    TOL,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn attention_and_gradients_match_reference() {
+    attention_and_grads_match::<Cube>();
+}
+
+#[test]
+fn attention_and_gradients_match_reference_under_fusion() {
+    attention_and_grads_match::<Wgpu>();
+}
+
+/// The decode kernel against the recurrent reference, a few steps in a row.
+fn decode_matches<B: LightningBackend>() {
+    let device = Default::default();
+    let mut seed = 900;
+    for (b, h, dk, dv) in [(3, 2, 16, 40), (2, 4, 128, 128)] {
+        let s = TensorData::from([1e-3, 0.3, 2.0, 8.0][..h].to_vec().as_slice());
+        let mut st_ref: Tensor<NdArray<f64>, 4> =
+            Tensor::from_data(data(&mut seed, [b, h, dk, dv], 0.5), &Default::default());
+        let mut st: Tensor<B, 4> = on(&st_ref.to_data(), &device);
+        for step in 0..3 {
+            let q = data(&mut seed, [b, h, 1, dk], 0.5);
+            let k = data(&mut seed, [b, h, 1, dk], 0.5);
+            let v = data(&mut seed, [b, h, 1, dv], 0.5);
+            let (o_ref, next_ref) = reference::recurrent::<NdArray<f64>>(
+                Tensor::from_data(q.clone(), &Default::default()),
+                Tensor::from_data(k.clone(), &Default::default()),
+                Tensor::from_data(v.clone(), &Default::default()),
+                Tensor::from_data(s.clone(), &Default::default()),
+                Some(st_ref),
+            );
+            poison::<B>(&device, b * h * dk * dv);
+            let (o, next) = B::lightning_decode(
+                on(&q, &device),
+                on(&k, &device),
+                on(&v, &device),
+                on(&s, &device),
+                st,
+            );
+            check(
+                &format!("decode o step {step}"),
+                o.to_data(),
+                o_ref.to_data(),
+                TOL,
+            );
+            check(
+                &format!("decode state step {step}"),
+                next.to_data(),
+                next_ref.to_data(),
+                TOL,
+            );
+            st = next;
+            st_ref = next_ref;
+        }
+    }
+}
+
+#[test]
+fn decode_kernel_matches_reference() {
+    decode_matches::<Cube>();
+}
+
+#[test]
+fn decode_kernel_matches_reference_under_fusion() {
+    decode_matches::<Wgpu>();
+}
