@@ -36,7 +36,11 @@ fn scan_smem(dkp: usize, dt: usize) -> usize {
 /// `out: [B, H, n + da, dc]`: rows `0..n` the scan output, rows `n..` the final state.
 // `has_state` is comptime: the nested `if` is resolved at kernel expansion; cube code has no
 // `div_ceil`.
-#[allow(clippy::too_many_arguments, clippy::collapsible_if, clippy::manual_div_ceil)]
+#[allow(
+    clippy::too_many_arguments,
+    clippy::collapsible_if,
+    clippy::manual_div_ceil
+)]
 #[cube(launch)]
 fn scan_kernel<F: Float>(
     a: &Tensor<F>,
