@@ -15,7 +15,7 @@ pub enum RunOutcome {
     /// Not run yet, or stopped before its budget was spent.
     Pending,
     /// Finished.
-    Done(Summary),
+    Done(Box<Summary>),
     /// Failed with this error.
     Failed(String),
 }
@@ -73,7 +73,7 @@ pub fn write_results(
         let moe = m.ffn.moe.as_ref();
         let (status, s) = match outcome {
             RunOutcome::Pending => continue,
-            RunOutcome::Done(s) => ("ok", Some(s)),
+            RunOutcome::Done(s) => ("ok", Some(s.as_ref())),
             RunOutcome::Failed(_) => ("failed", None),
         };
         let num = |f: &dyn Fn(&Summary) -> f64| s.map_or(String::new(), |s| fmt(f(s)));

@@ -58,7 +58,7 @@ where
         .iter()
         .map(|r| {
             Mutex::new(match finished(sweep_dir, r) {
-                Some(s) => RunOutcome::Done(s),
+                Some(s) => RunOutcome::Done(Box::new(s)),
                 None => RunOutcome::Pending,
             })
         })
@@ -83,7 +83,7 @@ where
             cache_dir: opts.cache_dir.clone(),
         };
         let outcome = match train::<B>(&run.config, &dir, device, &train_opts) {
-            Ok(s) if s.completed => RunOutcome::Done(s),
+            Ok(s) if s.completed => RunOutcome::Done(Box::new(s)),
             Ok(_) => RunOutcome::Pending,
             Err(e) => {
                 let _ = std::fs::write(dir.join("error.txt"), e.to_string());

@@ -137,7 +137,7 @@ impl SweepSpec {
                 rule: "give at least one seed".into(),
             });
         }
-        if let Some(b) = self.budgets.iter().find(|b| !(**b > 0.0)) {
+        if let Some(b) = self.budgets.iter().find(|b| b.is_nan() || **b <= 0.0) {
             return Err(SweepError::Invalid {
                 field: "budgets".into(),
                 value: b.to_string(),

@@ -255,8 +255,8 @@ impl RunConfig {
             );
         }
         if b.steps == Some(0)
-            || b.tokens.is_some_and(|x| !(x > 0.0))
-            || b.flops.is_some_and(|x| !(x > 0.0))
+            || b.tokens.is_some_and(not_positive)
+            || b.flops.is_some_and(not_positive)
         {
             return invalid("train.budget", format!("{b:?}"), "must be positive");
         }
@@ -288,7 +288,7 @@ impl RunConfig {
                 "each must be in [0, 1)",
             );
         }
-        if !(t.grad_clip >= 0.0) {
+        if t.grad_clip.is_nan() || t.grad_clip < 0.0 {
             return invalid(
                 "train.grad_clip",
                 t.grad_clip.to_string(),
@@ -296,7 +296,7 @@ impl RunConfig {
             );
         }
         if let Some(p) = t.peak_flops {
-            if !(p > 0.0) {
+            if not_positive(p) {
                 return invalid(
                     "train.peak_flops",
                     p.to_string(),
@@ -338,4 +338,9 @@ impl RunConfig {
         }
         .max(1))
     }
+}
+
+/// True for zero, negatives and NaN.
+fn not_positive(x: f64) -> bool {
+    x.is_nan() || x <= 0.0
 }
