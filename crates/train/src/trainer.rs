@@ -244,9 +244,8 @@ where
     bar.finish_and_clear();
     let completed = state.step >= total_steps;
     if !completed && checkpoints.latest_step() != Some(state.step) {
-        last_checkpoint = Some(checkpoints.save(&model, &optim, &state, t.keep_checkpoints)?);
+        checkpoints.save(&model, &optim, &state, t.keep_checkpoints)?;
     }
-    let _ = last_checkpoint;
     let valid = model.valid();
     if val_loss.is_nan() {
         val_loss = validation_loss(

@@ -3,7 +3,6 @@
 use std::time::Instant;
 
 use anyhow::Result;
-use burn::module::AutodiffModule;
 use burn::tensor::{Int, Tensor, TensorData};
 use scalelab_blocks::ModelConfigExt;
 use scalelab_train::RunConfig;
@@ -31,6 +30,5 @@ pub fn flops_per_second(run: &RunConfig) -> Result<f64> {
     let start = Instant::now();
     step();
     let secs = start.elapsed().as_secs_f64().max(1e-6);
-    let _ = model.valid();
     Ok((b * t) as f64 * run.flops_per_token()? / secs)
 }
