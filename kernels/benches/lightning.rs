@@ -15,13 +15,15 @@ use std::time::Instant;
 
 use burn::backend::cuda::CudaDevice;
 use burn::backend::{Autodiff, Cuda};
-use burn::tensor::{backend::Backend, bf16, Distribution, Tensor};
+use burn::tensor::{backend::Backend, bf16, Distribution, Tensor, TensorData};
 use cubecl::cuda::CudaRuntime;
 use cubecl::Runtime;
 use scalelab_kernels::lightning::{reference, LightningBackend};
 
 type Bf = Cuda<bf16>;
 type F32 = Cuda<f32>;
+/// f32 CUDA without Burn's fusion layer: the decode kernel's own launch cost.
+type F32Direct = burn_cubecl::CubeBackend<CudaRuntime, f32, i32, u8>;
 
 fn sync<B: Backend>(device: &B::Device) {
     B::sync(device).expect("device sync");
@@ -106,78 +108,181 @@ impl Row {
     }
 }
 
-fn rel_err<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> f64 {
-    let num = (a - b.clone()).powi_scalar(2).sum().into_scalar();
-    let den = b.powi_scalar(2).sum().into_scalar();
-    use burn::tensor::ElementConversion;
-    (num.elem::<f64>() / den.elem::<f64>()).sqrt()
+fn rel_err(a: TensorData, b: TensorData) -> f64 {
+    let a: Vec<f64> = a.convert::<f64>().to_vec().unwrap();
+    let b: Vec<f64> = b.convert::<f64>().to_vec().unwrap();
+    let num: f64 = a.iter().zip(&b).map(|(x, y)| (x - y) * (x - y)).sum();
+    let den: f64 = b.iter().map(|y| y * y).sum();
+    (num / den).sqrt()
 }
 
-/// Kernel vs reference on the device at the MiniMax head shape, f32 and bf16: outputs, states,
-/// gradients. Prints one line per quantity.
+/// Outputs, final state and the gradients of q, k, v, the initial state and s, as host data.
+type Quantities = [TensorData; 7];
+
+/// `lightning_attention` (kernel) or `reference::chunked` on backend `B` from host inputs, with
+/// the loss `sum(o * ro) + sum(state)`.
+fn attention_and_grads<B: LightningBackend>(
+    device: &B::Device,
+    inputs: &[TensorData; 6],
+    kernel: bool,
+) -> Quantities {
+    type A<B> = Autodiff<B>;
+    let t4 = |x: &TensorData| Tensor::<A<B>, 4>::from_data(x.clone(), device);
+    let [q, k, v, st, s, ro] = inputs;
+    let (q, k, v, st) = (
+        t4(q).require_grad(),
+        t4(k).require_grad(),
+        t4(v).require_grad(),
+        t4(st).require_grad(),
+    );
+    let s = Tensor::<A<B>, 1>::from_data(s.clone(), device).require_grad();
+    let (o, last) = if kernel {
+        A::<B>::lightning_attention(
+            q.clone(),
+            k.clone(),
+            v.clone(),
+            s.clone(),
+            Some(st.clone()),
+            64,
+        )
+    } else {
+        reference::chunked(
+            q.clone(),
+            k.clone(),
+            v.clone(),
+            s.clone(),
+            Some(st.clone()),
+            64,
+        )
+    };
+    let loss = (o.clone() * t4(ro)).sum() + last.clone().sum();
+    let g = loss.backward();
+    [
+        o.inner().into_data(),
+        last.inner().into_data(),
+        q.grad(&g).unwrap().into_data(),
+        k.grad(&g).unwrap().into_data(),
+        v.grad(&g).unwrap().into_data(),
+        st.grad(&g).unwrap().into_data(),
+        s.grad(&g).unwrap().into_data(),
+    ]
+}
+
+/// Kernels against the f32 tensor-op reference on the device at the MiniMax head shape (B=2,
+/// H=64, D=128, T=1000: 15 chunks and a tail, MiniMax's slopes, an initial state): outputs, final
+/// states and every gradient. The bf16 kernels get bf16-rounded inputs and are compared with the
+/// f32 reference on the same rounded inputs, so the figure is the kernel's own error.
 fn check(device: &CudaDevice) {
-    fn one<B: LightningBackend>(name: &str, device: &B::Device, n: usize) {
-        type A<B> = Autodiff<B>;
-        let (b, h, d) = (2, 64, 128);
-        let rnd = |shape: [usize; 4]| {
-            Tensor::<A<B>, 4>::random(shape, Distribution::Normal(0.0, 0.3), device)
+    let (b, h, n, d) = (2, 64, 1000, 128);
+    let rnd = |shape: [usize; 4]| {
+        Tensor::<F32, 4>::random(shape, Distribution::Normal(0.0, 0.3), device)
+            .into_data()
+            .convert::<bf16>()
+            .convert::<f32>()
+    };
+    let slopes: Vec<f32> = (0..h)
+        .map(|i| 2f32.powf(-8.0 * (i + 1) as f32 / h as f32))
+        .collect();
+    let inputs = [
+        rnd([b, h, n, d]),
+        rnd([b, h, n, d]),
+        rnd([b, h, n, d]),
+        rnd([b, h, d, d]),
+        TensorData::from(slopes.as_slice()),
+        rnd([b, h, n, d]),
+    ];
+    let want = attention_and_grads::<F32>(device, &inputs, false);
+    eprintln!("check: reference done");
+    let bf_inputs = inputs.clone().map(|x| x.convert::<bf16>());
+    for name in ["f32", "bf16"] {
+        let got = if name == "f32" {
+            attention_and_grads::<F32>(device, &inputs, true)
+        } else {
+            attention_and_grads::<Bf>(device, &bf_inputs, true)
         };
-        let q = rnd([b, h, n, d]).require_grad();
-        let k = rnd([b, h, n, d]).require_grad();
-        let v = rnd([b, h, n, d]).require_grad();
-        let st = rnd([b, h, d, d]).require_grad();
+        let e: Vec<String> = got
+            .into_iter()
+            .zip(want.iter().cloned())
+            .map(|(g, w)| format!("{:.1e}", rel_err(g, w)))
+            .collect();
+        println!(
+            "check {name} B={b} H={h} T={n} D={d}: o {} state {} dq {} dk {} dv {} dstate0 {} ds {}",
+            e[0], e[1], e[2], e[3], e[4], e[5], e[6]
+        );
+    }
+}
+
+/// One forward scan at a time, bf16, small to large, each compared with the reference, then
+/// forward and forward+backward timings at B=4, H=32, D=128 (progress on stderr): the first thing
+/// to run on a new device or after a kernel change.
+fn probe(device: &CudaDevice, ts: &[usize]) {
+    let d = 128;
+    for (b, h, t) in [(1, 1, 64), (1, 2, 200), (4, 32, 2048)] {
+        let rnd = |shape: [usize; 4]| {
+            Tensor::<Bf, 4>::random(shape, Distribution::Normal(0.0, 0.3), device)
+        };
+        let (q, k, v) = (rnd([b, h, t, d]), rnd([b, h, t, d]), rnd([b, h, t, d]));
+        let slopes: Vec<f32> = (0..h).map(|i| 0.1 * (i + 1) as f32).collect();
+        let s = Tensor::<Bf, 1>::from_floats(slopes.as_slice(), device);
+        let start = Instant::now();
+        let (o, _) = Bf::lightning_attention(q.clone(), k.clone(), v.clone(), s.clone(), None, 64);
+        sync::<Bf>(device);
+        let first = start.elapsed().as_secs_f64();
+        let (want, _) = reference::chunked(q, k, v, s, None, 64);
+        eprintln!(
+            "probe B={b} H={h} T={t}: first call {first:.2} s, relative error {:.2e}",
+            rel_err(o.into_data(), want.into_data())
+        );
+    }
+    let (b, h) = (4, 32);
+    for &t in ts {
+        let rnd = |shape: [usize; 4]| {
+            Tensor::<Bf, 4>::random(shape, Distribution::Normal(0.0, 0.3), device)
+        };
+        let (q, k, v) = (rnd([b, h, t, d]), rnd([b, h, t, d]), rnd([b, h, t, d]));
         let slopes: Vec<f32> = (0..h)
             .map(|i| 2f32.powf(-8.0 * (i + 1) as f32 / h as f32))
             .collect();
-        let s = Tensor::<A<B>, 1>::from_floats(slopes.as_slice(), device).require_grad();
-        let ro = rnd([b, h, n, d]);
-        let run = |kernel: bool| {
-            let (o, last) = if kernel {
-                A::<B>::lightning_attention(
-                    q.clone(),
-                    k.clone(),
-                    v.clone(),
-                    s.clone(),
-                    Some(st.clone()),
-                    64,
-                )
-            } else {
-                reference::chunked(
-                    q.clone(),
-                    k.clone(),
-                    v.clone(),
-                    s.clone(),
-                    Some(st.clone()),
-                    64,
-                )
-            };
-            let loss = (o.clone() * ro.clone()).sum() + last.clone().sum();
-            let g = loss.backward();
-            (
-                o.inner(),
-                last.inner(),
-                q.grad(&g).unwrap(),
-                k.grad(&g).unwrap(),
-                v.grad(&g).unwrap(),
-                st.grad(&g).unwrap(),
-                s.grad(&g).unwrap(),
-            )
-        };
-        let a = run(true);
-        let r = run(false);
-        println!(
-            "check {name} n={n}: o {:.1e} state {:.1e} dq {:.1e} dk {:.1e} dv {:.1e} dstate0 {:.1e} ds {:.1e}",
-            rel_err(a.0, r.0),
-            rel_err(a.1, r.1),
-            rel_err(a.2, r.2),
-            rel_err(a.3, r.3),
-            rel_err(a.4, r.4),
-            rel_err(a.5, r.5),
-            rel_err(a.6, r.6)
-        );
+        let s = Tensor::<Bf, 1>::from_floats(slopes.as_slice(), device);
+        let (fwd, _) = time::<Bf>(device, device, 5, || {
+            drop(Bf::lightning_attention(
+                q.clone(),
+                k.clone(),
+                v.clone(),
+                s.clone(),
+                None,
+                64,
+            ));
+        });
+        eprintln!("probe T={t}: forward {fwd:.3} ms");
+        let ad =
+            |x: &Tensor<Bf, 4>| Tensor::<Autodiff<Bf>, 4>::from_inner(x.clone()).require_grad();
+        let (aq, ak, av) = (ad(&q), ad(&k), ad(&v));
+        let as_ = Tensor::<Autodiff<Bf>, 1>::from_inner(s.clone()).require_grad();
+        let (both, _) = time::<Bf>(device, device, 5, || {
+            let (o, _) = Autodiff::<Bf>::lightning_attention(
+                aq.clone(),
+                ak.clone(),
+                av.clone(),
+                as_.clone(),
+                None,
+                64,
+            );
+            let g = o.sum().backward();
+            let _ = (aq.grad(&g), ak.grad(&g), av.grad(&g), as_.grad(&g));
+        });
+        eprintln!("probe T={t}: forward+backward {both:.3} ms");
     }
-    one::<F32>("f32", device, 1000);
-    one::<Bf>("bf16", device, 1000);
+}
+
+/// The sequence lengths of `--ts 2048,8192`, if given.
+fn ts_list(args: &[String]) -> Option<Vec<usize>> {
+    args.iter().position(|a| a == "--ts").map(|i| {
+        args[i + 1]
+            .split(',')
+            .map(|x| x.parse().expect("--ts: comma-separated lengths"))
+            .collect()
+    })
 }
 
 fn main() {
@@ -189,18 +294,27 @@ fn main() {
         .map(|i| args[i + 1].clone());
     let mut json = json_path.map(|p| std::fs::File::create(p).expect("json file"));
     let device = CudaDevice::default();
+    {
+        let client = CudaRuntime::client(&device);
+        let props = client.properties();
+        println!(
+            "device: {} tensor-core tile configs, {} bytes of shared memory per cube; bf16 scan at D=128: {:?}",
+            props.features.matmul.cmma.len(),
+            props.hardware.max_shared_memory_size,
+            scalelab_kernels::lightning::tiled::cmma_config(&client, burn::tensor::DType::BF16, 128)
+        );
+    }
+    if args.iter().any(|a| a == "--probe") {
+        let ts = ts_list(&args).unwrap_or_else(|| vec![2048, 8192, 32768]);
+        probe(&device, &ts);
+        return;
+    }
     if args.iter().any(|a| a == "--check") {
         check(&device);
     }
 
     let (b, h, d) = (4usize, 32usize, 128usize);
-    let ts_arg = args.iter().position(|a| a == "--ts").map(|i| {
-        args[i + 1]
-            .split(',')
-            .map(|x| x.parse().unwrap())
-            .collect::<Vec<usize>>()
-    });
-    let ts: Vec<usize> = if let Some(ts) = ts_arg {
+    let ts: Vec<usize> = if let Some(ts) = ts_list(&args) {
         ts
     } else if quick {
         vec![2048, 8192]
@@ -291,38 +405,20 @@ fn main() {
         .map(|i| 2f32.powf(-8.0 * (i + 1) as f32 / h as f32))
         .collect();
     for batch in [1usize, 256] {
-        let rnd = |shape: [usize; 4]| {
-            Tensor::<F32, 4>::random(shape, Distribution::Normal(0.0, 0.3), &device)
-        };
-        let (q, k, v) = (
-            rnd([batch, h, 1, d]),
-            rnd([batch, h, 1, d]),
-            rnd([batch, h, 1, d]),
-        );
-        let s = Tensor::<F32, 1>::from_floats(slopes.as_slice(), &device);
-        let state0 = rnd([batch, h, d, d]);
         let bytes = (batch * h) as f64 * (2.0 * (d * d) as f64 + 4.0 * d as f64) * 4.0;
         let flop = (batch * h) as f64 * 4.0 * (d * d) as f64;
-        for kernel in [true, false] {
-            let impl_ = if kernel { "kernel" } else { "reference" };
-            // 50 steps per timed run, the state fed forward; ms per step.
-            let steps = 50;
-            let (ms, peak) = time::<F32>(&device, &device, reps, || {
-                let mut st = state0.clone();
-                for _ in 0..steps {
-                    let (_, next) = if kernel {
-                        F32::lightning_decode(q.clone(), k.clone(), v.clone(), s.clone(), st)
-                    } else {
-                        reference::recurrent(q.clone(), k.clone(), v.clone(), s.clone(), Some(st))
-                    };
-                    st = next;
-                }
-            });
+        let runs: [(&'static str, DecodeStep); 3] = [
+            ("kernel", decode_ms::<F32>),
+            ("no-fusion", decode_ms::<F32Direct>),
+            ("reference", decode_ms::<F32>),
+        ];
+        for (impl_, run) in runs {
+            let (ms, peak) = run(&device, batch, &slopes, d, impl_ != "reference", reps);
             Row {
                 what: format!("decode{batch}"),
                 t: 1,
                 impl_,
-                ms: ms / steps as f64,
+                ms,
                 flop,
                 bytes,
                 peak,
@@ -330,4 +426,42 @@ fn main() {
             .print(&mut json);
         }
     }
+}
+
+/// Milliseconds per decode step and the pool's reserved bytes.
+type DecodeStep = fn(&CudaDevice, usize, &[f32], usize, bool, usize) -> (f64, f64);
+
+/// Decode steps on backend `B` (kernel or reference), 50 per timed run with the state fed
+/// forward: (ms per step, reserved bytes).
+fn decode_ms<B: LightningBackend<Device = CudaDevice>>(
+    device: &CudaDevice,
+    batch: usize,
+    slopes: &[f32],
+    d: usize,
+    kernel: bool,
+    reps: usize,
+) -> (f64, f64) {
+    let h = slopes.len();
+    let rnd =
+        |shape: [usize; 4]| Tensor::<B, 4>::random(shape, Distribution::Normal(0.0, 0.3), device);
+    let (q, k, v) = (
+        rnd([batch, h, 1, d]),
+        rnd([batch, h, 1, d]),
+        rnd([batch, h, 1, d]),
+    );
+    let s = Tensor::<B, 1>::from_floats(slopes, device);
+    let state0 = rnd([batch, h, d, d]);
+    let steps = 50;
+    let (ms, peak) = time::<B>(device, device, reps, || {
+        let mut st = state0.clone();
+        for _ in 0..steps {
+            let (_, next) = if kernel {
+                B::lightning_decode(q.clone(), k.clone(), v.clone(), s.clone(), st)
+            } else {
+                reference::recurrent(q.clone(), k.clone(), v.clone(), s.clone(), Some(st))
+            };
+            st = next;
+        }
+    });
+    (ms / steps as f64, peak)
 }

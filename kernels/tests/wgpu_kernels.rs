@@ -312,3 +312,96 @@ fn decode_kernel_matches_reference() {
 fn decode_kernel_matches_reference_under_fusion() {
     decode_matches::<Wgpu>();
 }
+
+/// The tiled kernel (the tensor-core kernel's body, its tile products as plain loops) against
+/// `reference::scan`: every option combination, with and without state. Lavapipe offers 32 KiB
+/// of shared memory, which holds 32-token chunks at contracted dims up to 16 in f32; the shapes
+/// cover one short chunk, several chunks with a tail, padded head dims and several column tiles.
+#[test]
+fn tiled_scan_matches_reference() {
+    use scalelab_kernels::lightning::tiled::{self, TiledConfig};
+    let device = Default::default();
+    let smem_max = {
+        let probe = on::<Cube, 1>(&TensorData::from([0.0f32]), &device).into_primitive();
+        probe
+            .tensor()
+            .client
+            .properties()
+            .hardware
+            .max_shared_memory_size
+    };
+    let cases = [
+        (1, 2, 5, 16, 24, vec![0.1, 1.0]),
+        (2, 3, 77, 16, 40, vec![1e-3, 0.5, 8.0]),
+        (1, 2, 100, 9, 33, vec![0.05, 2.0]),
+    ];
+    let mut seed = 900;
+    let mut runs = 0;
+    for (b, h, n, dk, dv, slopes) in cases {
+        for dt in [16, 32] {
+            let cfg = TiledConfig {
+                chunk: 32,
+                dt,
+                cmma: false,
+            };
+            if tiled::tiled_smem(cfg, dk.div_ceil(16) * 16, 4) > smem_max {
+                continue;
+            }
+            for bits in 0..8u8 {
+                let opts = ScanOptions {
+                    reverse: bits & 1 != 0,
+                    transpose_state: bits & 2 != 0,
+                    state_exp0: bits & 4 != 0,
+                };
+                let with_state = bits != 0;
+                let a = data(&mut seed, [b, h, n, dk], 0.5);
+                let bb = data(&mut seed, [b, h, n, dk], 0.5);
+                let cc = data(&mut seed, [b, h, n, dv], 0.5);
+                let st_shape = if opts.transpose_state {
+                    [b, h, dv, dk]
+                } else {
+                    [b, h, dk, dv]
+                };
+                let st = data(&mut seed, st_shape, 0.5);
+                let s = TensorData::from(slopes.as_slice());
+                let r = |x: &TensorData| {
+                    Tensor::<NdArray<f64>, 4>::from_data(x.clone(), &Default::default())
+                };
+                let want = reference::scan::<NdArray<f64>>(
+                    r(&a),
+                    r(&bb),
+                    r(&cc),
+                    Tensor::from_data(s.clone(), &Default::default()),
+                    with_state.then(|| r(&st)),
+                    opts,
+                );
+                poison::<Cube>(&device, b * h * (n + dk) * dv);
+                let p = |x: &TensorData| on::<Cube, 4>(x, &device).into_primitive().tensor();
+                let got = tiled::scan(
+                    p(&a),
+                    p(&bb),
+                    p(&cc),
+                    on::<Cube, 1>(&s, &device).into_primitive().tensor(),
+                    with_state.then(|| p(&st)),
+                    opts,
+                    cfg,
+                );
+                let got =
+                    Tensor::<Cube, 4>::from_primitive(burn::tensor::TensorPrimitive::Float(got));
+                check(
+                    &format!(
+                        "tiled scan n={n} dk={dk} dv={dv} {cfg:?} {opts:?} state={with_state}"
+                    ),
+                    got.into_data(),
+                    want.into_data(),
+                    TOL,
+                );
+                runs += 1;
+            }
+        }
+    }
+    assert!(
+        runs >= 3 * 8,
+        "only {runs} tiled runs fit {smem_max} bytes of shared memory"
+    );
+}

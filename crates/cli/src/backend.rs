@@ -14,6 +14,22 @@ mod chosen {
     pub fn device() -> burn::backend::cuda::CudaDevice {
         Default::default()
     }
+
+    /// Fails with the fix when the CUDA driver library cannot be loaded (Burn would panic).
+    pub fn ready() -> anyhow::Result<()> {
+        // SAFETY: loading the driver library runs its initialisers, as cudarc does later anyway.
+        let found = ["libcuda.so.1", "libcuda.so"]
+            .iter()
+            .any(|name| unsafe { libloading::Library::new(name) }.is_ok());
+        anyhow::ensure!(
+            found,
+            "this scalelab was built with --features cuda, but the CUDA driver (libcuda.so.1) \
+             is not on this machine's library path: run it on a machine with an NVIDIA driver \
+             (and LD_LIBRARY_PATH=/usr/local/cuda/lib64 if needed), or build the CPU binary \
+             with `cargo build --release -p scalelab-cli`"
+        );
+        Ok(())
+    }
 }
 
 #[cfg(all(feature = "wgpu", not(feature = "cuda")))]
@@ -26,6 +42,10 @@ mod chosen {
     pub fn device() -> burn::backend::wgpu::WgpuDevice {
         Default::default()
     }
+    /// Always ready (wgpu reports a missing adapter itself).
+    pub fn ready() -> anyhow::Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(all(feature = "ndarray", not(any(feature = "cuda", feature = "wgpu"))))]
@@ -37,6 +57,10 @@ mod chosen {
     /// The default device.
     pub fn device() -> burn::backend::ndarray::NdArrayDevice {
         Default::default()
+    }
+    /// The CPU is always ready.
+    pub fn ready() -> anyhow::Result<()> {
+        Ok(())
     }
 }
 
@@ -52,6 +76,10 @@ mod chosen {
     /// The default device.
     pub fn device() -> burn::backend::flex::FlexDevice {
         Default::default()
+    }
+    /// The CPU is always ready.
+    pub fn ready() -> anyhow::Result<()> {
+        Ok(())
     }
 }
 

@@ -36,6 +36,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let needs_device = matches!(cli.command, Command::Train(_) | Command::Sweep(_));
+    if needs_device {
+        if let Err(e) = backend::ready() {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    }
     let result = match cli.command {
         Command::Params(args) => commands::params::run(&args),
         Command::Train(args) => commands::train::run(&args),

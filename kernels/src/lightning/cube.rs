@@ -41,7 +41,7 @@ fn scan_smem(dkp: usize, dt: usize) -> usize {
     clippy::collapsible_if,
     clippy::manual_div_ceil
 )]
-#[cube(launch)]
+#[cube(launch_unchecked)]
 fn scan_kernel<F: Float>(
     a: &Tensor<F>,
     b: &Tensor<F>,
@@ -72,6 +72,15 @@ fn scan_kernel<F: Float>(
     let b_base = bi * b.stride(0) + hi * b.stride(1);
     let c_base = bi * c.stride(0) + hi * c.stride(1);
     let o_base = bi * out.stride(0) + hi * out.stride(1);
+    // Strides read once: metadata reads inside the loops are dependent global loads.
+    let a_st = a.stride(2);
+    let a_sd = a.stride(3);
+    let b_st = b.stride(2);
+    let b_sd = b.stride(3);
+    let c_st = c.stride(2);
+    let c_sd = c.stride(3);
+    let o_st = out.stride(2);
+    let o_sd = out.stride(3);
 
     // kv[r][j]: the running state, rows of the contracted dim, this cube's 32 columns.
     let mut kv = SharedMemory::<f32>::new(dkp * dt);
@@ -133,7 +142,7 @@ fn scan_kernel<F: Float>(
             if i < len && col < dc {
                 let t = t0 + i;
                 let p = if reverse { n - 1 - t } else { t };
-                val = f32::cast_from(c[c_base + p * c.stride(2) + col * c.stride(3)]);
+                val = f32::cast_from(c[c_base + p * c_st + col * c_sd]);
             }
             vs[e] = val;
         }
@@ -161,8 +170,8 @@ fn scan_kernel<F: Float>(
                 if i < len && k0 + d < da {
                     let t = t0 + i;
                     let p = if reverse { n - 1 - t } else { t };
-                    qv = f32::cast_from(a[a_base + p * a.stride(2) + (k0 + d) * a.stride(3)]);
-                    kvv = f32::cast_from(b[b_base + p * b.stride(2) + (k0 + d) * b.stride(3)]);
+                    qv = f32::cast_from(a[a_base + p * a_st + (k0 + d) * a_sd]);
+                    kvv = f32::cast_from(b[b_base + p * b_st + (k0 + d) * b_sd]);
                 }
                 qs[i * (KC + 1) + d] = qv;
                 ks[i * (KC + 1) + d] = kvv;
@@ -238,7 +247,7 @@ fn scan_kernel<F: Float>(
             if i < len && col < dc {
                 let t = t0 + i;
                 let p = if reverse { n - 1 - t } else { t };
-                out[o_base + p * out.stride(2) + col * out.stride(3)] = F::cast_from(acc);
+                out[o_base + p * o_st + col * o_sd] = F::cast_from(acc);
             }
         }
         sync_cube();
@@ -254,8 +263,7 @@ fn scan_kernel<F: Float>(
         let row = e / dt;
         let col = c0 + e % dt;
         if row < da && col < dc {
-            out[o_base + (n + row) * out.stride(2) + col * out.stride(3)] =
-                F::cast_from(kv[e] * final_scale);
+            out[o_base + (n + row) * o_st + col * o_sd] = F::cast_from(kv[e] * final_scale);
         }
     }
 }
@@ -266,7 +274,7 @@ fn scan_kernel<F: Float>(
 /// `q, k: [B, H, 1, dk]`, `v: [B, H, 1, dv]`, `state: [B, H, dk, dv]`; writes `o: [B, H, 1, dv]`
 /// and `state_out: [B, H, dk, dv]`.
 #[allow(clippy::too_many_arguments)]
-#[cube(launch)]
+#[cube(launch_unchecked)]
 fn decode_kernel<F: Float>(
     q: &Tensor<F>,
     k: &Tensor<F>,
@@ -297,12 +305,16 @@ fn decode_kernel<F: Float>(
         let kb = bi * k.stride(0) + hi * k.stride(1);
         let sb = bi * state.stride(0) + hi * state.stride(1) + col * state.stride(3);
         let ob = bi * state_out.stride(0) + hi * state_out.stride(1) + col * state_out.stride(3);
+        let k_sd = k.stride(3);
+        let q_sd = q.stride(3);
+        let s_sr = state.stride(2);
+        let o_sr = state_out.stride(2);
         let mut r = group;
         while r < dk {
-            let kr = f32::cast_from(k[kb + r * k.stride(3)]);
-            let qr = f32::cast_from(q[qb + r * q.stride(3)]);
-            let new = lambda * f32::cast_from(state[sb + r * state.stride(2)]) + kr * vj;
-            state_out[ob + r * state_out.stride(2)] = F::cast_from(new);
+            let kr = f32::cast_from(k[kb + r * k_sd]);
+            let qr = f32::cast_from(q[qb + r * q_sd]);
+            let new = lambda * f32::cast_from(state[sb + r * s_sr]) + kr * vj;
+            state_out[ob + r * o_sr] = F::cast_from(new);
             acc += qr * new;
             r += 8;
         }
@@ -318,6 +330,12 @@ fn decode_kernel<F: Float>(
         }
         o[bi * o.stride(0) + hi * o.stride(1) + col * o.stride(3)] = F::cast_from(sum);
     }
+}
+
+/// `SCALELAB_LIGHTNING_SCAN=plain` keeps every scan on the plain kernel (to compare the two).
+fn force_plain() -> bool {
+    static PLAIN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PLAIN.get_or_init(|| std::env::var("SCALELAB_LIGHTNING_SCAN").is_ok_and(|v| v == "plain"))
 }
 
 fn check_same_float(tensors: &[&CubeTensor<impl CubeRuntime>]) -> DType {
@@ -385,26 +403,33 @@ pub fn scan<R: CubeRuntime>(
         }
         None => a.clone(),
     };
+    if let Some(cfg) = super::tiled::cmma_config(&client, dtype, da).filter(|_| !force_plain()) {
+        return super::tiled::scan(a, b, c, s, has_state.then_some(state), opts, cfg);
+    }
     let s = into_contiguous(s);
     let cube_count = CubeCount::Static(dc.div_ceil(dt) as u32, (batch * heads) as u32, 1);
-    scan_kernel::launch::<R>(
-        &client,
-        cube_count,
-        CubeDim::new_1d(THREADS as u32),
-        a.into_tensor_arg(),
-        b.into_tensor_arg(),
-        c.into_tensor_arg(),
-        s.into_tensor_arg(),
-        state.into_tensor_arg(),
-        out.clone().into_tensor_arg(),
-        dkp,
-        dt,
-        has_state,
-        opts.reverse,
-        opts.transpose_state,
-        opts.state_exp0,
-        dtype.into(),
-    );
+    // SAFETY: every index the kernel forms is bounded by the shapes checked above (rows past `n`,
+    // columns past `da`/`dc` are tested before any read or write).
+    unsafe {
+        scan_kernel::launch_unchecked::<R>(
+            &client,
+            cube_count,
+            CubeDim::new_1d(THREADS as u32),
+            a.into_tensor_arg(),
+            b.into_tensor_arg(),
+            c.into_tensor_arg(),
+            s.into_tensor_arg(),
+            state.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            dkp,
+            dt,
+            has_state,
+            opts.reverse,
+            opts.transpose_state,
+            opts.state_exp0,
+            dtype.into(),
+        );
+    }
     out
 }
 
@@ -439,18 +464,21 @@ pub fn decode<R: CubeRuntime>(
         dtype,
     );
     let cube_count = CubeCount::Static(dv.div_ceil(32) as u32, (batch * heads) as u32, 1);
-    decode_kernel::launch::<R>(
-        &client,
-        cube_count,
-        CubeDim::new_1d(THREADS as u32),
-        q.into_tensor_arg(),
-        k.into_tensor_arg(),
-        v.into_tensor_arg(),
-        s.into_tensor_arg(),
-        state.into_tensor_arg(),
-        o.clone().into_tensor_arg(),
-        state_out.clone().into_tensor_arg(),
-        dtype.into(),
-    );
+    // SAFETY: the kernel tests `col < dv` and walks rows below `dk`, the shapes checked above.
+    unsafe {
+        decode_kernel::launch_unchecked::<R>(
+            &client,
+            cube_count,
+            CubeDim::new_1d(THREADS as u32),
+            q.into_tensor_arg(),
+            k.into_tensor_arg(),
+            v.into_tensor_arg(),
+            s.into_tensor_arg(),
+            state.into_tensor_arg(),
+            o.clone().into_tensor_arg(),
+            state_out.clone().into_tensor_arg(),
+            dtype.into(),
+        );
+    }
     (o, state_out)
 }

@@ -9,6 +9,8 @@
 #[cfg(feature = "cubecl")]
 pub mod cube;
 pub mod reference;
+#[cfg(feature = "cubecl")]
+pub mod tiled;
 
 use burn::backend::autodiff::{
     checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
