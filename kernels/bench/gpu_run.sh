@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# One device call: fla/SDPA, then scalelab's kernels (a correctness check at H=64, D=128, then
-# the speed table), then the merged table. Run from the folder holding `lightning` (the bench
+# One device call: fla/SDPA, then scalelab's kernels (the speed table), the merged table, and
+# last the correctness check at H=64, D=128. Run from the folder holding `lightning` (the bench
 # binary), this script, compare_fla.py and whl/ (fla 0.6.0 wheels). Writes logs under $OUT.
+# Knobs: QUICK=1, TS=2048,8192 (lengths), REFMAX=T (tensor-op reference up to T), CHECK=1,
+# FLA_TIMEOUT, BENCH_TIMEOUT, CHECK_TIMEOUT (seconds).
 set -uo pipefail
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 export PYTHONUNBUFFERED=1
@@ -11,6 +13,9 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | t
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site whl/*.whl && export PYTHONPATH=/tmp/site
 timeout ${FLA_TIMEOUT:-300} python3 compare_fla.py ${QUICK:+--quick} --json "$OUT/fla.jsonl" > "$OUT/fla.log" 2>&1
 tail -12 "$OUT/fla.log"
-timeout ${BENCH_TIMEOUT:-360} ./lightning ${CHECK:+--check} ${QUICK:+--quick} ${TS:+--ts $TS} --json "$OUT/scalelab.jsonl" 2>&1 | tee "$OUT/scalelab.log" | grep -v "^\s*$" | tail -40
+timeout ${BENCH_TIMEOUT:-360} ./lightning ${QUICK:+--quick} ${TS:+--ts $TS} ${REFMAX:+--reference-max $REFMAX} --json "$OUT/scalelab.jsonl" 2>&1 | tee "$OUT/scalelab.log" | grep -v "^\s*$" | tail -40
 echo "=== merged (ms; ours/fla > 1 is slower)"
-python3 compare_fla.py --from-json "$OUT/fla.jsonl" --scalelab "$OUT/scalelab.jsonl"
+python3 compare_fla.py --from-json "$OUT/fla.jsonl" --scalelab "$OUT/scalelab.jsonl" | tee "$OUT/merged.txt"
+if [ -n "${CHECK:-}" ]; then
+  timeout ${CHECK_TIMEOUT:-200} ./lightning --check --ts 64 --reference-max 0 2>&1 | grep "^check" | tee "$OUT/check.log"
+fi

@@ -4,7 +4,8 @@
 //! object per measurement, which `kernels/bench/compare_fla.py` reads.
 //!
 //! `cargo bench -p scalelab-kernels --features cuda --bench lightning -- [--quick] [--json PATH]
-//! [--check]`; `--check` first compares kernel and reference at H=64, D=128 (f32).
+//! [--check] [--probe] [--ts T,..] [--reference-max T]`; `--check` first compares kernels and
+//! reference at H=64, D=128; `--probe` runs the quick correctness-and-speed probe only.
 //!
 //! Timing: two warm-up runs (the first compiles and autotunes), then the median of `reps` runs,
 //! each ending in a device sync. Peak memory: the pool's reserved bytes after the run, the pool
@@ -258,7 +259,8 @@ fn probe(device: &CudaDevice, ts: &[usize]) {
         let ad =
             |x: &Tensor<Bf, 4>| Tensor::<Autodiff<Bf>, 4>::from_inner(x.clone()).require_grad();
         let (aq, ak, av) = (ad(&q), ad(&k), ad(&v));
-        let as_ = Tensor::<Autodiff<Bf>, 1>::from_inner(s.clone()).require_grad();
+        // MiniMax's decays are fixed: no gradient for `s` (the check covers `ds`).
+        let as_ = Tensor::<Autodiff<Bf>, 1>::from_inner(s.clone());
         let (both, _) = time::<Bf>(device, device, 5, || {
             let (o, _) = Autodiff::<Bf>::lightning_attention(
                 aq.clone(),
@@ -269,7 +271,7 @@ fn probe(device: &CudaDevice, ts: &[usize]) {
                 64,
             );
             let g = o.sum().backward();
-            let _ = (aq.grad(&g), ak.grad(&g), av.grad(&g), as_.grad(&g));
+            let _ = (aq.grad(&g), ak.grad(&g), av.grad(&g));
         });
         eprintln!("probe T={t}: forward+backward {both:.3} ms");
     }
@@ -322,6 +324,14 @@ fn main() {
         vec![2048, 4096, 8192, 16384, 32768, 65536]
     };
     let reps = if quick { 3 } else { 7 };
+    // `--reference-max T`: the tensor-op reference only up to T tokens (it is slow to compile
+    // and run; forward+backward stops at 4096 regardless).
+    let ref_max: usize = args
+        .iter()
+        .position(|a| a == "--reference-max")
+        .map_or(16384, |i| {
+            args[i + 1].parse().expect("--reference-max: a length")
+        });
     let chunk = 64.0;
     let slopes: Vec<f32> = (0..h)
         .map(|i| 2f32.powf(-8.0 * (i + 1) as f32 / h as f32))
@@ -342,7 +352,7 @@ fn main() {
         let s = Tensor::<Bf, 1>::from_floats(slopes.as_slice(), &device);
         for kernel in [true, false] {
             let impl_ = if kernel { "kernel" } else { "reference" };
-            if !kernel && t > 16384 {
+            if !kernel && t > ref_max {
                 continue;
             }
             let (ms, peak) = time::<Bf>(&device, &device, reps, || {
@@ -363,13 +373,14 @@ fn main() {
                 peak,
             }
             .print(&mut json);
-            if !kernel && t > 4096 {
+            if !kernel && t > ref_max.min(4096) {
                 continue;
             }
             let ad =
                 |x: &Tensor<Bf, 4>| Tensor::<Autodiff<Bf>, 4>::from_inner(x.clone()).require_grad();
             let (aq, ak, av) = (ad(&q), ad(&k), ad(&v));
-            let as_ = Tensor::<Autodiff<Bf>, 1>::from_inner(s.clone()).require_grad();
+            // MiniMax's decays are fixed: no gradient for `s` (the check covers `ds`).
+            let as_ = Tensor::<Autodiff<Bf>, 1>::from_inner(s.clone());
             let (ms, peak) = time::<Bf>(&device, &device, reps, || {
                 let (o, _) = if kernel {
                     Autodiff::<Bf>::lightning_attention(
@@ -384,7 +395,7 @@ fn main() {
                     reference::chunked(aq.clone(), ak.clone(), av.clone(), as_.clone(), None, 64)
                 };
                 let g = o.sum().backward();
-                let _ = (aq.grad(&g), ak.grad(&g), av.grad(&g), as_.grad(&g));
+                let _ = (aq.grad(&g), ak.grad(&g), av.grad(&g));
             });
             Row {
                 what: "fwd+bwd".into(),

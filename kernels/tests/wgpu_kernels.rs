@@ -331,7 +331,7 @@ fn tiled_scan_matches_reference() {
             .max_shared_memory_size
     };
     let cases = [
-        (1, 2, 5, 16, 24, vec![0.1, 1.0]),
+        (1usize, 2usize, 5usize, 16usize, 24usize, vec![0.1, 1.0]),
         (2, 3, 77, 16, 40, vec![1e-3, 0.5, 8.0]),
         (1, 2, 100, 9, 33, vec![0.05, 2.0]),
     ];

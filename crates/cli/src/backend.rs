@@ -20,7 +20,7 @@ mod chosen {
         // SAFETY: loading the driver library runs its initialisers, as cudarc does later anyway.
         let found = ["libcuda.so.1", "libcuda.so"]
             .iter()
-            .any(|name| unsafe { libloading::Library::new(name) }.is_ok());
+            .any(|name| unsafe { libloading::Library::new(*name) }.is_ok());
         anyhow::ensure!(
             found,
             "this scalelab was built with --features cuda, but the CUDA driver (libcuda.so.1) \

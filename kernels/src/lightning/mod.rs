@@ -133,8 +133,9 @@ fn unpack<B: Backend>(packed: Tensor<B, 4>, n: usize, d: usize) -> (Tensor<B, 4>
 /// `packed` is the forward's packed output (its final state is needed for `ds`), `grad` the
 /// packed cotangent. `ds` uses the identity `ds_h = -sum_t (t+1) (q_t . dq_t - k_t . dk_t)
 /// - n <S_n, dS_n>` summed over the batch, in tensor ops; it loses relative precision like
-/// `1e-7 * seq * s` in f32 (cancellation), so about 1e-3 at 64K tokens and `s = 1`.
-#[allow(clippy::type_complexity)]
+/// `1e-7 * seq * s` in f32 (cancellation), so about 1e-3 at 64K tokens and `s = 1`. With
+/// `want_ds = false` (the decays are not trained) `ds` is zeros and costs nothing.
+#[allow(clippy::type_complexity, clippy::too_many_arguments)]
 pub fn lightning_grads<B: LightningBackend>(
     q: FloatTensor<B>,
     k: FloatTensor<B>,
@@ -143,6 +144,7 @@ pub fn lightning_grads<B: LightningBackend>(
     state: Option<FloatTensor<B>>,
     packed: FloatTensor<B>,
     grad: FloatTensor<B>,
+    want_ds: bool,
 ) -> (
     Tensor<B, 4>,
     Tensor<B, 4>,
@@ -200,9 +202,13 @@ pub fn lightning_grads<B: LightningBackend>(
     let (dv_, d_state0) = unpack(dv_, n, dk);
     debug_assert_eq!(dv_.dims()[3], dvdim);
 
+    let device = q.device();
+    if !want_ds {
+        let ds = Tensor::<B, 1>::zeros([heads], &device).cast(s.dtype());
+        return (dq, dk_, dv_, ds, has_state.then_some(d_state0));
+    }
     // In f32 whatever the input dtype: the sum runs over every token, weighted by position.
     let f32_ = |x: Tensor<B, 4>| x.cast(FloatDType::F32);
-    let device = q.device();
     let pos = f32_(
         Tensor::<B, 1, Int>::arange(1..n as i64 + 1, &device)
             .float()
@@ -246,7 +252,10 @@ impl<B: LightningBackend> Backward<B, 5> for LightningBackward {
         let [nq, nk, nv, ns, nst] = ops.parents;
         let grad = grads.consume::<B>(&ops.node);
         let (q, k, v, s, state, packed) = ops.state;
-        let (dq, dk, dv, ds, dst) = lightning_grads::<B>(q, k, v, s, state, packed, grad);
+        // The decay's gradient (four full-size reductions) only when `s` is tracked: MiniMax's
+        // decays are fixed.
+        let want_ds = ns.is_some();
+        let (dq, dk, dv, ds, dst) = lightning_grads::<B>(q, k, v, s, state, packed, grad, want_ds);
         if let Some(node) = nq {
             grads.register::<B>(node.id, prim(dq));
         }

@@ -88,13 +88,31 @@ pub fn cmma_config<R: CubeRuntime>(
     if !props.features.matmul.cmma.contains(&want) {
         return None;
     }
+    let (chunk, dt) = tile_override().unwrap_or((64, 64));
     let cfg = TiledConfig {
-        chunk: 64,
-        dt: 64,
+        chunk,
+        dt,
         cmma: true,
     };
     (tiled_smem(cfg, padded(da), dtype.size()) <= props.hardware.max_shared_memory_size)
         .then_some(cfg)
+}
+
+/// `SCALELAB_LIGHTNING_TILE=CHUNKxDT` (e.g. `32x64`) picks the tensor-core kernel's chunk and
+/// column tile, for benchmarking the geometries; unset, 64 x 64.
+fn tile_override() -> Option<(usize, usize)> {
+    static TILE: std::sync::OnceLock<Option<(usize, usize)>> = std::sync::OnceLock::new();
+    *TILE.get_or_init(|| {
+        let v = std::env::var("SCALELAB_LIGHTNING_TILE").ok()?;
+        let (c, d) = v.split_once('x')?;
+        let tile = (c.parse().ok()?, d.parse().ok()?);
+        let valid = matches!(tile.0, 32 | 64) && matches!(tile.1, 16 | 32 | 64);
+        assert!(
+            valid,
+            "SCALELAB_LIGHTNING_TILE={v}: chunk 32 or 64, columns 16, 32 or 64 (e.g. 64x64)"
+        );
+        Some(tile)
+    })
 }
 
 /// One warp's 16x16 f32 tile of `out = [out] + A1 B1 [+ A2 B2]`, operands in shared memory.
