@@ -6,6 +6,8 @@
 //! `o_t = sum_{j<=t} lambda^(t-j) (q_t . k_j) v_j + lambda^(t+1) q_t S0` and the gradients
 //! `dq = scan(do, v, k)`, `dk = reverse scan(v, do, q)`, `dv = reverse scan(k, q, do)` are the same
 //! chunked recurrence with other operands (Lightning Attention-2's two loops, one direction each).
+//! [`scan`] hands f16/bf16 scans to the tensor-core kernel of [`super::tiled`] where the device
+//! supports it; `scan_kernel` is the path for f32 and for devices without `cmma`.
 
 use burn::tensor::{DType, Shape};
 use burn_cubecl::{
@@ -91,30 +93,22 @@ fn scan_kernel<F: Float>(
     let mut wq = SharedMemory::<f32>::new(CHUNK);
     let mut wk = SharedMemory::<f32>::new(CHUNK);
 
-    // Initial state, decayed by lambda^(e-1) so that the carried-state term reads lambda^(t+e).
-    let mut init_scale = 1.0f32;
-    if state_exp0 {
-        init_scale = f32::exp(sv);
-    }
-    #[unroll]
-    for r in 0..dkp * dt / THREADS {
-        let e = tid + r * THREADS;
-        let row = e / dt;
-        let col = c0 + e % dt;
-        let mut val = 0.0f32;
-        if has_state {
-            if row < da && col < dc {
-                let sb = bi * state.stride(0) + hi * state.stride(1);
-                let idx = if transpose_state {
-                    sb + col * state.stride(2) + row * state.stride(3)
-                } else {
-                    sb + row * state.stride(2) + col * state.stride(3)
-                };
-                val = f32::cast_from(state[idx]) * init_scale;
-            }
-        }
-        kv[e] = val;
-    }
+    load_state::<F>(
+        state,
+        &mut kv,
+        bi,
+        hi,
+        c0,
+        da,
+        dc,
+        sv,
+        dkp,
+        dt,
+        dt,
+        has_state,
+        transpose_state,
+        state_exp0,
+    );
 
     let nblocks = (n + CHUNK - 1) / CHUNK;
     for blk in 0..nblocks {
@@ -253,17 +247,102 @@ fn scan_kernel<F: Float>(
         sync_cube();
     }
 
-    let mut final_scale = 1.0f32;
+    store_state::<F>(
+        out,
+        &kv,
+        o_base + n * o_st,
+        o_st,
+        o_sd,
+        c0,
+        da,
+        dc,
+        sv,
+        dkp,
+        dt,
+        dt,
+        state_exp0,
+    );
+}
+
+/// Loads columns `c0..c0 + dt` of the initial state (`[B, H, da, dc]`, or `[B, H, dc, da]`
+/// transposed) into `dst` (f32, row stride `stride`), zero without a state or past its edges. With
+/// `state_exp0` it is scaled by `exp(s)` so that the carried-state term reads `lambda^t`.
+#[cube]
+#[allow(clippy::too_many_arguments, clippy::collapsible_if)]
+pub(crate) fn load_state<F: Float>(
+    state: &Tensor<F>,
+    dst: &mut SharedMemory<f32>,
+    bi: usize,
+    hi: usize,
+    c0: usize,
+    da: usize,
+    dc: usize,
+    sv: f32,
+    #[comptime] rows: usize,
+    #[comptime] dt: usize,
+    #[comptime] stride: usize,
+    #[comptime] has_state: bool,
+    #[comptime] transpose_state: bool,
+    #[comptime] state_exp0: bool,
+) {
+    let tid = UNIT_POS_X as usize;
+    let mut scale = 1.0f32;
     if state_exp0 {
-        final_scale = f32::exp(-sv);
+        scale = f32::exp(sv);
     }
     #[unroll]
-    for r in 0..dkp * dt / THREADS {
+    for r in 0..rows * dt / THREADS {
         let e = tid + r * THREADS;
         let row = e / dt;
-        let col = c0 + e % dt;
-        if row < da && col < dc {
-            out[o_base + (n + row) * o_st + col * o_sd] = F::cast_from(kv[e] * final_scale);
+        let col = e % dt;
+        let mut val = 0.0f32;
+        if has_state {
+            if row < da && c0 + col < dc {
+                let sb = bi * state.stride(0) + hi * state.stride(1);
+                let idx = if transpose_state {
+                    sb + (c0 + col) * state.stride(2) + row * state.stride(3)
+                } else {
+                    sb + row * state.stride(2) + (c0 + col) * state.stride(3)
+                };
+                val = f32::cast_from(state[idx]) * scale;
+            }
+        }
+        dst[row * stride + col] = val;
+    }
+}
+
+/// Writes columns `c0..c0 + dt` of the final state from `src` (f32, row stride `stride`) to the
+/// packed output rows starting at `base`, undoing [`load_state`]'s `exp(s)` under `state_exp0`.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn store_state<F: Float>(
+    out: &mut Tensor<F>,
+    src: &SharedMemory<f32>,
+    base: usize,
+    o_st: usize,
+    o_sd: usize,
+    c0: usize,
+    da: usize,
+    dc: usize,
+    sv: f32,
+    #[comptime] rows: usize,
+    #[comptime] dt: usize,
+    #[comptime] stride: usize,
+    #[comptime] state_exp0: bool,
+) {
+    let tid = UNIT_POS_X as usize;
+    let mut scale = 1.0f32;
+    if state_exp0 {
+        scale = f32::exp(-sv);
+    }
+    #[unroll]
+    for r in 0..rows * dt / THREADS {
+        let e = tid + r * THREADS;
+        let row = e / dt;
+        let col = e % dt;
+        if row < da && c0 + col < dc {
+            out[base + row * o_st + (c0 + col) * o_sd] =
+                F::cast_from(src[row * stride + col] * scale);
         }
     }
 }

@@ -23,6 +23,7 @@ use cubecl::features::MmaConfig;
 use cubecl::ir::{ElemType, FloatKind, StorageType as IrStorage};
 use cubecl::prelude::*;
 
+use super::cube::{load_state, store_state};
 use super::ScanOptions;
 
 /// Threads per cube: 8 warps of 32.
@@ -370,30 +371,22 @@ fn tiled_scan_kernel<F: Float>(
     if tid <= chunk {
         pw[tid] = f32::exp(-sv * f32::cast_from(tid));
     }
-    // Initial state, decayed by lambda^(e-1) so that the carried-state term reads lambda^(t+e).
-    let mut init_scale = 1.0f32;
-    if state_exp0 {
-        init_scale = f32::exp(sv);
-    }
-    #[unroll]
-    for r in 0..dkp * dt / THREADS {
-        let e = tid + r * THREADS;
-        let row = e / dt;
-        let col = e % dt;
-        let mut val = 0.0f32;
-        if has_state {
-            if row < da && c0 + col < dc {
-                let sb0 = bi * state.stride(0) + hi * state.stride(1);
-                let idx = if transpose_state {
-                    sb0 + (c0 + col) * state.stride(2) + row * state.stride(3)
-                } else {
-                    sb0 + row * state.stride(2) + (c0 + col) * state.stride(3)
-                };
-                val = f32::cast_from(state[idx]) * init_scale;
-            }
-        }
-        sf[row * fs + col] = val;
-    }
+    load_state::<F>(
+        state,
+        &mut sf,
+        bi,
+        hi,
+        c0,
+        da,
+        dc,
+        sv,
+        dkp,
+        dt,
+        fs,
+        has_state,
+        transpose_state,
+        state_exp0,
+    );
 
     let mut ra = Array::<F>::new(chunk * dkp / THREADS);
     let mut rb = Array::<F>::new(chunk * dkp / THREADS);
@@ -599,20 +592,21 @@ fn tiled_scan_kernel<F: Float>(
     }
     sync_cube();
 
-    let mut final_scale = 1.0f32;
-    if state_exp0 {
-        final_scale = f32::exp(-sv);
-    }
-    #[unroll]
-    for r in 0..dkp * dt / THREADS {
-        let e = tid + r * THREADS;
-        let row = e / dt;
-        let col = e % dt;
-        if row < da && c0 + col < dc {
-            out[o_base + (n + row) * o_st + (c0 + col) * o_sd] =
-                F::cast_from(sf[row * fs + col] * final_scale);
-        }
-    }
+    store_state::<F>(
+        out,
+        &sf,
+        o_base + n * o_st,
+        o_st,
+        o_sd,
+        c0,
+        da,
+        dc,
+        sv,
+        dkp,
+        dt,
+        fs,
+        state_exp0,
+    );
 }
 
 /// Runs [`tiled_scan_kernel`] with the given geometry: the packed `[B, H, n + da, dc]` result of
