@@ -319,6 +319,7 @@ fn decode_kernel_matches_reference_under_fusion() {
 /// cover one short chunk, several chunks with a tail, padded head dims and several column tiles.
 #[test]
 fn tiled_scan_matches_reference() {
+    use scalelab_kernels::lightning::cube;
     use scalelab_kernels::lightning::tiled::{self, TiledConfig};
     let device = Default::default();
     let smem_max = {
@@ -377,14 +378,14 @@ fn tiled_scan_matches_reference() {
                 );
                 poison::<Cube>(&device, b * h * (n + dk) * dv);
                 let p = |x: &TensorData| on::<Cube, 4>(x, &device).into_primitive().tensor();
-                let got = tiled::scan(
+                let got = cube::scan_with(
                     p(&a),
                     p(&bb),
                     p(&cc),
                     on::<Cube, 1>(&s, &device).into_primitive().tensor(),
                     with_state.then(|| p(&st)),
                     opts,
-                    cfg,
+                    Some(cfg),
                 );
                 let got =
                     Tensor::<Cube, 4>::from_primitive(burn::tensor::TensorPrimitive::Float(got));

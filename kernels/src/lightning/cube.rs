@@ -16,6 +16,7 @@ use burn_cubecl::{
 };
 use cubecl::prelude::*;
 
+use super::tiled::TiledConfig;
 use super::ScanOptions;
 
 /// Threads per cube in every kernel here.
@@ -428,8 +429,9 @@ fn check_same_float(tensors: &[&CubeTensor<impl CubeRuntime>]) -> DType {
     dtype
 }
 
-/// Runs [`scan_kernel`]: the packed `[B, H, n + da, dc]` result of one decayed causal scan of
-/// `(a, b, c)` from `state` (see [`super::reference::scan`]).
+/// One decayed causal scan of `(a, b, c)` from `state` (see [`super::reference::scan`]): the
+/// packed `[B, H, n + da, dc]` result, from the tiled tensor-core kernel where
+/// [`super::tiled::cmma_config`] finds one for this device and dtype, else from [`scan_kernel`].
 pub fn scan<R: CubeRuntime>(
     a: CubeTensor<R>,
     b: CubeTensor<R>,
@@ -437,6 +439,22 @@ pub fn scan<R: CubeRuntime>(
     s: CubeTensor<R>,
     state: Option<CubeTensor<R>>,
     opts: ScanOptions,
+) -> CubeTensor<R> {
+    let tiled =
+        super::tiled::cmma_config(&a.client, a.dtype, a.meta.shape()[3]).filter(|_| !force_plain());
+    scan_with(a, b, c, s, state, opts, tiled)
+}
+
+/// [`scan`] with the kernel chosen by the caller: `Some(geometry)` runs the tiled kernel (its
+/// `cmma: false` form on any device), `None` the plain [`scan_kernel`].
+pub fn scan_with<R: CubeRuntime>(
+    a: CubeTensor<R>,
+    b: CubeTensor<R>,
+    c: CubeTensor<R>,
+    s: CubeTensor<R>,
+    state: Option<CubeTensor<R>>,
+    opts: ScanOptions,
+    tiled: Option<TiledConfig>,
 ) -> CubeTensor<R> {
     let dtype = check_same_float(&[&a, &b, &c, &s]);
     let [batch, heads, n, da] = a.meta.shape().dims::<4>();
@@ -448,20 +466,7 @@ pub fn scan<R: CubeRuntime>(
         heads,
         "scan: s must be [heads]"
     );
-    let dkp = da.div_ceil(KC).max(1) * KC;
-    assert!(dkp <= 256, "lightning kernels: head dims up to 256");
     let client = a.client.clone();
-    let smem_max = client.properties().hardware.max_shared_memory_size;
-    let dt = if scan_smem(dkp, DT_WIDE) <= smem_max {
-        DT_WIDE
-    } else {
-        DT_WIDE / 2
-    };
-    assert!(
-        scan_smem(dkp, dt) <= smem_max,
-        "lightning scan: {} bytes of shared memory needed, the device has {smem_max}",
-        scan_smem(dkp, dt)
-    );
     let out = empty_device_contiguous_dtype::<R>(
         client.clone(),
         a.device.clone(),
@@ -482,9 +487,32 @@ pub fn scan<R: CubeRuntime>(
         }
         None => a.clone(),
     };
-    if let Some(cfg) = super::tiled::cmma_config(&client, dtype, da).filter(|_| !force_plain()) {
-        return super::tiled::scan(a, b, c, s, has_state.then_some(state), opts, cfg);
+    if let Some(cfg) = tiled {
+        let args = super::tiled::ScanArgs {
+            a,
+            b,
+            c,
+            s: into_contiguous(s),
+            state,
+            has_state,
+            out: out.clone(),
+        };
+        super::tiled::launch(&client, args, opts, cfg);
+        return out;
     }
+    let dkp = da.div_ceil(KC).max(1) * KC;
+    assert!(dkp <= 256, "lightning kernels: head dims up to 256");
+    let smem_max = client.properties().hardware.max_shared_memory_size;
+    let dt = if scan_smem(dkp, DT_WIDE) <= smem_max {
+        DT_WIDE
+    } else {
+        DT_WIDE / 2
+    };
+    assert!(
+        scan_smem(dkp, dt) <= smem_max,
+        "lightning scan: {} bytes of shared memory needed, the device has {smem_max}",
+        scan_smem(dkp, dt)
+    );
     let s = into_contiguous(s);
     let cube_count = CubeCount::Static(dc.div_ceil(dt) as u32, (batch * heads) as u32, 1);
     // SAFETY: every index the kernel forms is bounded by the shapes checked above (rows past `n`,

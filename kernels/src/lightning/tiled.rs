@@ -14,11 +14,8 @@
 //! S  <- lambda^len S + (lambda^(len-1-i) B)^T V    dk x dt    f32, in shared memory
 //! ```
 
-use burn::tensor::{DType, Shape};
-use burn_cubecl::{
-    kernel::into_contiguous, ops::numeric::empty_device_contiguous_dtype, tensor::CubeTensor,
-    CubeRuntime,
-};
+use burn::tensor::DType;
+use burn_cubecl::{tensor::CubeTensor, CubeRuntime};
 use cubecl::features::MmaConfig;
 use cubecl::ir::{ElemType, FloatKind, StorageType as IrStorage};
 use cubecl::prelude::*;
@@ -609,59 +606,60 @@ fn tiled_scan_kernel<F: Float>(
     );
 }
 
-/// Runs [`tiled_scan_kernel`] with the given geometry: the packed `[B, H, n + da, dc]` result of
-/// one decayed causal scan (see [`super::reference::scan`]).
-pub fn scan<R: CubeRuntime>(
-    a: CubeTensor<R>,
-    b: CubeTensor<R>,
-    c: CubeTensor<R>,
-    s: CubeTensor<R>,
-    state: Option<CubeTensor<R>>,
+/// The validated inputs of one tiled scan and its freshly allocated packed output.
+pub(crate) struct ScanArgs<R: CubeRuntime> {
+    pub a: CubeTensor<R>,
+    pub b: CubeTensor<R>,
+    pub c: CubeTensor<R>,
+    /// Contiguous `[heads]`.
+    pub s: CubeTensor<R>,
+    /// The initial state, or any tensor when `has_state` is false.
+    pub state: CubeTensor<R>,
+    pub has_state: bool,
+    /// `[B, H, n + da, dc]`.
+    pub out: CubeTensor<R>,
+}
+
+/// Launches [`tiled_scan_kernel`] with the given geometry on inputs [`super::cube::scan_with`]
+/// has checked; writes `args.out`.
+pub(crate) fn launch<R: CubeRuntime>(
+    client: &ComputeClient<R>,
+    args: ScanArgs<R>,
     opts: ScanOptions,
     cfg: TiledConfig,
-) -> CubeTensor<R> {
-    let dtype = a.dtype;
-    let [batch, heads, n, da] = a.meta.shape().dims::<4>();
-    let dc = c.meta.shape()[3];
+) {
+    let dtype = args.a.dtype;
+    let [batch, heads, _, da] = args.a.meta.shape().dims::<4>();
+    let dc = args.c.meta.shape()[3];
     assert!(
         matches!(cfg.chunk, 32 | 64) && matches!(cfg.dt, 16 | 32 | 64),
         "tiled scan: chunk 32 or 64, dt 16, 32 or 64 (got {cfg:?})"
     );
     let dkp = padded(da);
-    let client = a.client.clone();
     let smem = tiled_smem(cfg, dkp, dtype.size());
     let smem_max = client.properties().hardware.max_shared_memory_size;
     assert!(
         smem <= smem_max,
         "tiled scan: {smem} bytes of shared memory needed, the device has {smem_max}"
     );
-    let out = empty_device_contiguous_dtype::<R>(
-        client.clone(),
-        a.device.clone(),
-        Shape::new([batch, heads, n + da, dc]),
-        dtype,
-    );
-    let has_state = state.is_some();
-    let state = state.unwrap_or_else(|| a.clone());
-    let s = into_contiguous(s);
     let cube_count = CubeCount::Static(dc.div_ceil(cfg.dt) as u32, (batch * heads) as u32, 1);
-    // SAFETY: every tensor index the kernel forms is guarded by the shape checks above and
-    // its own bounds tests (rows past `n`, columns past `da`/`dc` are never read or written).
+    // SAFETY: every tensor index the kernel forms is guarded by the shape checks of `scan_with`
+    // and its own bounds tests (rows past `n`, columns past `da`/`dc` are never read or written).
     unsafe {
         tiled_scan_kernel::launch_unchecked::<R>(
-            &client,
+            client,
             cube_count,
             CubeDim::new_1d(THREADS as u32),
-            a.into_tensor_arg(),
-            b.into_tensor_arg(),
-            c.into_tensor_arg(),
-            s.into_tensor_arg(),
-            state.into_tensor_arg(),
-            out.clone().into_tensor_arg(),
+            args.a.into_tensor_arg(),
+            args.b.into_tensor_arg(),
+            args.c.into_tensor_arg(),
+            args.s.into_tensor_arg(),
+            args.state.into_tensor_arg(),
+            args.out.into_tensor_arg(),
             cfg.chunk,
             dkp,
             cfg.dt,
-            has_state,
+            args.has_state,
             opts.reverse,
             opts.transpose_state,
             opts.state_exp0,
@@ -669,5 +667,4 @@ pub fn scan<R: CubeRuntime>(
             dtype.into(),
         );
     }
-    out
 }
