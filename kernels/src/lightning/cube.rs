@@ -99,6 +99,7 @@ fn scan_kernel<F: Float>(
         &mut kv,
         bi,
         hi,
+        0,
         c0,
         da,
         dc,
@@ -106,6 +107,7 @@ fn scan_kernel<F: Float>(
         dkp,
         dt,
         dt,
+        THREADS,
         has_state,
         transpose_state,
         state_exp0,
@@ -261,12 +263,13 @@ fn scan_kernel<F: Float>(
         dkp,
         dt,
         dt,
+        THREADS,
         state_exp0,
     );
 }
 
-/// Loads columns `c0..c0 + dt` of the initial state (`[B, H, da, dc]`, or `[B, H, dc, da]`
-/// transposed) into `dst` (f32, row stride `stride`), zero without a state or past its edges. With
+/// Loads rows `r0..r0 + rows`, columns `c0..c0 + dt` of the initial state (`[B, H, da, dc]`, or
+/// `[B, H, dc, da]` transposed) into `dst` (f32, row stride `stride`), zero without a state or past its edges. With
 /// `state_exp0` it is scaled by `exp(s)` so that the carried-state term reads `lambda^t`.
 #[cube]
 #[allow(clippy::too_many_arguments, clippy::collapsible_if)]
@@ -275,6 +278,7 @@ pub(crate) fn load_state<F: Float>(
     dst: &mut SharedMemory<f32>,
     bi: usize,
     hi: usize,
+    r0: usize,
     c0: usize,
     da: usize,
     dc: usize,
@@ -282,6 +286,7 @@ pub(crate) fn load_state<F: Float>(
     #[comptime] rows: usize,
     #[comptime] dt: usize,
     #[comptime] stride: usize,
+    #[comptime] threads: usize,
     #[comptime] has_state: bool,
     #[comptime] transpose_state: bool,
     #[comptime] state_exp0: bool,
@@ -292,18 +297,18 @@ pub(crate) fn load_state<F: Float>(
         scale = f32::exp(sv);
     }
     #[unroll]
-    for r in 0..rows * dt / THREADS {
-        let e = tid + r * THREADS;
+    for r in 0..rows * dt / threads {
+        let e = tid + r * threads;
         let row = e / dt;
         let col = e % dt;
         let mut val = 0.0f32;
         if has_state {
-            if row < da && c0 + col < dc {
+            if r0 + row < da && c0 + col < dc {
                 let sb = bi * state.stride(0) + hi * state.stride(1);
                 let idx = if transpose_state {
-                    sb + (c0 + col) * state.stride(2) + row * state.stride(3)
+                    sb + (c0 + col) * state.stride(2) + (r0 + row) * state.stride(3)
                 } else {
-                    sb + row * state.stride(2) + (c0 + col) * state.stride(3)
+                    sb + (r0 + row) * state.stride(2) + (c0 + col) * state.stride(3)
                 };
                 val = f32::cast_from(state[idx]) * scale;
             }
@@ -329,6 +334,7 @@ pub(crate) fn store_state<F: Float>(
     #[comptime] rows: usize,
     #[comptime] dt: usize,
     #[comptime] stride: usize,
+    #[comptime] threads: usize,
     #[comptime] state_exp0: bool,
 ) {
     let tid = UNIT_POS_X as usize;
@@ -337,8 +343,8 @@ pub(crate) fn store_state<F: Float>(
         scale = f32::exp(-sv);
     }
     #[unroll]
-    for r in 0..rows * dt / THREADS {
-        let e = tid + r * THREADS;
+    for r in 0..rows * dt / threads {
+        let e = tid + r * threads;
         let row = e / dt;
         let col = e % dt;
         if row < da && c0 + col < dc {

@@ -10,6 +10,8 @@
 pub mod cube;
 pub mod reference;
 #[cfg(feature = "cubecl")]
+pub mod split;
+#[cfg(feature = "cubecl")]
 pub mod tiled;
 
 use burn::backend::autodiff::{

@@ -24,16 +24,16 @@ use super::cube::{load_state, store_state};
 use super::ScanOptions;
 
 /// Threads per cube: 8 warps of 32.
-const THREADS: usize = 256;
+pub(crate) const THREADS: usize = 256;
 /// Warps per cube.
-const WARPS: usize = 8;
+pub(crate) const WARPS: usize = 8;
 /// Row padding of the input-dtype tiles, in elements (16 bytes: rows land on different banks,
 /// tile starts stay 32-byte aligned).
-const PAD: usize = 8;
+pub(crate) const PAD: usize = 8;
 /// Row padding of the f32 tiles, in elements.
-const PADF: usize = 4;
+pub(crate) const PADF: usize = 4;
 /// The tile edge of one tensor-core product.
-const T16: usize = 16;
+pub(crate) const T16: usize = 16;
 
 /// The geometry of one tiled-scan launch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,8 +42,23 @@ pub struct TiledConfig {
     pub chunk: usize,
     /// Output columns per cube (16, 32 or 64).
     pub dt: usize,
-    /// Tensor-core tile products (`false`: the same kernel with plain loops).
+    /// Tensor-core tile products (`false`: the same kernels with plain loops).
     pub cmma: bool,
+    /// Two launches, states in sequence then outputs in parallel ([`super::split`]), instead of
+    /// the one fused [`tiled_scan_kernel`] walking the chunks.
+    pub split: bool,
+}
+
+impl TiledConfig {
+    /// Shared memory of one cube in bytes (the larger kernel's, when split), for a contracted
+    /// dim of `da` and inputs of `elem` bytes.
+    pub fn smem(&self, da: usize, elem: usize) -> usize {
+        if self.split {
+            super::split::split_smem(*self, padded(da), elem)
+        } else {
+            tiled_smem(*self, padded(da), elem)
+        }
+    }
 }
 
 /// Shared memory of one cube in bytes, for a contracted dim padded to `dkp` and inputs of
@@ -55,7 +70,7 @@ pub fn tiled_smem(cfg: TiledConfig, dkp: usize, elem: usize) -> usize {
 }
 
 /// The contracted dim padded to whole tiles.
-fn padded(da: usize) -> usize {
+pub(crate) fn padded(da: usize) -> usize {
     da.div_ceil(T16).max(1) * T16
 }
 
@@ -91,9 +106,16 @@ pub fn cmma_config<R: CubeRuntime>(
         chunk,
         dt,
         cmma: true,
+        split: !force_fused(),
     };
-    (tiled_smem(cfg, padded(da), dtype.size()) <= props.hardware.max_shared_memory_size)
-        .then_some(cfg)
+    (cfg.smem(da, dtype.size()) <= props.hardware.max_shared_memory_size).then_some(cfg)
+}
+
+/// `SCALELAB_LIGHTNING_SCAN=fused` runs the one-launch [`tiled_scan_kernel`] instead of the
+/// split pair, to compare the two.
+fn force_fused() -> bool {
+    static FUSED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FUSED.get_or_init(|| std::env::var("SCALELAB_LIGHTNING_SCAN").is_ok_and(|v| v == "fused"))
 }
 
 /// `SCALELAB_LIGHTNING_TILE=CHUNKxDT` (e.g. `32x64`) picks the tensor-core kernel's chunk and
@@ -119,7 +141,7 @@ fn tile_override() -> Option<(usize, usize)> {
 /// 16 elements, a column-major one by 16 rows, and the other way round for `B` (`K x N`).
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn tile_mma<F: Float>(
+pub(crate) fn tile_mma<F: Float>(
     a1: &SharedMemory<F>,
     a1_start: usize,
     #[comptime] a1_stride: usize,
@@ -261,7 +283,7 @@ fn tile_mma<F: Float>(
 /// reading them from the tensor's metadata at every element costs a dependent global load each.
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn fetch<F: Float>(
+pub(crate) fn fetch<F: Float>(
     x: &Tensor<F>,
     base: usize,
     stride_t: usize,
@@ -275,11 +297,12 @@ fn fetch<F: Float>(
     #[comptime] chunk: usize,
     #[comptime] width: usize,
     #[comptime] reverse: bool,
+    #[comptime] threads: usize,
 ) {
     let tid = UNIT_POS_X as usize;
     #[unroll]
-    for r in 0..chunk * width / THREADS {
-        let e = tid + r * THREADS;
+    for r in 0..chunk * width / threads {
+        let e = tid + r * threads;
         let i = e / width;
         let d = e % width;
         let mut v = F::from_int(0);
@@ -373,6 +396,7 @@ fn tiled_scan_kernel<F: Float>(
         &mut sf,
         bi,
         hi,
+        0,
         c0,
         da,
         dc,
@@ -380,6 +404,7 @@ fn tiled_scan_kernel<F: Float>(
         dkp,
         dt,
         fs,
+        THREADS,
         has_state,
         transpose_state,
         state_exp0,
@@ -394,13 +419,13 @@ fn tiled_scan_kernel<F: Float>(
         len0 = chunk;
     }
     fetch::<F>(
-        a, a_base, a_st, a_sd, n, da, 0, len0, 0, &mut ra, chunk, dkp, reverse,
+        a, a_base, a_st, a_sd, n, da, 0, len0, 0, &mut ra, chunk, dkp, reverse, THREADS,
     );
     fetch::<F>(
-        b, b_base, b_st, b_sd, n, da, 0, len0, 0, &mut rb, chunk, dkp, reverse,
+        b, b_base, b_st, b_sd, n, da, 0, len0, 0, &mut rb, chunk, dkp, reverse, THREADS,
     );
     fetch::<F>(
-        c, c_base, c_st, c_sd, n, dc, 0, len0, c0, &mut rc, chunk, dt, reverse,
+        c, c_base, c_st, c_sd, n, dc, 0, len0, c0, &mut rc, chunk, dt, reverse, THREADS,
     );
     sync_cube();
 
@@ -454,13 +479,13 @@ fn tiled_scan_kernel<F: Float>(
                 len1 = chunk;
             }
             fetch::<F>(
-                a, a_base, a_st, a_sd, n, da, t1, len1, 0, &mut ra, chunk, dkp, reverse,
+                a, a_base, a_st, a_sd, n, da, t1, len1, 0, &mut ra, chunk, dkp, reverse, THREADS,
             );
             fetch::<F>(
-                b, b_base, b_st, b_sd, n, da, t1, len1, 0, &mut rb, chunk, dkp, reverse,
+                b, b_base, b_st, b_sd, n, da, t1, len1, 0, &mut rb, chunk, dkp, reverse, THREADS,
             );
             fetch::<F>(
-                c, c_base, c_st, c_sd, n, dc, t1, len1, c0, &mut rc, chunk, dt, reverse,
+                c, c_base, c_st, c_sd, n, dc, t1, len1, c0, &mut rc, chunk, dt, reverse, THREADS,
             );
         }
 
@@ -602,6 +627,7 @@ fn tiled_scan_kernel<F: Float>(
         dkp,
         dt,
         fs,
+        THREADS,
         state_exp0,
     );
 }
@@ -628,6 +654,9 @@ pub(crate) fn launch<R: CubeRuntime>(
     opts: ScanOptions,
     cfg: TiledConfig,
 ) {
+    if cfg.split {
+        return super::split::launch(client, args, opts, cfg);
+    }
     let dtype = args.a.dtype;
     let [batch, heads, _, da] = args.a.meta.shape().dims::<4>();
     let dc = args.c.meta.shape()[3];

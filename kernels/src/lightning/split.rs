@@ -1,0 +1,700 @@
+//! The split scan: the tiled scan of [`super::tiled`] as two launches, so that only the state
+//! recurrence runs in sequence and the chunks' outputs run in parallel (fla's `chunk_fwd_h` /
+//! `chunk_fwd_o` split).
+//!
+//! 1. [`chunk_states_kernel`], one cube per (64 state rows, `dt` state columns, batch x head),
+//!    walks the chunks in order doing only the state update
+//!    `S <- lambda^len S + (lambda^(len-1-i) B)^T C`, and writes the state each chunk starts
+//!    from (`H[chunk]`, rounded to the input dtype, as the fused kernel rounds its copy) and the
+//!    final state.
+//! 2. [`chunk_output_kernel`], one cube per (`dt` output columns, chunk, batch x head), computes
+//!    `O = (lambda^(i+1) A) H[chunk] + mask(A B^T) lambda^(i-j) C` for its chunk alone.
+//!
+//! The price is `H`: `ceil(n / chunk) * dk * dc` input-dtype values per batch x head written once
+//! and read once (linear in `n`); the gain is that the sequential chain per chunk shrinks from
+//! four products and four barriers to one product and two barriers, and the output products fill
+//! the GPU whatever the batch.
+
+use burn::tensor::Shape;
+use burn_cubecl::{ops::numeric::empty_device_contiguous_dtype, tensor::CubeTensor, CubeRuntime};
+use cubecl::prelude::*;
+
+use super::cube::{load_state, store_state};
+use super::tiled::{padded, tile_mma, ScanArgs, TiledConfig, PAD, PADF, T16, THREADS, WARPS};
+use super::ScanOptions;
+
+/// Threads per cube of [`chunk_states_kernel`]: 4 warps, so that 4 cubes fit an SM and every
+/// (row tile, column tile, batch x head) chain of a B=4, H=32, D=128 scan runs in one wave.
+const ST_THREADS: usize = 128;
+const ST_WARPS: usize = 4;
+
+/// State rows per cube of [`chunk_states_kernel`] for a contracted dim padded to `dkp`: the
+/// widest of 64, 32, 16 that divides it.
+fn state_rows(dkp: usize) -> usize {
+    [64, 32].into_iter().find(|r| dkp % r == 0).unwrap_or(T16)
+}
+
+/// Shared memory in bytes of the larger of the two kernels, for a contracted dim padded to
+/// `dkp` and inputs of `elem` bytes.
+pub fn split_smem(cfg: TiledConfig, dkp: usize, elem: usize) -> usize {
+    let (c, dt, rt) = (cfg.chunk, cfg.dt, state_rows(dkp));
+    let states = elem * (c * (rt + PAD) + c * (dt + PAD)) + 4 * (rt * (dt + PADF) + c + 1);
+    let output = elem * (2 * c * (dkp + PAD) + c * (dt + PAD) + dkp * (dt + PAD) + c * (c + PAD))
+        + 4 * (c * (c.max(dt) + PADF) + c + 1);
+    states.max(output)
+}
+
+/// Reads `rows x width` elements (rows `t0..` in scan order, columns from `col0`) of `x` as
+/// vectors of `N` into `regs`, zero past the sequence (`len` rows left) and past `ncols` when
+/// `checked`. With `N > 1` the launcher has checked unit stride along the columns and `N`-aligned
+/// offsets, so each vector is one aligned load.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn fetch_v<F: Float, N: Size>(
+    x: &Tensor<Vector<F, N>>,
+    base: usize,
+    stride_t: usize,
+    stride_d: usize,
+    n: usize,
+    ncols: usize,
+    t0: usize,
+    len: usize,
+    col0: usize,
+    regs: &mut Array<Vector<F, N>>,
+    #[comptime] rows: usize,
+    #[comptime] width: usize,
+    #[comptime] reverse: bool,
+    #[comptime] checked: bool,
+    #[comptime] threads: usize,
+) {
+    let tid = UNIT_POS_X as usize;
+    let nv = N::value();
+    let wv = comptime!(width / nv);
+    #[unroll]
+    for r in 0..rows * wv / threads {
+        let e = tid + r * threads;
+        let i = e / wv;
+        let d = (e % wv) * nv;
+        let t = t0 + i;
+        let p = if reverse { n - 1 - t } else { t };
+        if checked {
+            let mut v = Vector::<F, N>::new(F::from_int(0));
+            if i < len && col0 + d < ncols {
+                v = x[(base + p * stride_t + (col0 + d) * stride_d) / nv];
+            }
+            regs[r] = v;
+        } else {
+            regs[r] = x[(base + p * stride_t + (col0 + d) * stride_d) / nv];
+        }
+    }
+}
+
+/// Writes the vectors of [`fetch_v`] (same layout) into the shared tile `dst` (row stride
+/// `stride`, a multiple of `N`).
+#[cube]
+fn put_v<F: Float, N: Size>(
+    regs: &Array<Vector<F, N>>,
+    dst: &mut SharedMemory<F>,
+    #[comptime] stride: usize,
+    #[comptime] rows: usize,
+    #[comptime] width: usize,
+    #[comptime] threads: usize,
+) {
+    let tid = UNIT_POS_X as usize;
+    let nv = N::value();
+    let wv = comptime!(width / nv);
+    #[unroll]
+    for r in 0..rows * wv / threads {
+        let e = tid + r * threads;
+        let off = (e / wv) * stride + (e % wv) * nv;
+        let mut dv = dst
+            .slice_mut(off, off + nv)
+            .into_vectorized()
+            .with_vector_size::<N>();
+        dv[0] = regs[r];
+    }
+}
+
+/// [`put_v`] with each row scaled in f32 and rounded back to the input dtype: row `i` by
+/// `w[w0 + i]`, or with `w_rev` by `w[w0 - 1 - i]` for the `len` rows inside the chunk (0 past
+/// them).
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn put_scaled_v<F: Float, N: Size>(
+    regs: &Array<Vector<F, N>>,
+    dst: &mut SharedMemory<F>,
+    w: &SharedMemory<f32>,
+    w0: usize,
+    len: usize,
+    #[comptime] w_rev: bool,
+    #[comptime] stride: usize,
+    #[comptime] rows: usize,
+    #[comptime] width: usize,
+    #[comptime] threads: usize,
+) {
+    let tid = UNIT_POS_X as usize;
+    let nv = N::value();
+    let wv = comptime!(width / nv);
+    #[unroll]
+    for r in 0..rows * wv / threads {
+        let e = tid + r * threads;
+        let i = e / wv;
+        let off = i * stride + (e % wv) * nv;
+        let mut wi = 0.0f32;
+        if w_rev {
+            if i < len {
+                wi = w[w0 - 1 - i];
+            }
+        } else {
+            wi = w[w0 + i];
+        }
+        let scaled = Vector::<f32, N>::cast_from(regs[r]) * Vector::new(wi);
+        let mut dv = dst
+            .slice_mut(off, off + nv)
+            .into_vectorized()
+            .with_vector_size::<N>();
+        dv[0] = Vector::cast_from(scaled);
+    }
+}
+
+/// The state recurrence alone: one cube per (`rt` state rows from `CUBE_POS_Y * rt`, `dt` state
+/// columns, batch x head). Writes `h[bh][chunk]` (`dkp x dcp`, row-major, every element: zero
+/// past `da`/`dc`) before each chunk's update, and the final state to `out`'s rows `n..`.
+#[allow(
+    clippy::too_many_arguments,
+    clippy::collapsible_if,
+    clippy::manual_div_ceil
+)]
+#[cube(launch_unchecked)]
+fn chunk_states_kernel<F: Float, N: Size>(
+    b: &Tensor<Vector<F, N>>,
+    c: &Tensor<Vector<F, N>>,
+    s: &Tensor<F>,
+    state: &Tensor<F>,
+    h: &mut Tensor<Vector<F, N>>,
+    out: &mut Tensor<F>,
+    #[comptime] chunk: usize,
+    #[comptime] dkp: usize,
+    #[comptime] rt: usize,
+    #[comptime] dt: usize,
+    #[comptime] has_state: bool,
+    #[comptime] reverse: bool,
+    #[comptime] transpose_state: bool,
+    #[comptime] state_exp0: bool,
+    #[comptime] use_cmma: bool,
+    #[define(F)] _dtype: StorageType,
+) {
+    let tid = UNIT_POS_X as usize;
+    let warp = tid / 32;
+    let nv = N::value();
+    let n = b.shape(2);
+    let da = b.shape(3);
+    let dc = c.shape(3);
+    let heads = b.shape(1);
+    let bh = CUBE_POS_Z as usize;
+    let bi = bh / heads;
+    let hi = bh % heads;
+    let r0 = CUBE_POS_Y as usize * rt;
+    let c0 = CUBE_POS_X as usize * dt;
+    let dcp = (dc + dt - 1) / dt * dt;
+    let nblocks = (n + chunk - 1) / chunk;
+
+    let sv = f32::cast_from(s[hi * s.stride(0)]);
+    let b_base = bi * b.stride(0) + hi * b.stride(1);
+    let c_base = bi * c.stride(0) + hi * c.stride(1);
+    let o_base = bi * out.stride(0) + hi * out.stride(1);
+    let h_base = bh * nblocks * dkp * dcp + r0 * dcp + c0;
+    let b_st = b.stride(2);
+    let b_sd = b.stride(3);
+    let c_st = c.stride(2);
+    let c_sd = c.stride(3);
+
+    let ks = comptime!(rt + PAD);
+    let cs = comptime!(dt + PAD);
+    let fs = comptime!(dt + PADF);
+    let ct = comptime!(chunk / T16);
+    let mt = comptime!(rt / T16);
+    let nt = comptime!(dt / T16);
+    let dtv = comptime!(dt / nv);
+
+    let mut sbk = SharedMemory::<F>::new_aligned(chunk * ks, 32usize);
+    let mut sc = SharedMemory::<F>::new_aligned(chunk * cs, 32usize);
+    let mut sf = SharedMemory::<f32>::new_aligned(rt * fs, 32usize);
+    let mut pw = SharedMemory::<f32>::new(chunk + 1);
+
+    if tid <= chunk {
+        pw[tid] = f32::exp(-sv * f32::cast_from(tid));
+    }
+    load_state::<F>(
+        state,
+        &mut sf,
+        bi,
+        hi,
+        r0,
+        c0,
+        da,
+        dc,
+        sv,
+        rt,
+        dt,
+        fs,
+        ST_THREADS,
+        has_state,
+        transpose_state,
+        state_exp0,
+    );
+
+    let mut rb = Array::<Vector<F, N>>::new(comptime!(chunk * rt / (ST_THREADS * nv)));
+    let mut rc = Array::<Vector<F, N>>::new(comptime!(chunk * dt / (ST_THREADS * nv)));
+    let mut len0 = n;
+    if len0 > chunk {
+        len0 = chunk;
+    }
+    fetch_v::<F, N>(
+        b, b_base, b_st, b_sd, n, da, 0, len0, r0, &mut rb, chunk, rt, reverse, true, ST_THREADS,
+    );
+    fetch_v::<F, N>(
+        c, c_base, c_st, c_sd, n, dc, 0, len0, c0, &mut rc, chunk, dt, reverse, true, ST_THREADS,
+    );
+    sync_cube();
+
+    for blk in 0..nblocks {
+        let t0 = blk * chunk;
+        let mut len = n - t0;
+        if len > chunk {
+            len = chunk;
+        }
+
+        // Stage the key-decayed B (row i by lambda^(len-1-i)) and C; hand out the state this
+        // chunk starts from and decay it by lambda^len.
+        put_scaled_v::<F, N>(
+            &rb, &mut sbk, &pw, len, len, true, ks, chunk, rt, ST_THREADS,
+        );
+        put_v::<F, N>(&rc, &mut sc, cs, chunk, dt, ST_THREADS);
+        let whole = pw[len];
+        let hb = h_base + blk * dkp * dcp;
+        #[unroll]
+        for r in 0..rt * dtv / ST_THREADS {
+            let e = tid + r * ST_THREADS;
+            let row = e / dtv;
+            let col = (e % dtv) * nv;
+            let mut hv = Vector::<F, N>::empty();
+            #[unroll]
+            for j in 0..nv {
+                let v = sf[row * fs + col + j];
+                hv[j] = F::cast_from(v);
+                sf[row * fs + col + j] = v * whole;
+            }
+            h[(hb + row * dcp + col) / nv] = hv;
+        }
+        sync_cube();
+
+        if blk + 1 < nblocks {
+            let t1 = t0 + chunk;
+            let mut len1 = n - t1;
+            if len1 > chunk {
+                len1 = chunk;
+            }
+            fetch_v::<F, N>(
+                b, b_base, b_st, b_sd, n, da, t1, len1, r0, &mut rb, chunk, rt, reverse, true,
+                ST_THREADS,
+            );
+            fetch_v::<F, N>(
+                c, c_base, c_st, c_sd, n, dc, t1, len1, c0, &mut rc, chunk, dt, reverse, true,
+                ST_THREADS,
+            );
+        }
+
+        let mut t = warp;
+        while t < mt * nt {
+            let tm = t / nt;
+            let tn = t % nt;
+            tile_mma::<F>(
+                &sbk,
+                tm * T16,
+                ks,
+                false,
+                &sc,
+                tn * T16,
+                cs,
+                true,
+                ct,
+                &sbk,
+                0,
+                ks,
+                &sc,
+                0,
+                cs,
+                0,
+                &mut sf,
+                tm * T16 * fs + tn * T16,
+                fs,
+                true,
+                use_cmma,
+            );
+            t += ST_WARPS;
+        }
+        sync_cube();
+    }
+
+    store_state::<F>(
+        out,
+        &sf,
+        o_base + (n + r0) * out.stride(2),
+        out.stride(2),
+        out.stride(3),
+        c0,
+        da - r0,
+        dc,
+        sv,
+        rt,
+        dt,
+        fs,
+        ST_THREADS,
+        state_exp0,
+    );
+}
+
+/// One chunk's outputs from the state it starts from: one cube per (`dt` output columns, chunk,
+/// batch x head), `O = (lambda^(i+1) A) H + mask(A B^T) lambda^(i-j) C`.
+#[allow(clippy::too_many_arguments, clippy::manual_div_ceil)]
+#[cube(launch_unchecked)]
+fn chunk_output_kernel<F: Float, N: Size>(
+    a: &Tensor<Vector<F, N>>,
+    b: &Tensor<Vector<F, N>>,
+    c: &Tensor<Vector<F, N>>,
+    s: &Tensor<F>,
+    h: &Tensor<Vector<F, N>>,
+    out: &mut Tensor<Vector<F, N>>,
+    #[comptime] chunk: usize,
+    #[comptime] dkp: usize,
+    #[comptime] dt: usize,
+    #[comptime] reverse: bool,
+    #[comptime] use_cmma: bool,
+    #[define(F)] _dtype: StorageType,
+) {
+    let tid = UNIT_POS_X as usize;
+    let warp = tid / 32;
+    let nv = N::value();
+    let n = a.shape(2);
+    let da = a.shape(3);
+    let dc = c.shape(3);
+    let heads = a.shape(1);
+    let bh = CUBE_POS_Z as usize;
+    let bi = bh / heads;
+    let hi = bh % heads;
+    let blk = CUBE_POS_Y as usize;
+    let c0 = CUBE_POS_X as usize * dt;
+    let dcp = (dc + dt - 1) / dt * dt;
+    let nblocks = (n + chunk - 1) / chunk;
+    let t0 = blk * chunk;
+    let mut len = n - t0;
+    if len > chunk {
+        len = chunk;
+    }
+
+    let sv = f32::cast_from(s[hi * s.stride(0)]);
+    let a_base = bi * a.stride(0) + hi * a.stride(1);
+    let b_base = bi * b.stride(0) + hi * b.stride(1);
+    let c_base = bi * c.stride(0) + hi * c.stride(1);
+    let o_base = bi * out.stride(0) + hi * out.stride(1);
+    let h_base = (bh * nblocks + blk) * dkp * dcp + c0;
+
+    let ks = comptime!(dkp + PAD);
+    let cs = comptime!(dt + PAD);
+    let ps = comptime!(chunk + PAD);
+    let xs = comptime!((if chunk > dt { chunk } else { dt }) + PADF);
+    let ct = comptime!(chunk / T16);
+    let kt = comptime!(dkp / T16);
+    let nt = comptime!(dt / T16);
+    let dtv = comptime!(dt / nv);
+
+    let mut sa = SharedMemory::<F>::new_aligned(chunk * ks, 32usize);
+    let mut sb = SharedMemory::<F>::new_aligned(chunk * ks, 32usize);
+    let mut sc = SharedMemory::<F>::new_aligned(chunk * cs, 32usize);
+    let mut sh = SharedMemory::<F>::new_aligned(dkp * cs, 32usize);
+    let mut sp = SharedMemory::<F>::new_aligned(chunk * ps, 32usize);
+    let mut sx = SharedMemory::<f32>::new_aligned(chunk * xs, 32usize);
+    let mut pw = SharedMemory::<f32>::new(chunk + 1);
+
+    if tid <= chunk {
+        pw[tid] = f32::exp(-sv * f32::cast_from(tid));
+    }
+    // A, B, C and H through registers into shared memory; whole chunks of unpadded inputs skip
+    // the bounds tests.
+    let mut ra = Array::<Vector<F, N>>::new(comptime!(chunk * dkp / (THREADS * nv)));
+    let mut rb = Array::<Vector<F, N>>::new(comptime!(chunk * dkp / (THREADS * nv)));
+    let mut rc = Array::<Vector<F, N>>::new(comptime!(chunk * dt / (THREADS * nv)));
+    let mut rh = Array::<Vector<F, N>>::new(comptime!(dkp * dt / (THREADS * nv)));
+    let a_st = a.stride(2);
+    let a_sd = a.stride(3);
+    let b_st = b.stride(2);
+    let b_sd = b.stride(3);
+    let c_st = c.stride(2);
+    let c_sd = c.stride(3);
+    if len == chunk && da == dkp && c0 + dt <= dc {
+        fetch_v::<F, N>(
+            a, a_base, a_st, a_sd, n, da, t0, len, 0, &mut ra, chunk, dkp, reverse, false, THREADS,
+        );
+        fetch_v::<F, N>(
+            b, b_base, b_st, b_sd, n, da, t0, len, 0, &mut rb, chunk, dkp, reverse, false, THREADS,
+        );
+        fetch_v::<F, N>(
+            c, c_base, c_st, c_sd, n, dc, t0, len, c0, &mut rc, chunk, dt, reverse, false, THREADS,
+        );
+    } else {
+        fetch_v::<F, N>(
+            a, a_base, a_st, a_sd, n, da, t0, len, 0, &mut ra, chunk, dkp, reverse, true, THREADS,
+        );
+        fetch_v::<F, N>(
+            b, b_base, b_st, b_sd, n, da, t0, len, 0, &mut rb, chunk, dkp, reverse, true, THREADS,
+        );
+        fetch_v::<F, N>(
+            c, c_base, c_st, c_sd, n, dc, t0, len, c0, &mut rc, chunk, dt, reverse, true, THREADS,
+        );
+    }
+    #[unroll]
+    for r in 0..dkp * dtv / THREADS {
+        let e = tid + r * THREADS;
+        rh[r] = h[(h_base + (e / dtv) * dcp + (e % dtv) * nv) / nv];
+    }
+    put_v::<F, N>(&ra, &mut sa, ks, chunk, dkp, THREADS);
+    put_v::<F, N>(&rb, &mut sb, ks, chunk, dkp, THREADS);
+    put_v::<F, N>(&rc, &mut sc, cs, chunk, dt, THREADS);
+    put_v::<F, N>(&rh, &mut sh, cs, dkp, dt, THREADS);
+    sync_cube();
+
+    // Scores A B^T, the tiles on and below the diagonal.
+    let mut t = warp;
+    while t < ct * ct {
+        let tm = t / ct;
+        let tn = t % ct;
+        if tn <= tm {
+            tile_mma::<F>(
+                &sa,
+                tm * T16 * ks,
+                ks,
+                true,
+                &sb,
+                tn * T16 * ks,
+                ks,
+                false,
+                kt,
+                &sa,
+                0,
+                ks,
+                &sb,
+                0,
+                ks,
+                0,
+                &mut sx,
+                tm * T16 * xs + tn * T16,
+                xs,
+                false,
+                use_cmma,
+            );
+        }
+        t += WARPS;
+    }
+    sync_cube();
+
+    // Mask and decay the scores; stage the queries again, decayed by lambda^(i+1) (the scores
+    // no longer read them).
+    #[unroll]
+    for r in 0..chunk * chunk / THREADS {
+        let e = tid + r * THREADS;
+        let i = e / chunk;
+        let j = e % chunk;
+        let mut v = 0.0f32;
+        if j <= i {
+            v = sx[i * xs + j] * pw[i - j];
+        }
+        sp[i * ps + j] = F::cast_from(v);
+    }
+    put_scaled_v::<F, N>(&ra, &mut sa, &pw, 1, len, false, ks, chunk, dkp, THREADS);
+    sync_cube();
+
+    // O = (decayed A) H + P C, the score tiles on and below the diagonal only.
+    let mut t = warp;
+    while t < ct * nt {
+        let tm = t / nt;
+        let tn = t % nt;
+        tile_mma::<F>(
+            &sa,
+            tm * T16 * ks,
+            ks,
+            true,
+            &sh,
+            tn * T16,
+            cs,
+            true,
+            kt,
+            &sp,
+            tm * T16 * ps,
+            ps,
+            &sc,
+            tn * T16,
+            cs,
+            tm + 1,
+            &mut sx,
+            tm * T16 * xs + tn * T16,
+            xs,
+            false,
+            use_cmma,
+        );
+        t += WARPS;
+    }
+    sync_cube();
+
+    let o_st = out.stride(2);
+    let o_sd = out.stride(3);
+    #[unroll]
+    for r in 0..chunk * dtv / THREADS {
+        let e = tid + r * THREADS;
+        let i = e / dtv;
+        let j = (e % dtv) * nv;
+        if i < len && c0 + j < dc {
+            let tt = t0 + i;
+            let p = if reverse { n - 1 - tt } else { tt };
+            let mut ov = Vector::<F, N>::empty();
+            #[unroll]
+            for k in 0..nv {
+                ov[k] = F::cast_from(sx[i * xs + j + k]);
+            }
+            out[(o_base + p * o_st + (c0 + j) * o_sd) / nv] = ov;
+        }
+    }
+}
+
+/// The widest vector (in elements, at most 16 bytes) every global access of the two kernels can
+/// use: unit stride along the last dim, every other stride, the last dim and the buffer offset
+/// multiples of it, and whole vectors per thread in every tile loop. Vectors reinterpret shared
+/// memory, which only the CUDA backend supports: 1 elsewhere.
+fn vector_size<R: CubeRuntime>(
+    tensors: &[&CubeTensor<R>],
+    cfg: TiledConfig,
+    dkp: usize,
+    elem: usize,
+) -> usize {
+    if R::name(&tensors[0].client) != "cuda" {
+        return 1;
+    }
+    let rt = state_rows(dkp);
+    let (c, dt) = (cfg.chunk, cfg.dt);
+    [8, 4, 2]
+        .into_iter()
+        .find(|&nv| {
+            let tiles = [c * dkp, c * dt, dkp * dt]
+                .iter()
+                .all(|x| x % (THREADS * nv) == 0)
+                && [c * rt, c * dt, rt * dt]
+                    .iter()
+                    .all(|x| x % (ST_THREADS * nv) == 0);
+            let layout = tensors.iter().all(|t| {
+                let strides = t.meta.strides();
+                let offset = t.handle.offset_start.unwrap_or(0) as usize;
+                strides[3] == 1
+                    && strides[..3].iter().all(|st| st % nv == 0)
+                    && t.meta.shape()[3] % nv == 0
+                    && offset % (nv * elem) == 0
+            });
+            nv * elem <= 16 && tiles && layout
+        })
+        .unwrap_or(1)
+}
+
+/// Launches the two kernels on inputs [`super::cube::scan_with`] has checked; writes `args.out`
+/// (rows `0..n` from [`chunk_output_kernel`], the final state from [`chunk_states_kernel`]).
+pub(crate) fn launch<R: CubeRuntime>(
+    client: &ComputeClient<R>,
+    args: ScanArgs<R>,
+    opts: ScanOptions,
+    cfg: TiledConfig,
+) {
+    let dtype = args.a.dtype;
+    let [batch, heads, n, da] = args.a.meta.shape().dims::<4>();
+    let dc = args.c.meta.shape()[3];
+    assert!(
+        matches!(cfg.chunk, 32 | 64) && matches!(cfg.dt, 16 | 32 | 64),
+        "split scan: chunk 32 or 64, dt 16, 32 or 64 (got {cfg:?})"
+    );
+    let dkp = padded(da);
+    let rt = state_rows(dkp);
+    let smem = split_smem(cfg, dkp, dtype.size());
+    let smem_max = client.properties().hardware.max_shared_memory_size;
+    assert!(
+        smem <= smem_max,
+        "split scan: {smem} bytes of shared memory needed, the device has {smem_max}"
+    );
+    let nblocks = n.div_ceil(cfg.chunk);
+    let col_tiles = dc.div_ceil(cfg.dt);
+    let bh = batch * heads;
+    let h_len = bh * nblocks * dkp * col_tiles * cfg.dt;
+    assert!(
+        h_len <= u32::MAX as usize,
+        "split scan: the chunk states ({h_len} values) exceed 32-bit indexing; run fewer \
+         sequences or heads per call"
+    );
+    let h = empty_device_contiguous_dtype::<R>(
+        client.clone(),
+        args.a.device.clone(),
+        Shape::new([(bh * nblocks * dkp).max(1), col_tiles * cfg.dt]),
+        dtype,
+    );
+    let nv = vector_size(
+        &[&args.a, &args.b, &args.c, &args.out],
+        cfg,
+        dkp,
+        dtype.size(),
+    );
+    let dim = CubeDim::new_1d(THREADS as u32);
+    let st_dim = CubeDim::new_1d(ST_THREADS as u32);
+    // SAFETY: every tensor index is guarded by the shape checks of `scan_with` and the kernels'
+    // own bounds tests (rows past `n`, columns past `da`/`dc` are never read or written); `h`
+    // has exactly the `bh x chunks x dkp x dcp` elements the states kernel writes.
+    unsafe {
+        chunk_states_kernel::launch_unchecked::<R>(
+            client,
+            CubeCount::Static(col_tiles as u32, (dkp / rt) as u32, bh as u32),
+            st_dim,
+            nv,
+            args.b.clone().into_tensor_arg(),
+            args.c.clone().into_tensor_arg(),
+            args.s.clone().into_tensor_arg(),
+            args.state.into_tensor_arg(),
+            h.clone().into_tensor_arg(),
+            args.out.clone().into_tensor_arg(),
+            cfg.chunk,
+            dkp,
+            rt,
+            cfg.dt,
+            args.has_state,
+            opts.reverse,
+            opts.transpose_state,
+            opts.state_exp0,
+            cfg.cmma,
+            dtype.into(),
+        );
+        if nblocks == 0 {
+            return;
+        }
+        chunk_output_kernel::launch_unchecked::<R>(
+            client,
+            CubeCount::Static(col_tiles as u32, nblocks as u32, bh as u32),
+            dim,
+            nv,
+            args.a.into_tensor_arg(),
+            args.b.into_tensor_arg(),
+            args.c.into_tensor_arg(),
+            args.s.into_tensor_arg(),
+            h.into_tensor_arg(),
+            args.out.into_tensor_arg(),
+            cfg.chunk,
+            dkp,
+            cfg.dt,
+            opts.reverse,
+            cfg.cmma,
+            dtype.into(),
+        );
+    }
+}
