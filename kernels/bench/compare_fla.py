@@ -13,15 +13,16 @@ D=128. SDPA: causal, bf16, [B, H, T, D]. Times are medians of CUDA-event-timed r
 import argparse
 import json
 
-import torch
-import triton
-
 
 def slopes(h):
+    import torch
+
     return torch.tensor([2 ** (-8 * (i + 1) / h) for i in range(h)], device="cuda")
 
 
 def bench(fn):
+    import triton
+
     return triton.testing.do_bench(fn, warmup=50, rep=200, return_mode="median")
 
 
@@ -42,6 +43,8 @@ def main():
 
 
 def measure(quick):
+    # Imported here so that `--from-json` merges results on a machine without a GPU stack.
+    import torch
     from fla.ops.simple_gla import chunk_simple_gla, fused_recurrent_simple_gla
 
     rows = []

@@ -6,8 +6,9 @@
 //! `o_t = sum_{j<=t} lambda^(t-j) (q_t . k_j) v_j + lambda^(t+1) q_t S0` and the gradients
 //! `dq = scan(do, v, k)`, `dk = reverse scan(v, do, q)`, `dv = reverse scan(k, q, do)` are the same
 //! chunked recurrence with other operands (Lightning Attention-2's two loops, one direction each).
-//! [`scan`] hands f16/bf16 scans to the tensor-core kernel of [`super::tiled`] where the device
-//! supports it; `scan_kernel` is the path for f32 and for devices without `cmma`.
+//! [`scan`] hands f16/bf16 scans to the tensor-core kernels of [`super::split`] (or, with
+//! `SCALELAB_LIGHTNING_SCAN=fused`, [`super::tiled`]) where the device supports them;
+//! `scan_kernel` is the path for f32 and for devices without `cmma`.
 
 use burn::tensor::{DType, Shape};
 use burn_cubecl::{
@@ -436,8 +437,9 @@ fn check_same_float(tensors: &[&CubeTensor<impl CubeRuntime>]) -> DType {
 }
 
 /// One decayed causal scan of `(a, b, c)` from `state` (see [`super::reference::scan`]): the
-/// packed `[B, H, n + da, dc]` result, from the tiled tensor-core kernel where
-/// [`super::tiled::cmma_config`] finds one for this device and dtype, else from [`scan_kernel`].
+/// packed `[B, H, n + da, dc]` result, from the tensor-core kernels where
+/// [`super::tiled::cmma_config`] finds a configuration for this device and dtype (the split pair
+/// by default), else from [`scan_kernel`].
 pub fn scan<R: CubeRuntime>(
     a: CubeTensor<R>,
     b: CubeTensor<R>,
@@ -451,8 +453,9 @@ pub fn scan<R: CubeRuntime>(
     scan_with(a, b, c, s, state, opts, tiled)
 }
 
-/// [`scan`] with the kernel chosen by the caller: `Some(geometry)` runs the tiled kernel (its
-/// `cmma: false` form on any device), `None` the plain [`scan_kernel`].
+/// [`scan`] with the kernel chosen by the caller: `Some(geometry)` runs the tiled kernels (split
+/// or fused as `geometry.split` says; their `cmma: false` form on any device), `None` the plain
+/// [`scan_kernel`].
 pub fn scan_with<R: CubeRuntime>(
     a: CubeTensor<R>,
     b: CubeTensor<R>,

@@ -16,7 +16,10 @@
 //! the GPU whatever the batch.
 
 use burn::tensor::Shape;
-use burn_cubecl::{ops::numeric::empty_device_contiguous_dtype, tensor::CubeTensor, CubeRuntime};
+use burn_cubecl::{
+    kernel::into_contiguous, ops::numeric::empty_device_contiguous_dtype, tensor::CubeTensor,
+    CubeRuntime,
+};
 use cubecl::prelude::*;
 
 use super::cube::{load_state, store_state};
@@ -566,17 +569,18 @@ fn chunk_output_kernel<F: Float, N: Size>(
     }
 }
 
-/// The widest vector (in elements, at most 16 bytes) every global access of the two kernels can
-/// use: unit stride along the last dim, every other stride, the last dim and the buffer offset
-/// multiples of it, and whole vectors per thread in every tile loop. Vectors reinterpret shared
-/// memory, which only the CUDA backend supports: 1 elsewhere.
-fn vector_size<R: CubeRuntime>(
-    tensors: &[&CubeTensor<R>],
+/// The widest vector (in elements, at most 16 bytes) the tile loops of the two kernels can move
+/// whole, for these widths: every loop gives each thread whole vectors, and the head dims are
+/// multiples of it. Vectors reinterpret shared memory, which only the CUDA backend supports: 1
+/// elsewhere.
+fn tile_vector<R: CubeRuntime>(
+    client: &ComputeClient<R>,
     cfg: TiledConfig,
-    dkp: usize,
+    dims: [usize; 3],
     elem: usize,
 ) -> usize {
-    if R::name(&tensors[0].client) != "cuda" {
+    let [dkp, da, dc] = dims;
+    if R::name(client) != "cuda" {
         return 1;
     }
     let rt = state_rows(dkp);
@@ -584,23 +588,37 @@ fn vector_size<R: CubeRuntime>(
     [8, 4, 2]
         .into_iter()
         .find(|&nv| {
-            let tiles = [c * dkp, c * dt, dkp * dt]
-                .iter()
-                .all(|x| x % (THREADS * nv) == 0)
+            nv * elem <= 16
+                && da % nv == 0
+                && dc % nv == 0
+                && [c * dkp, c * dt, dkp * dt]
+                    .iter()
+                    .all(|x| x % (THREADS * nv) == 0)
                 && [c * rt, c * dt, rt * dt]
                     .iter()
-                    .all(|x| x % (ST_THREADS * nv) == 0);
-            let layout = tensors.iter().all(|t| {
-                let strides = t.meta.strides();
-                let offset = t.handle.offset_start.unwrap_or(0) as usize;
-                strides[3] == 1
-                    && strides[..3].iter().all(|st| st % nv == 0)
-                    && t.meta.shape()[3] % nv == 0
-                    && offset % (nv * elem) == 0
-            });
-            nv * elem <= 16 && tiles && layout
+                    .all(|x| x % (ST_THREADS * nv) == 0)
         })
         .unwrap_or(1)
+}
+
+/// Whether every access to `t` can move `nv` elements at once: unit stride along the last dim,
+/// every other stride and the buffer offset multiples of `nv` elements.
+fn vector_aligned<R: CubeRuntime>(t: &CubeTensor<R>, nv: usize) -> bool {
+    let strides = t.meta.strides();
+    let offset = t.handle.offset_start.unwrap_or(0) as usize;
+    strides[3] == 1
+        && strides[..3].iter().all(|st| st % nv == 0)
+        && offset % (nv * t.dtype.size()) == 0
+}
+
+/// `t` itself where it is [`vector_aligned`], else a contiguous copy (a broadcast gradient, a
+/// strided view): one pass over it buys vector loads in both kernels.
+fn aligned<R: CubeRuntime>(t: CubeTensor<R>, nv: usize) -> CubeTensor<R> {
+    if nv == 1 || vector_aligned(&t, nv) {
+        t
+    } else {
+        into_contiguous(t)
+    }
 }
 
 /// Launches the two kernels on inputs [`super::cube::scan_with`] has checked; writes `args.out`
@@ -629,6 +647,20 @@ pub(crate) fn launch<R: CubeRuntime>(
     let nblocks = n.div_ceil(cfg.chunk);
     let col_tiles = dc.div_ceil(cfg.dt);
     let bh = batch * heads;
+    let nv = tile_vector(client, cfg, [dkp, da, dc], dtype.size());
+    let (a, b, c) = (
+        aligned(args.a, nv),
+        aligned(args.b, nv),
+        aligned(args.c, nv),
+    );
+    let nv = if [&a, &b, &c, &args.out]
+        .iter()
+        .all(|t| vector_aligned(t, nv))
+    {
+        nv
+    } else {
+        1
+    };
     let h_len = bh * nblocks * dkp * col_tiles * cfg.dt;
     assert!(
         h_len <= u32::MAX as usize,
@@ -637,15 +669,9 @@ pub(crate) fn launch<R: CubeRuntime>(
     );
     let h = empty_device_contiguous_dtype::<R>(
         client.clone(),
-        args.a.device.clone(),
+        a.device.clone(),
         Shape::new([(bh * nblocks * dkp).max(1), col_tiles * cfg.dt]),
         dtype,
-    );
-    let nv = vector_size(
-        &[&args.a, &args.b, &args.c, &args.out],
-        cfg,
-        dkp,
-        dtype.size(),
     );
     let dim = CubeDim::new_1d(THREADS as u32);
     let st_dim = CubeDim::new_1d(ST_THREADS as u32);
@@ -658,8 +684,8 @@ pub(crate) fn launch<R: CubeRuntime>(
             CubeCount::Static(col_tiles as u32, (dkp / rt) as u32, bh as u32),
             st_dim,
             nv,
-            args.b.clone().into_tensor_arg(),
-            args.c.clone().into_tensor_arg(),
+            b.clone().into_tensor_arg(),
+            c.clone().into_tensor_arg(),
             args.s.clone().into_tensor_arg(),
             args.state.into_tensor_arg(),
             h.clone().into_tensor_arg(),
@@ -683,9 +709,9 @@ pub(crate) fn launch<R: CubeRuntime>(
             CubeCount::Static(col_tiles as u32, nblocks as u32, bh as u32),
             dim,
             nv,
-            args.a.into_tensor_arg(),
-            args.b.into_tensor_arg(),
-            args.c.into_tensor_arg(),
+            a.into_tensor_arg(),
+            b.into_tensor_arg(),
+            c.into_tensor_arg(),
             args.s.into_tensor_arg(),
             h.into_tensor_arg(),
             args.out.into_tensor_arg(),
