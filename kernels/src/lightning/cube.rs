@@ -475,6 +475,17 @@ pub fn scan_with<R: CubeRuntime>(
         heads,
         "scan: s must be [heads]"
     );
+    let largest = [&a, &b, &c]
+        .iter()
+        .map(|t| t.handle.size_in_used() as usize / t.dtype.size())
+        .chain([batch * heads * (n + da) * dc])
+        .max()
+        .unwrap_or(0);
+    assert!(
+        largest <= u32::MAX as usize,
+        "lightning scan: a tensor of {largest} elements exceeds the kernels' 32-bit indexing; \
+         run fewer sequences or heads per call"
+    );
     let client = a.client.clone();
     let out = empty_device_contiguous_dtype::<R>(
         client.clone(),

@@ -621,6 +621,14 @@ fn aligned<R: CubeRuntime>(t: CubeTensor<R>, nv: usize) -> CubeTensor<R> {
     }
 }
 
+/// Whether the chunk states of this scan (`H`, `ceil(n / chunk) x dk x dc` values per batch x
+/// head) stay within the kernels' 32-bit indexing; the caller runs the fused kernel otherwise.
+pub(crate) fn states_fit(shape: [usize; 4], dc: usize, cfg: TiledConfig) -> bool {
+    let [batch, heads, n, da] = shape;
+    let h_len = batch * heads * n.div_ceil(cfg.chunk) * padded(da) * dc.div_ceil(cfg.dt) * cfg.dt;
+    h_len <= u32::MAX as usize
+}
+
 /// Launches the two kernels on inputs [`super::cube::scan_with`] has checked; writes `args.out`
 /// (rows `0..n` from [`chunk_output_kernel`], the final state from [`chunk_states_kernel`]).
 pub(crate) fn launch<R: CubeRuntime>(
@@ -661,12 +669,6 @@ pub(crate) fn launch<R: CubeRuntime>(
     } else {
         1
     };
-    let h_len = bh * nblocks * dkp * col_tiles * cfg.dt;
-    assert!(
-        h_len <= u32::MAX as usize,
-        "split scan: the chunk states ({h_len} values) exceed 32-bit indexing; run fewer \
-         sequences or heads per call"
-    );
     let h = empty_device_contiguous_dtype::<R>(
         client.clone(),
         a.device.clone(),
@@ -722,5 +724,37 @@ pub(crate) fn launch<R: CubeRuntime>(
             cfg.cmma,
             dtype.into(),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_states_beyond_32_bit_indexing_fall_back() {
+        let cfg = TiledConfig {
+            chunk: 64,
+            dt: 64,
+            cmma: true,
+            split: true,
+        };
+        // The benchmark shape at 64K tokens: 2^31 state values.
+        assert!(states_fit([4, 32, 65536, 128], 128, cfg));
+        // MiniMax's 64 heads at the same length: 2^32 values, one past u32.
+        assert!(!states_fit([4, 64, 65536, 128], 128, cfg));
+        // A ragged tail still counts a whole chunk, a 100-wide head a whole column tile.
+        assert!(states_fit([1, 1, 65, 100], 100, cfg));
+    }
+
+    #[test]
+    fn state_rows_divide_the_padded_head_dim() {
+        for da in [1, 9, 16, 40, 64, 80, 96, 128] {
+            let dkp = padded(da);
+            let rt = state_rows(dkp);
+            assert_eq!(dkp % rt, 0, "da={da}");
+            assert!(dkp - da < T16, "da={da}");
+            assert!(rt == 64 || dkp < 64 || dkp % 64 != 0, "da={da}: rt={rt}");
+        }
     }
 }

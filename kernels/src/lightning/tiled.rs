@@ -654,7 +654,8 @@ pub(crate) fn launch<R: CubeRuntime>(
     opts: ScanOptions,
     cfg: TiledConfig,
 ) {
-    if cfg.split {
+    let shape = args.a.meta.shape().dims::<4>();
+    if cfg.split && super::split::states_fit(shape, args.c.meta.shape()[3], cfg) {
         return super::split::launch(client, args, opts, cfg);
     }
     let dtype = args.a.dtype;
