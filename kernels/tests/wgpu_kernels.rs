@@ -409,3 +409,110 @@ fn tiled_scan_matches_reference() {
         "only {runs} tiled runs fit {smem_max} bytes of shared memory"
     );
 }
+
+/// The backward's shared-states pair (`cube::dk_dv_with`, one states pass for the `dk` and `dv`
+/// scans, the `dk` outputs reading the `dv` scan's states transposed) against the two scans of
+/// `reference::scan`, with the split kernels' bodies as plain loops: unequal head dims on both
+/// sides, several chunks and a tail, several column and state-row tiles.
+#[test]
+fn shared_state_gradient_scans_match_reference() {
+    use scalelab_kernels::lightning::cube;
+    use scalelab_kernels::lightning::tiled::TiledConfig;
+    let device = Default::default();
+    let smem_max = {
+        let probe = on::<Cube, 1>(&TensorData::from([0.0f32]), &device).into_primitive();
+        probe
+            .tensor()
+            .client
+            .properties()
+            .hardware
+            .max_shared_memory_size
+    };
+    let mut runs = 0;
+    let cases = [
+        (1usize, 2usize, 5usize, 16usize, 24usize, vec![0.1, 1.0]),
+        (2, 1, 77, 16, 40, vec![8.0]),
+        (1, 2, 70, 40, 16, vec![1e-3, 0.7]),
+        (1, 1, 100, 9, 33, vec![0.05]),
+    ];
+    let mut seed = 1300;
+    for (b, h, n, dk, dv, slopes) in cases {
+        for dt in [16, 32] {
+            let cfg = TiledConfig {
+                chunk: 32,
+                dt,
+                cmma: false,
+                split: true,
+            };
+            if cfg.smem(dk, 4).max(cfg.smem(dv, 4)) > smem_max {
+                continue;
+            }
+            let q = data(&mut seed, [b, h, n, dk], 0.5);
+            let k = data(&mut seed, [b, h, n, dk], 0.5);
+            let v = data(&mut seed, [b, h, n, dv], 0.5);
+            let d_o = data(&mut seed, [b, h, n, dv], 0.5);
+            let d_state = data(&mut seed, [b, h, dk, dv], 0.5);
+            let s = TensorData::from(slopes.as_slice());
+            let r = |x: &TensorData| {
+                Tensor::<NdArray<f64>, 4>::from_data(x.clone(), &Default::default())
+            };
+            let rs = || Tensor::<NdArray<f64>, 1>::from_data(s.clone(), &Default::default());
+            let reverse = ScanOptions {
+                reverse: true,
+                transpose_state: true,
+                state_exp0: true,
+            };
+            // `transpose_state` reads the `[dk, dv]` state as `[dv, dk]`'s transpose.
+            let want_dk = reference::scan::<NdArray<f64>>(
+                r(&v),
+                r(&d_o),
+                r(&q),
+                rs(),
+                Some(r(&d_state)),
+                reverse,
+            )
+            .narrow(2, 0, n);
+            let want_dv = reference::scan::<NdArray<f64>>(
+                r(&k),
+                r(&q),
+                r(&d_o),
+                rs(),
+                Some(r(&d_state)),
+                ScanOptions {
+                    transpose_state: false,
+                    ..reverse
+                },
+            );
+            poison::<Cube>(&device, b * h * (n + dk.max(dv)) * dk.max(dv));
+            let p = |x: &TensorData| on::<Cube, 4>(x, &device).into_primitive().tensor();
+            let (got_dk, got_dv) = cube::dk_dv_with(
+                p(&q),
+                p(&k),
+                p(&v),
+                p(&d_o),
+                on::<Cube, 1>(&s, &device).into_primitive().tensor(),
+                p(&d_state),
+                Some(cfg),
+            );
+            let t = |x| Tensor::<Cube, 4>::from_primitive(burn::tensor::TensorPrimitive::Float(x));
+            let what = format!("n={n} dk={dk} dv={dv} dt={dt}");
+            check(
+                &format!("shared-state dk {what}"),
+                t(got_dk).narrow(2, 0, n).into_data(),
+                want_dk.into_data(),
+                TOL,
+            );
+            check(
+                &format!("shared-state dv and dS0 {what}"),
+                t(got_dv).into_data(),
+                want_dv.into_data(),
+                TOL,
+            );
+            runs += 1;
+        }
+    }
+    assert!(
+        runs >= 5,
+        "only {runs} runs fit {smem_max} bytes of shared memory"
+    );
+}

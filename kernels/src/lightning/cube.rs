@@ -436,6 +436,22 @@ fn check_same_float(tensors: &[&CubeTensor<impl CubeRuntime>]) -> DType {
     dtype
 }
 
+/// Stops with an error naming the fix when an input buffer or an output of `out_len` elements
+/// would pass the kernels' 32-bit indexing.
+fn check_indexing<R: CubeRuntime>(inputs: &[&CubeTensor<R>], out_len: usize) {
+    let largest = inputs
+        .iter()
+        .map(|t| t.handle.size_in_used() as usize / t.dtype.size())
+        .chain([out_len])
+        .max()
+        .unwrap_or(0);
+    assert!(
+        largest <= u32::MAX as usize,
+        "lightning scan: a tensor of {largest} elements exceeds the kernels' 32-bit indexing; \
+         run fewer sequences or heads per call"
+    );
+}
+
 /// One decayed causal scan of `(a, b, c)` from `state` (see [`super::reference::scan`]): the
 /// packed `[B, H, n + da, dc]` result, from the tensor-core kernels where
 /// [`super::tiled::cmma_config`] finds a configuration for this device and dtype (the split pair
@@ -475,17 +491,7 @@ pub fn scan_with<R: CubeRuntime>(
         heads,
         "scan: s must be [heads]"
     );
-    let largest = [&a, &b, &c]
-        .iter()
-        .map(|t| t.handle.size_in_used() as usize / t.dtype.size())
-        .chain([batch * heads * (n + da) * dc])
-        .max()
-        .unwrap_or(0);
-    assert!(
-        largest <= u32::MAX as usize,
-        "lightning scan: a tensor of {largest} elements exceeds the kernels' 32-bit indexing; \
-         run fewer sequences or heads per call"
-    );
+    check_indexing(&[&a, &b, &c], batch * heads * (n + da) * dc);
     let client = a.client.clone();
     let out = empty_device_contiguous_dtype::<R>(
         client.clone(),
@@ -558,6 +564,106 @@ pub fn scan_with<R: CubeRuntime>(
         );
     }
     out
+}
+
+/// The backward's two reverse scans, `dk = reverse scan(v, do, q)` from `dS_n^T` and
+/// `dv = reverse scan(k, q, do)` from `dS_n` (both `state_exp0`): one states pass for both where
+/// the split kernels apply, else two [`scan`]s. Returns `(dk, dv)` with `dk` in rows `0..n` of a
+/// `[B, H, n + dv, dk]` tensor and `dv` packed with `dS0` in its rows `n..`.
+pub fn dk_dv<R: CubeRuntime>(
+    q: CubeTensor<R>,
+    k: CubeTensor<R>,
+    v: CubeTensor<R>,
+    d_o: CubeTensor<R>,
+    s: CubeTensor<R>,
+    d_state: CubeTensor<R>,
+) -> (CubeTensor<R>, CubeTensor<R>) {
+    let widest = q.meta.shape()[3].max(v.meta.shape()[3]);
+    let tiled = super::tiled::cmma_config(&q.client, q.dtype, widest).filter(|_| !force_plain());
+    dk_dv_with(q, k, v, d_o, s, d_state, tiled)
+}
+
+/// [`dk_dv`] with the kernels chosen by the caller, as in [`scan_with`].
+pub fn dk_dv_with<R: CubeRuntime>(
+    q: CubeTensor<R>,
+    k: CubeTensor<R>,
+    v: CubeTensor<R>,
+    d_o: CubeTensor<R>,
+    s: CubeTensor<R>,
+    d_state: CubeTensor<R>,
+    tiled: Option<TiledConfig>,
+) -> (CubeTensor<R>, CubeTensor<R>) {
+    check_same_float(&[&q, &k, &v, &d_o, &s, &d_state]);
+    let shape = q.meta.shape().dims::<4>();
+    let [batch, heads, n, dk] = shape;
+    let dv = v.meta.shape()[3];
+    let shared = tiled.filter(|cfg| {
+        cfg.split && super::split::states_fit(shape, dv, *cfg) && {
+            let elem = q.dtype.size();
+            let smem_max = q.client.properties().hardware.max_shared_memory_size;
+            cfg.smem(dk, elem).max(cfg.smem(dv, elem)) <= smem_max
+        }
+    });
+    let Some(cfg) = shared else {
+        let reverse = ScanOptions {
+            reverse: true,
+            transpose_state: true,
+            state_exp0: true,
+        };
+        let d_k = scan_with(
+            v,
+            d_o.clone(),
+            q.clone(),
+            s.clone(),
+            Some(d_state.clone()),
+            reverse,
+            tiled,
+        );
+        let d_v = scan_with(
+            k,
+            q,
+            d_o,
+            s,
+            Some(d_state),
+            ScanOptions {
+                transpose_state: false,
+                ..reverse
+            },
+            tiled,
+        );
+        return (d_k, d_v);
+    };
+    assert_eq!(k.meta.shape().dims::<4>(), shape, "dk_dv: k");
+    assert_eq!(
+        d_o.meta.shape().dims::<4>(),
+        [batch, heads, n, dv],
+        "dk_dv: do"
+    );
+    assert_eq!(
+        v.meta.shape().dims::<4>(),
+        [batch, heads, n, dv],
+        "dk_dv: v"
+    );
+    assert_eq!(
+        d_state.meta.shape().dims::<4>(),
+        [batch, heads, dk, dv],
+        "dk_dv: state"
+    );
+    assert_eq!(
+        s.meta.shape().num_elements(),
+        heads,
+        "dk_dv: s must be [heads]"
+    );
+    let client = q.client.clone();
+    let args = super::split::PairArgs {
+        q,
+        k,
+        v,
+        d_o,
+        s: into_contiguous(s),
+        d_state,
+    };
+    super::split::launch_dk_dv(&client, args, cfg)
 }
 
 /// Runs [`decode_kernel`]: one recurrent step, `(o [B, H, 1, dv], new state [B, H, dk, dv])`.

@@ -34,6 +34,17 @@ where
         cube::scan(a, b, c, s, state, opts)
     }
 
+    fn lightning_dk_dv(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        d_o: FloatTensor<Self>,
+        s: FloatTensor<Self>,
+        d_state: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        cube::dk_dv(q, k, v, d_o, s, d_state)
+    }
+
     fn lightning_decode(
         q: Tensor<Self, 4>,
         k: Tensor<Self, 4>,
@@ -67,6 +78,27 @@ impl<B: FusionBackend + LightningBackend> Operation<B::FusionRuntime> for ScanOp
         let state = (inputs.len() == 5).then(|| get(4));
         let out = B::lightning_scan(a, b, c, s, state, self.opts);
         handles.register_float_tensor::<B>(&self.desc.outputs[0].id, out);
+    }
+}
+
+/// The fusion custom operation running the backward's two reverse scans on the inner backend.
+#[derive(Clone, Debug)]
+struct DkDvOp<B> {
+    desc: CustomOpIr,
+    _b: core::marker::PhantomData<B>,
+}
+
+impl<B: FusionBackend + LightningBackend> Operation<B::FusionRuntime> for DkDvOp<B> {
+    fn execute(
+        &self,
+        handles: &mut HandleContainer<<B::FusionRuntime as FusionRuntime>::FusionHandle>,
+    ) {
+        let inputs = &self.desc.inputs;
+        let mut get = |i: usize| handles.get_float_tensor::<B>(&inputs[i]);
+        let (q, k, v, d_o, s, d_state) = (get(0), get(1), get(2), get(3), get(4), get(5));
+        let (dk, dv) = B::lightning_dk_dv(q, k, v, d_o, s, d_state);
+        handles.register_float_tensor::<B>(&self.desc.outputs[0].id, dk);
+        handles.register_float_tensor::<B>(&self.desc.outputs[1].id, dv);
     }
 }
 
@@ -131,6 +163,38 @@ impl<B: FusionBackend + LightningBackend> LightningBackend for Fusion<B> {
         client
             .register(streams, OperationIr::Custom(desc), op)
             .remove(0)
+    }
+
+    fn lightning_dk_dv(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        d_o: FloatTensor<Self>,
+        s: FloatTensor<Self>,
+        d_state: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let client = q.client.clone();
+        let [batch, heads, n, dk] = q.shape.dims::<4>();
+        let dv = v.shape[3];
+        let dtype = q.dtype;
+        let ins = [q, k, v, d_o, s, d_state];
+        let streams = OperationStreams::with_inputs(ins.iter());
+        let out =
+            |shape: [usize; 4]| TensorIr::uninit(client.create_empty_handle(), shape.into(), dtype);
+        let outs = [
+            out([batch, heads, n + dv, dk]),
+            out([batch, heads, n + dk, dv]),
+        ];
+        let ins: Vec<TensorIr> = ins.into_iter().map(|t| t.into_ir()).collect();
+        let desc = CustomOpIr::new("lightning_dk_dv", &ins, &outs);
+        let op = DkDvOp::<B> {
+            desc: desc.clone(),
+            _b: core::marker::PhantomData,
+        };
+        let mut outs = client.register(streams, OperationIr::Custom(desc), op);
+        let dv_ = outs.pop().expect("dk_dv: two outputs");
+        let dk_ = outs.pop().expect("dk_dv: two outputs");
+        (dk_, dv_)
     }
 
     fn lightning_decode(

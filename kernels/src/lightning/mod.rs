@@ -102,6 +102,47 @@ pub trait LightningBackend: Backend {
         .tensor()
     }
 
+    /// The backward's two reverse scans: `dk = reverse scan(v, do, q)` from `dS_n^T` and
+    /// `dv = reverse scan(k, q, do)` from `dS_n` (both with [`ScanOptions::state_exp0`]).
+    /// Returns `(dk, dv)`: `dk` in rows `0..n` of a `[batch, heads, n + dv, dk]` tensor (the rest
+    /// unspecified), `dv` packed as [`Self::lightning_scan`] packs it (rows `n..`: `dS0`). A
+    /// kernel backend may share the two scans' chunk states (one is the other's transpose).
+    /// Default: two [`Self::lightning_scan`]s.
+    fn lightning_dk_dv(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        d_o: FloatTensor<Self>,
+        s: FloatTensor<Self>,
+        d_state: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let reverse = ScanOptions {
+            reverse: true,
+            transpose_state: true,
+            state_exp0: true,
+        };
+        let dk = Self::lightning_scan(
+            v,
+            d_o.clone(),
+            q.clone(),
+            s.clone(),
+            Some(d_state.clone()),
+            reverse,
+        );
+        let dv = Self::lightning_scan(
+            k,
+            q,
+            d_o,
+            s,
+            Some(d_state),
+            ScanOptions {
+                transpose_state: false,
+                ..reverse
+            },
+        );
+        (dk, dv)
+    }
+
     /// One decode step: `state' = lambda state + k^T v`, `o = q state'`, with `q, k: [batch,
     /// heads, 1, dk]`, `v: [batch, heads, 1, dv]`, `state: [batch, heads, dk, dv]`; returns
     /// `(o [batch, heads, 1, dv], state')`. Default: [`reference::recurrent`].
@@ -175,30 +216,15 @@ pub fn lightning_grads<B: LightningBackend>(
             ..Default::default()
         },
     ));
-    let dk_ = tensor(B::lightning_scan(
-        prim(v),
-        prim(d_o.clone()),
+    let (dk_, dv_) = B::lightning_dk_dv(
         prim(q.clone()),
-        sp(),
-        Some(prim(d_state.clone())),
-        ScanOptions {
-            reverse: true,
-            transpose_state: true,
-            state_exp0: true,
-        },
-    ));
-    let dv_ = tensor(B::lightning_scan(
         prim(k.clone()),
-        prim(q.clone()),
+        prim(v),
         prim(d_o),
         sp(),
-        Some(prim(d_state.clone())),
-        ScanOptions {
-            reverse: true,
-            transpose_state: false,
-            state_exp0: true,
-        },
-    ));
+        prim(d_state.clone()),
+    );
+    let (dk_, dv_) = (tensor::<B>(dk_), tensor::<B>(dv_));
     let dq = dq.narrow(2, 0, n);
     let dk_ = dk_.narrow(2, 0, n);
     let (dv_, d_state0) = unpack(dv_, n, dk);

@@ -42,7 +42,8 @@ fn state_rows(dkp: usize) -> usize {
 pub fn split_smem(cfg: TiledConfig, dkp: usize, elem: usize) -> usize {
     let (c, dt, rt) = (cfg.chunk, cfg.dt, state_rows(dkp));
     let states = elem * (c * (rt + PAD) + c * (dt + PAD)) + 4 * (rt * (dt + PADF) + c + 1);
-    let output = elem * (2 * c * (dkp + PAD) + c * (dt + PAD) + dkp * (dt + PAD) + c * (c + PAD))
+    let h_tile = (dkp * (dt + PAD)).max(dt * (dkp + PAD));
+    let output = elem * (2 * c * (dkp + PAD) + c * (dt + PAD) + h_tile + c * (c + PAD))
         + 4 * (c * (c.max(dt) + PADF) + c + 1);
     states.max(output)
 }
@@ -359,7 +360,9 @@ fn chunk_states_kernel<F: Float, N: Size>(
 }
 
 /// One chunk's outputs from the state it starts from: one cube per (`dt` output columns, chunk,
-/// batch x head), `O = (lambda^(i+1) A) H + mask(A B^T) lambda^(i-j) C`.
+/// batch x head), `O = (lambda^(i+1) A) H + mask(A B^T) lambda^(i-j) C`. With `h_t` the states
+/// are another scan's, transposed: `H[n]^T` of the scan whose contracted dim is this one's `dc`
+/// and whose output dim is this one's `da` (the backward's `dk` scan reading the `dv` scan's).
 #[allow(clippy::too_many_arguments, clippy::manual_div_ceil)]
 #[cube(launch_unchecked)]
 fn chunk_output_kernel<F: Float, N: Size>(
@@ -373,6 +376,7 @@ fn chunk_output_kernel<F: Float, N: Size>(
     #[comptime] dkp: usize,
     #[comptime] dt: usize,
     #[comptime] reverse: bool,
+    #[comptime] h_t: bool,
     #[comptime] use_cmma: bool,
     #[define(F)] _dtype: StorageType,
 ) {
@@ -401,7 +405,16 @@ fn chunk_output_kernel<F: Float, N: Size>(
     let b_base = bi * b.stride(0) + hi * b.stride(1);
     let c_base = bi * c.stride(0) + hi * c.stride(1);
     let o_base = bi * out.stride(0) + hi * out.stride(1);
-    let h_base = (bh * nblocks + blk) * dkp * dcp + c0;
+    // H[n]: `h_rows x h_cols`, written by the states kernel of this scan or, with `h_t`, of the
+    // transposed one (its rows this scan's `dc` padded to 16, its columns this `da` to `dt`).
+    // (`dkp` is `da` padded to 16: the same value, at run time.)
+    let mut h_rows = (da + T16 - 1) / T16 * T16;
+    let mut h_cols = dcp;
+    if h_t {
+        h_rows = (dc + T16 - 1) / T16 * T16;
+        h_cols = (da + dt - 1) / dt * dt;
+    }
+    let h_block = (bh * nblocks + blk) * h_rows * h_cols;
 
     let ks = comptime!(dkp + PAD);
     let cs = comptime!(dt + PAD);
@@ -415,7 +428,9 @@ fn chunk_output_kernel<F: Float, N: Size>(
     let mut sa = SharedMemory::<F>::new_aligned(chunk * ks, 32usize);
     let mut sb = SharedMemory::<F>::new_aligned(chunk * ks, 32usize);
     let mut sc = SharedMemory::<F>::new_aligned(chunk * cs, 32usize);
-    let mut sh = SharedMemory::<F>::new_aligned(dkp * cs, 32usize);
+    // H as `dkp x dt` (row stride `cs`), or with `h_t` as its transpose `dt x dkp` (stride `ks`).
+    let sh_len = comptime!(if h_t { dt * ks } else { dkp * cs });
+    let mut sh = SharedMemory::<F>::new_aligned(sh_len, 32usize);
     let mut sp = SharedMemory::<F>::new_aligned(chunk * ps, 32usize);
     let mut sx = SharedMemory::<f32>::new_aligned(chunk * xs, 32usize);
     let mut pw = SharedMemory::<f32>::new(chunk + 1);
@@ -456,15 +471,40 @@ fn chunk_output_kernel<F: Float, N: Size>(
             c, c_base, c_st, c_sd, n, dc, t0, len, c0, &mut rc, chunk, dt, reverse, true, THREADS,
         );
     }
-    #[unroll]
-    for r in 0..dkp * dtv / THREADS {
-        let e = tid + r * THREADS;
-        rh[r] = h[(h_base + (e / dtv) * dcp + (e % dtv) * nv) / nv];
+    if h_t {
+        // Rows c0.. of the other scan's H are this scan's columns; zero past its rows.
+        fetch_v::<F, N>(
+            h,
+            h_block,
+            h_cols,
+            1,
+            h_rows,
+            dkp,
+            c0,
+            h_rows - c0,
+            0,
+            &mut rh,
+            dt,
+            dkp,
+            false,
+            true,
+            THREADS,
+        );
+    } else {
+        #[unroll]
+        for r in 0..dkp * dtv / THREADS {
+            let e = tid + r * THREADS;
+            rh[r] = h[(h_block + (e / dtv) * h_cols + c0 + (e % dtv) * nv) / nv];
+        }
     }
     put_v::<F, N>(&ra, &mut sa, ks, chunk, dkp, THREADS);
     put_v::<F, N>(&rb, &mut sb, ks, chunk, dkp, THREADS);
     put_v::<F, N>(&rc, &mut sc, cs, chunk, dt, THREADS);
-    put_v::<F, N>(&rh, &mut sh, cs, dkp, dt, THREADS);
+    if h_t {
+        put_v::<F, N>(&rh, &mut sh, ks, dt, dkp, THREADS);
+    } else {
+        put_v::<F, N>(&rh, &mut sh, cs, dkp, dt, THREADS);
+    }
     sync_cube();
 
     // Scores A B^T, the tiles on and below the diagonal.
@@ -522,29 +562,55 @@ fn chunk_output_kernel<F: Float, N: Size>(
     while t < ct * nt {
         let tm = t / nt;
         let tn = t % nt;
-        tile_mma::<F>(
-            &sa,
-            tm * T16 * ks,
-            ks,
-            true,
-            &sh,
-            tn * T16,
-            cs,
-            true,
-            kt,
-            &sp,
-            tm * T16 * ps,
-            ps,
-            &sc,
-            tn * T16,
-            cs,
-            tm + 1,
-            &mut sx,
-            tm * T16 * xs + tn * T16,
-            xs,
-            false,
-            use_cmma,
-        );
+        if h_t {
+            tile_mma::<F>(
+                &sa,
+                tm * T16 * ks,
+                ks,
+                true,
+                &sh,
+                tn * T16 * ks,
+                ks,
+                false,
+                kt,
+                &sp,
+                tm * T16 * ps,
+                ps,
+                &sc,
+                tn * T16,
+                cs,
+                tm + 1,
+                &mut sx,
+                tm * T16 * xs + tn * T16,
+                xs,
+                false,
+                use_cmma,
+            );
+        } else {
+            tile_mma::<F>(
+                &sa,
+                tm * T16 * ks,
+                ks,
+                true,
+                &sh,
+                tn * T16,
+                cs,
+                true,
+                kt,
+                &sp,
+                tm * T16 * ps,
+                ps,
+                &sc,
+                tn * T16,
+                cs,
+                tm + 1,
+                &mut sx,
+                tm * T16 * xs + tn * T16,
+                xs,
+                false,
+                use_cmma,
+            );
+        }
         t += WARPS;
     }
     sync_cube();
@@ -721,10 +787,148 @@ pub(crate) fn launch<R: CubeRuntime>(
             dkp,
             cfg.dt,
             opts.reverse,
+            false,
             cfg.cmma,
             dtype.into(),
         );
     }
+}
+
+/// The inputs of the backward's two reverse scans: `q, k: [B, H, n, dk]`, `v, d_o: [B, H, n, dv]`,
+/// `s: [H]` contiguous, `d_state: [B, H, dk, dv]`, checked by [`super::cube::dk_dv_with`].
+pub(crate) struct PairArgs<R: CubeRuntime> {
+    pub q: CubeTensor<R>,
+    pub k: CubeTensor<R>,
+    pub v: CubeTensor<R>,
+    pub d_o: CubeTensor<R>,
+    pub s: CubeTensor<R>,
+    pub d_state: CubeTensor<R>,
+}
+
+/// The backward's `dv = reverse scan(k, q, do)` from `dS` and `dk = reverse scan(v, do, q)` from
+/// `dS^T` on one states pass: the `dk` scan's chunk states are the `dv` scan's transposed, so
+/// [`chunk_states_kernel`] runs once and [`chunk_output_kernel`] twice, the second reading `H`
+/// transposed. Returns `(dk, dv)`: `dk` in rows `0..n` of `[B, H, n + dv, dk]` (the rows past
+/// `n` are not written), `dv` packed as [`super::cube::scan`] packs it (rows `n..`: `dS0`).
+pub(crate) fn launch_dk_dv<R: CubeRuntime>(
+    client: &ComputeClient<R>,
+    args: PairArgs<R>,
+    cfg: TiledConfig,
+) -> (CubeTensor<R>, CubeTensor<R>) {
+    let dtype = args.q.dtype;
+    let [batch, heads, n, dk] = args.q.meta.shape().dims::<4>();
+    let dv = args.v.meta.shape()[3];
+    let (dkp, dvp) = (padded(dk), padded(dv));
+    let smem = split_smem(cfg, dkp, dtype.size()).max(split_smem(cfg, dvp, dtype.size()));
+    let smem_max = client.properties().hardware.max_shared_memory_size;
+    assert!(
+        smem <= smem_max,
+        "split scan: {smem} bytes of shared memory needed, the device has {smem_max}"
+    );
+    let nv = tile_vector(client, cfg, [dkp, dk, dv], dtype.size()).min(tile_vector(
+        client,
+        cfg,
+        [dvp, dv, dk],
+        dtype.size(),
+    ));
+    let [q, k, v, d_o] = [args.q, args.k, args.v, args.d_o].map(|t| aligned(t, nv));
+    let bh = batch * heads;
+    let nblocks = n.div_ceil(cfg.chunk);
+    let empty = |shape: [usize; 4]| {
+        empty_device_contiguous_dtype::<R>(
+            client.clone(),
+            q.device.clone(),
+            Shape::new(shape),
+            dtype,
+        )
+    };
+    let dv_out = empty([batch, heads, n + dk, dv]);
+    let dk_out = empty([batch, heads, n + dv, dk]);
+    let nv = if [&q, &k, &v, &d_o, &dv_out, &dk_out]
+        .iter()
+        .all(|t| vector_aligned(t, nv))
+    {
+        nv
+    } else {
+        1
+    };
+    let h = empty([
+        1,
+        1,
+        (bh * nblocks * dkp).max(1),
+        dv.div_ceil(cfg.dt) * cfg.dt,
+    ]);
+    let rt = state_rows(dkp);
+    let grid =
+        |cols: usize| CubeCount::Static(cols.div_ceil(cfg.dt) as u32, nblocks as u32, bh as u32);
+    // SAFETY: as in `launch`: shapes checked by `dk_dv_with`, every row past `n` and column past
+    // the head dims guarded in the kernels; the transposed read of `h` stays inside its rows.
+    unsafe {
+        chunk_states_kernel::launch_unchecked::<R>(
+            client,
+            CubeCount::Static(dv.div_ceil(cfg.dt) as u32, (dkp / rt) as u32, bh as u32),
+            CubeDim::new_1d(ST_THREADS as u32),
+            nv,
+            q.clone().into_tensor_arg(),
+            d_o.clone().into_tensor_arg(),
+            args.s.clone().into_tensor_arg(),
+            args.d_state.into_tensor_arg(),
+            h.clone().into_tensor_arg(),
+            dv_out.clone().into_tensor_arg(),
+            cfg.chunk,
+            dkp,
+            rt,
+            cfg.dt,
+            true,
+            true,
+            false,
+            true,
+            cfg.cmma,
+            dtype.into(),
+        );
+        if nblocks == 0 {
+            return (dk_out, dv_out);
+        }
+        chunk_output_kernel::launch_unchecked::<R>(
+            client,
+            grid(dv),
+            CubeDim::new_1d(THREADS as u32),
+            nv,
+            k.into_tensor_arg(),
+            q.clone().into_tensor_arg(),
+            d_o.clone().into_tensor_arg(),
+            args.s.clone().into_tensor_arg(),
+            h.clone().into_tensor_arg(),
+            dv_out.clone().into_tensor_arg(),
+            cfg.chunk,
+            dkp,
+            cfg.dt,
+            true,
+            false,
+            cfg.cmma,
+            dtype.into(),
+        );
+        chunk_output_kernel::launch_unchecked::<R>(
+            client,
+            grid(dk),
+            CubeDim::new_1d(THREADS as u32),
+            nv,
+            v.into_tensor_arg(),
+            d_o.into_tensor_arg(),
+            q.into_tensor_arg(),
+            args.s.into_tensor_arg(),
+            h.into_tensor_arg(),
+            dk_out.clone().into_tensor_arg(),
+            cfg.chunk,
+            dvp,
+            cfg.dt,
+            true,
+            true,
+            cfg.cmma,
+            dtype.into(),
+        );
+    }
+    (dk_out, dv_out)
 }
 
 #[cfg(test)]
