@@ -56,7 +56,7 @@ pub fn run(args: &Args) -> Result<()> {
         "{:<40} {:<12} {:>10} {:>10} {:>10} {:>10} {:>9} {:>6}",
         "run", "arch", "params", "activated", "tokens", "FLOPs", "est. time", "done"
     );
-    let mut total_secs = 0.0;
+    let mut left = Vec::new();
     for r in &runs {
         let steps = r.config.total_steps()?;
         let tokens = steps * r.config.tokens_per_step();
@@ -64,7 +64,7 @@ pub fn run(args: &Args) -> Result<()> {
         let secs = flops / rate;
         let done = finished(&dir, r).is_some();
         if !done {
-            total_secs += secs;
+            left.push(secs);
         }
         let p = r.config.model.param_count();
         println!(
@@ -81,8 +81,16 @@ pub fn run(args: &Args) -> Result<()> {
     }
     println!(
         "estimated time for the runs left: {} with 1 job",
-        duration(total_secs)
+        duration(left.iter().sum())
     );
+    if args.jobs > 1 {
+        println!(
+            "with {} jobs: about {} if they do not slow each other (longest run first; jobs \
+             sharing the cores take longer)",
+            args.jobs,
+            duration(makespan(&left, args.jobs))
+        );
+    }
     if args.dry_run {
         return Ok(());
     }
@@ -144,6 +152,21 @@ pub fn run(args: &Args) -> Result<()> {
     Ok(())
 }
 
+/// The wall time of `jobs` workers taking the runs longest first, each as soon as it is free.
+fn makespan(secs: &[f64], jobs: usize) -> f64 {
+    let mut order = secs.to_vec();
+    order.sort_by(|a, b| b.total_cmp(a));
+    let mut free_at = vec![0.0f64; jobs.max(1)];
+    for s in order {
+        let next = free_at
+            .iter_mut()
+            .min_by(|a, b| a.total_cmp(b))
+            .expect("at least one worker");
+        *next += s;
+    }
+    free_at.into_iter().fold(0.0, f64::max)
+}
+
 fn duration(secs: f64) -> String {
     if secs < 90.0 {
         format!("{secs:.0}s")
@@ -151,5 +174,22 @@ fn duration(secs: f64) -> String {
         format!("{:.1}min", secs / 60.0)
     } else {
         format!("{:.1}h", secs / 3600.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::makespan;
+
+    #[test]
+    fn makespan_packs_runs_longest_first() {
+        assert_eq!(makespan(&[], 4), 0.0);
+        assert_eq!(makespan(&[3.0, 1.0, 2.0], 1), 6.0);
+        // Two workers: 5 and 4 start, 3 follows the 4 (7), 1 follows the 5 (6).
+        assert_eq!(makespan(&[5.0, 4.0, 3.0, 1.0], 2), 7.0);
+        // One run longer than all the others together bounds the time.
+        assert_eq!(makespan(&[10.0, 1.0, 1.0, 1.0], 3), 10.0);
+        // More workers than runs: the longest run.
+        assert_eq!(makespan(&[2.0, 3.0], 8), 3.0);
     }
 }
