@@ -464,9 +464,14 @@ pub fn scan<R: CubeRuntime>(
     state: Option<CubeTensor<R>>,
     opts: ScanOptions,
 ) -> CubeTensor<R> {
-    let tiled =
-        super::tiled::cmma_config(&a.client, a.dtype, a.meta.shape()[3]).filter(|_| !force_plain());
+    let tiled = auto_config(&a);
     scan_with(a, b, c, s, state, opts, tiled)
+}
+
+/// The tensor-core geometry [`scan`] uses for a scan contracting `a`'s last dim on this device,
+/// if any (and unless `SCALELAB_LIGHTNING_SCAN=plain`).
+fn auto_config<R: CubeRuntime>(a: &CubeTensor<R>) -> Option<TiledConfig> {
+    super::tiled::cmma_config(&a.client, a.dtype, a.meta.shape()[3]).filter(|_| !force_plain())
 }
 
 /// [`scan`] with the kernel chosen by the caller: `Some(geometry)` runs the tiled kernels (split
@@ -567,8 +572,8 @@ pub fn scan_with<R: CubeRuntime>(
 }
 
 /// The backward's two reverse scans, `dk = reverse scan(v, do, q)` from `dS_n^T` and
-/// `dv = reverse scan(k, q, do)` from `dS_n` (both `state_exp0`): one states pass for both where
-/// the split kernels apply, else two [`scan`]s. Returns `(dk, dv)` with `dk` in rows `0..n` of a
+/// `dv = reverse scan(k, q, do)` from `dS_n` (both `state_exp0`): two [`scan`]s, or with
+/// `SCALELAB_LIGHTNING_SHARED_DKDV=1` one states pass for both where the split kernels apply. Returns `(dk, dv)` with `dk` in rows `0..n` of a
 /// `[B, H, n + dv, dk]` tensor and `dv` packed with `dS0` in its rows `n..`.
 pub fn dk_dv<R: CubeRuntime>(
     q: CubeTensor<R>,
@@ -578,12 +583,64 @@ pub fn dk_dv<R: CubeRuntime>(
     s: CubeTensor<R>,
     d_state: CubeTensor<R>,
 ) -> (CubeTensor<R>, CubeTensor<R>) {
+    if !shared_dk_dv() {
+        return two_scans(q, k, v, d_o, s, d_state, auto_config);
+    }
     let widest = q.meta.shape()[3].max(v.meta.shape()[3]);
     let tiled = super::tiled::cmma_config(&q.client, q.dtype, widest).filter(|_| !force_plain());
     dk_dv_with(q, k, v, d_o, s, d_state, tiled)
 }
 
-/// [`dk_dv`] with the kernels chosen by the caller, as in [`scan_with`].
+/// `dk` and `dv` as two independent scans (see [`dk_dv`]).
+fn two_scans<R: CubeRuntime>(
+    q: CubeTensor<R>,
+    k: CubeTensor<R>,
+    v: CubeTensor<R>,
+    d_o: CubeTensor<R>,
+    s: CubeTensor<R>,
+    d_state: CubeTensor<R>,
+    pick: impl Fn(&CubeTensor<R>) -> Option<TiledConfig>,
+) -> (CubeTensor<R>, CubeTensor<R>) {
+    let (dk_cfg, dv_cfg) = (pick(&v), pick(&k));
+    let reverse = ScanOptions {
+        reverse: true,
+        transpose_state: true,
+        state_exp0: true,
+    };
+    let d_k = scan_with(
+        v,
+        d_o.clone(),
+        q.clone(),
+        s.clone(),
+        Some(d_state.clone()),
+        reverse,
+        dk_cfg,
+    );
+    let d_v = scan_with(
+        k,
+        q,
+        d_o,
+        s,
+        Some(d_state),
+        ScanOptions {
+            transpose_state: false,
+            ..reverse
+        },
+        dv_cfg,
+    );
+    (d_k, d_v)
+}
+
+/// `SCALELAB_LIGHTNING_SHARED_DKDV=1` lets [`dk_dv`] share the chunk states of the two scans.
+/// Off by default until the shared pair has passed the GPU gradient check (`--check`): CI covers
+/// it over lavapipe, without tensor cores or vector accesses.
+fn shared_dk_dv() -> bool {
+    static SHARED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SHARED.get_or_init(|| std::env::var("SCALELAB_LIGHTNING_SHARED_DKDV").is_ok_and(|v| v == "1"))
+}
+
+/// [`dk_dv`] with the kernels chosen by the caller, as in [`scan_with`]; the chunk states are
+/// shared whenever `tiled` is a split geometry that fits.
 pub fn dk_dv_with<R: CubeRuntime>(
     q: CubeTensor<R>,
     k: CubeTensor<R>,
@@ -605,33 +662,7 @@ pub fn dk_dv_with<R: CubeRuntime>(
         }
     });
     let Some(cfg) = shared else {
-        let reverse = ScanOptions {
-            reverse: true,
-            transpose_state: true,
-            state_exp0: true,
-        };
-        let d_k = scan_with(
-            v,
-            d_o.clone(),
-            q.clone(),
-            s.clone(),
-            Some(d_state.clone()),
-            reverse,
-            tiled,
-        );
-        let d_v = scan_with(
-            k,
-            q,
-            d_o,
-            s,
-            Some(d_state),
-            ScanOptions {
-                transpose_state: false,
-                ..reverse
-            },
-            tiled,
-        );
-        return (d_k, d_v);
+        return two_scans(q, k, v, d_o, s, d_state, |_| tiled);
     };
     assert_eq!(k.meta.shape().dims::<4>(), shape, "dk_dv: k");
     assert_eq!(
