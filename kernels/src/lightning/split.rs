@@ -23,7 +23,10 @@ use burn_cubecl::{
 use cubecl::prelude::*;
 
 use super::cube::{load_state, store_state};
-use super::tiled::{padded, tile_mma, ScanArgs, TiledConfig, PAD, PADF, T16, THREADS, WARPS};
+use super::tiled::{
+    mask_scores, output_tiles, padded, score_tiles, state_tiles, ScanArgs, TiledConfig, PAD, PADF,
+    T16, THREADS, WARPS,
+};
 use super::ScanOptions;
 
 /// Threads per cube of [`chunk_states_kernel`]: 4 warps, so that 4 cubes fit an SM and every
@@ -189,7 +192,6 @@ fn chunk_states_kernel<F: Float, N: Size>(
     #[define(F)] _dtype: StorageType,
 ) {
     let tid = UNIT_POS_X as usize;
-    let warp = tid / 32;
     let nv = N::value();
     let n = b.shape(2);
     let da = b.shape(3);
@@ -216,9 +218,6 @@ fn chunk_states_kernel<F: Float, N: Size>(
     let ks = comptime!(rt + PAD);
     let cs = comptime!(dt + PAD);
     let fs = comptime!(dt + PADF);
-    let ct = comptime!(chunk / T16);
-    let mt = comptime!(rt / T16);
-    let nt = comptime!(dt / T16);
     let dtv = comptime!(dt / nv);
 
     let mut sbk = SharedMemory::<F>::new_aligned(chunk * ks, 32usize);
@@ -309,35 +308,9 @@ fn chunk_states_kernel<F: Float, N: Size>(
             );
         }
 
-        let mut t = warp;
-        while t < mt * nt {
-            let tm = t / nt;
-            let tn = t % nt;
-            tile_mma::<F>(
-                &sbk,
-                tm * T16,
-                ks,
-                false,
-                &sc,
-                tn * T16,
-                cs,
-                true,
-                ct,
-                &sbk,
-                0,
-                ks,
-                &sc,
-                0,
-                cs,
-                0,
-                &mut sf,
-                tm * T16 * fs + tn * T16,
-                fs,
-                true,
-                use_cmma,
-            );
-            t += ST_WARPS;
-        }
+        state_tiles::<F>(
+            &sbk, &sc, &mut sf, chunk, rt, dt, ks, cs, fs, ST_WARPS, use_cmma,
+        );
         sync_cube();
     }
 
@@ -381,7 +354,6 @@ fn chunk_output_kernel<F: Float, N: Size>(
     #[define(F)] _dtype: StorageType,
 ) {
     let tid = UNIT_POS_X as usize;
-    let warp = tid / 32;
     let nv = N::value();
     let n = a.shape(2);
     let da = a.shape(3);
@@ -420,9 +392,6 @@ fn chunk_output_kernel<F: Float, N: Size>(
     let cs = comptime!(dt + PAD);
     let ps = comptime!(chunk + PAD);
     let xs = comptime!((if chunk > dt { chunk } else { dt }) + PADF);
-    let ct = comptime!(chunk / T16);
-    let kt = comptime!(dkp / T16);
-    let nt = comptime!(dt / T16);
     let dtv = comptime!(dt / nv);
 
     let mut sa = SharedMemory::<F>::new_aligned(chunk * ks, 32usize);
@@ -508,110 +477,24 @@ fn chunk_output_kernel<F: Float, N: Size>(
     sync_cube();
 
     // Scores A B^T, the tiles on and below the diagonal.
-    let mut t = warp;
-    while t < ct * ct {
-        let tm = t / ct;
-        let tn = t % ct;
-        if tn <= tm {
-            tile_mma::<F>(
-                &sa,
-                tm * T16 * ks,
-                ks,
-                true,
-                &sb,
-                tn * T16 * ks,
-                ks,
-                false,
-                kt,
-                &sa,
-                0,
-                ks,
-                &sb,
-                0,
-                ks,
-                0,
-                &mut sx,
-                tm * T16 * xs + tn * T16,
-                xs,
-                false,
-                use_cmma,
-            );
-        }
-        t += WARPS;
-    }
+    score_tiles::<F>(&sa, &sb, &mut sx, chunk, dkp, ks, xs, WARPS, use_cmma);
     sync_cube();
 
     // Mask and decay the scores; stage the queries again, decayed by lambda^(i+1) (the scores
     // no longer read them).
-    #[unroll]
-    for r in 0..chunk * chunk / THREADS {
-        let e = tid + r * THREADS;
-        let i = e / chunk;
-        let j = e % chunk;
-        let mut v = 0.0f32;
-        if j <= i {
-            v = sx[i * xs + j] * pw[i - j];
-        }
-        sp[i * ps + j] = F::cast_from(v);
-    }
+    mask_scores::<F>(&sx, &mut sp, &pw, chunk, xs, ps);
     put_scaled_v::<F, N>(&ra, &mut sa, &pw, 1, len, false, ks, chunk, dkp, THREADS);
     sync_cube();
 
     // O = (decayed A) H + P C, the score tiles on and below the diagonal only.
-    let mut t = warp;
-    while t < ct * nt {
-        let tm = t / nt;
-        let tn = t % nt;
-        if h_t {
-            tile_mma::<F>(
-                &sa,
-                tm * T16 * ks,
-                ks,
-                true,
-                &sh,
-                tn * T16 * ks,
-                ks,
-                false,
-                kt,
-                &sp,
-                tm * T16 * ps,
-                ps,
-                &sc,
-                tn * T16,
-                cs,
-                tm + 1,
-                &mut sx,
-                tm * T16 * xs + tn * T16,
-                xs,
-                false,
-                use_cmma,
-            );
-        } else {
-            tile_mma::<F>(
-                &sa,
-                tm * T16 * ks,
-                ks,
-                true,
-                &sh,
-                tn * T16,
-                cs,
-                true,
-                kt,
-                &sp,
-                tm * T16 * ps,
-                ps,
-                &sc,
-                tn * T16,
-                cs,
-                tm + 1,
-                &mut sx,
-                tm * T16 * xs + tn * T16,
-                xs,
-                false,
-                use_cmma,
-            );
-        }
-        t += WARPS;
+    if h_t {
+        output_tiles::<F>(
+            &sa, &sh, &sp, &sc, &mut sx, chunk, dkp, dt, ks, ks, true, cs, ps, xs, use_cmma,
+        );
+    } else {
+        output_tiles::<F>(
+            &sa, &sh, &sp, &sc, &mut sx, chunk, dkp, dt, ks, cs, false, cs, ps, xs, use_cmma,
+        );
     }
     sync_cube();
 

@@ -278,6 +278,185 @@ pub(crate) fn tile_mma<F: Float>(
     }
 }
 
+/// This warp's share of the scores `A B^T` of one chunk (`chunk x chunk`, f32, row stride `xs`),
+/// the 16x16 tiles on and below the diagonal only; `A` and `B` are `chunk x dkp` (stride `ks`).
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn score_tiles<F: Float>(
+    sa: &SharedMemory<F>,
+    sb: &SharedMemory<F>,
+    sx: &mut SharedMemory<f32>,
+    #[comptime] chunk: usize,
+    #[comptime] dkp: usize,
+    #[comptime] ks: usize,
+    #[comptime] xs: usize,
+    #[comptime] warps: usize,
+    #[comptime] use_cmma: bool,
+) {
+    let ct = comptime!(chunk / T16);
+    let mut t = UNIT_POS_X as usize / 32;
+    while t < ct * ct {
+        let tm = t / ct;
+        let tn = t % ct;
+        if tn <= tm {
+            tile_mma::<F>(
+                sa,
+                tm * T16 * ks,
+                ks,
+                true,
+                sb,
+                tn * T16 * ks,
+                ks,
+                false,
+                comptime!(dkp / T16),
+                sa,
+                0,
+                ks,
+                sb,
+                0,
+                ks,
+                0,
+                sx,
+                tm * T16 * xs + tn * T16,
+                xs,
+                false,
+                use_cmma,
+            );
+        }
+        t += warps;
+    }
+}
+
+/// This warp's share of the state update `S += (decayed B)^T C`: `S` is `rows x dt` f32 (stride
+/// `fs`), `B` is `chunk x rows` (stride `ks`), `C` is `chunk x dt` (stride `cs`).
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn state_tiles<F: Float>(
+    sbk: &SharedMemory<F>,
+    sc: &SharedMemory<F>,
+    sf: &mut SharedMemory<f32>,
+    #[comptime] chunk: usize,
+    #[comptime] rows: usize,
+    #[comptime] dt: usize,
+    #[comptime] ks: usize,
+    #[comptime] cs: usize,
+    #[comptime] fs: usize,
+    #[comptime] warps: usize,
+    #[comptime] use_cmma: bool,
+) {
+    let nt = comptime!(dt / T16);
+    let mut t = UNIT_POS_X as usize / 32;
+    while t < comptime!(rows / T16) * nt {
+        let tm = t / nt;
+        let tn = t % nt;
+        tile_mma::<F>(
+            sbk,
+            tm * T16,
+            ks,
+            false,
+            sc,
+            tn * T16,
+            cs,
+            true,
+            comptime!(chunk / T16),
+            sbk,
+            0,
+            ks,
+            sc,
+            0,
+            cs,
+            0,
+            sf,
+            tm * T16 * fs + tn * T16,
+            fs,
+            true,
+            use_cmma,
+        );
+        t += warps;
+    }
+}
+
+/// The causal mask and decay `lambda^(i-j)` (`pw[d] = lambda^d`) on the f32 scores `sx`, rounded
+/// into `sp` (row stride `ps`) for the next product.
+#[cube]
+pub(crate) fn mask_scores<F: Float>(
+    sx: &SharedMemory<f32>,
+    sp: &mut SharedMemory<F>,
+    pw: &SharedMemory<f32>,
+    #[comptime] chunk: usize,
+    #[comptime] xs: usize,
+    #[comptime] ps: usize,
+) {
+    let tid = UNIT_POS_X as usize;
+    #[unroll]
+    for r in 0..chunk * chunk / THREADS {
+        let e = tid + r * THREADS;
+        let i = e / chunk;
+        let j = e % chunk;
+        let mut v = 0.0f32;
+        if j <= i {
+            v = sx[i * xs + j] * pw[i - j];
+        }
+        sp[i * ps + j] = F::cast_from(v);
+    }
+}
+
+/// This warp's share of one chunk's outputs `O = Aq S + P C` into `sx` (f32, stride `xs`): `Aq`
+/// the decayed queries (`chunk x dkp`, stride `ks`), `S` the state (`dkp x dt`, row stride `ss`;
+/// with `s_t` stored transposed, `dt x dkp`), `P` the masked scores (only the tiles on and below
+/// the diagonal are read), `C` the values (stride `cs`).
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn output_tiles<F: Float>(
+    saq: &SharedMemory<F>,
+    sst: &SharedMemory<F>,
+    sp: &SharedMemory<F>,
+    sc: &SharedMemory<F>,
+    sx: &mut SharedMemory<f32>,
+    #[comptime] chunk: usize,
+    #[comptime] dkp: usize,
+    #[comptime] dt: usize,
+    #[comptime] ks: usize,
+    #[comptime] ss: usize,
+    #[comptime] s_t: bool,
+    #[comptime] cs: usize,
+    #[comptime] ps: usize,
+    #[comptime] xs: usize,
+    #[comptime] use_cmma: bool,
+) {
+    let nt = comptime!(dt / T16);
+    let mut t = UNIT_POS_X as usize / 32;
+    while t < comptime!(chunk / T16) * nt {
+        let tm = t / nt;
+        let tn = t % nt;
+        let s_start = if s_t { tn * T16 * ss } else { tn * T16 };
+        tile_mma::<F>(
+            saq,
+            tm * T16 * ks,
+            ks,
+            true,
+            sst,
+            s_start,
+            ss,
+            comptime!(!s_t),
+            comptime!(dkp / T16),
+            sp,
+            tm * T16 * ps,
+            ps,
+            sc,
+            tn * T16,
+            cs,
+            tm + 1,
+            sx,
+            tm * T16 * xs + tn * T16,
+            xs,
+            false,
+            use_cmma,
+        );
+        t += WARPS;
+    }
+}
+
 /// Reads one chunk (`chunk` rows, `width` columns from `col0`) of `x` into registers, zero past
 /// the sequence (`len` rows left) and past the last column. Strides and sizes come in as values:
 /// reading them from the tensor's metadata at every element costs a dependent global load each.
@@ -341,7 +520,6 @@ fn tiled_scan_kernel<F: Float>(
     #[define(F)] _dtype: StorageType,
 ) {
     let tid = UNIT_POS_X as usize;
-    let warp = tid / 32;
     let n = a.shape(2);
     let da = a.shape(3);
     let dc = c.shape(3);
@@ -371,9 +549,6 @@ fn tiled_scan_kernel<F: Float>(
     let ps = comptime!(chunk + PAD);
     let fs = comptime!(dt + PADF);
     let xs = comptime!((if chunk > dt { chunk } else { dt }) + PADF);
-    let ct = comptime!(chunk / T16);
-    let kt = comptime!(dkp / T16);
-    let nt = comptime!(dt / T16);
 
     let mut sa = SharedMemory::<F>::new_aligned(chunk * ks, 32usize);
     let mut saq = SharedMemory::<F>::new_aligned(chunk * ks, 32usize);
@@ -490,113 +665,21 @@ fn tiled_scan_kernel<F: Float>(
         }
 
         // 2. Scores A B^T (tiles on and below the diagonal) and the state update.
-        let mut t = warp;
-        while t < ct * ct {
-            let tm = t / ct;
-            let tn = t % ct;
-            if tn <= tm {
-                tile_mma::<F>(
-                    &sa,
-                    tm * T16 * ks,
-                    ks,
-                    true,
-                    &sb,
-                    tn * T16 * ks,
-                    ks,
-                    false,
-                    kt,
-                    &sa,
-                    0,
-                    ks,
-                    &sb,
-                    0,
-                    ks,
-                    0,
-                    &mut sx,
-                    tm * T16 * xs + tn * T16,
-                    xs,
-                    false,
-                    use_cmma,
-                );
-            }
-            t += WARPS;
-        }
-        let mut t = warp;
-        while t < kt * nt {
-            let tm = t / nt;
-            let tn = t % nt;
-            tile_mma::<F>(
-                &sbk,
-                tm * T16,
-                ks,
-                false,
-                &sc,
-                tn * T16,
-                cs,
-                true,
-                ct,
-                &sa,
-                0,
-                ks,
-                &sb,
-                0,
-                ks,
-                0,
-                &mut sf,
-                tm * T16 * fs + tn * T16,
-                fs,
-                true,
-                use_cmma,
-            );
-            t += WARPS;
-        }
+        score_tiles::<F>(&sa, &sb, &mut sx, chunk, dkp, ks, xs, WARPS, use_cmma);
+        state_tiles::<F>(
+            &sbk, &sc, &mut sf, chunk, dkp, dt, ks, cs, fs, WARPS, use_cmma,
+        );
         sync_cube();
 
         // 3. Causal mask and decay lambda^(i-j) on the scores.
-        #[unroll]
-        for r in 0..chunk * chunk / THREADS {
-            let e = tid + r * THREADS;
-            let i = e / chunk;
-            let j = e % chunk;
-            let mut v = 0.0f32;
-            if j <= i {
-                v = sx[i * xs + j] * pw[i - j];
-            }
-            sp[i * ps + j] = F::cast_from(v);
-        }
+        mask_scores::<F>(&sx, &mut sp, &pw, chunk, xs, ps);
         sync_cube();
 
         // 4. Outputs: the decayed queries against the carried state, plus the masked scores
         //    against this chunk's values (only the score tiles on and below the diagonal).
-        let mut t = warp;
-        while t < ct * nt {
-            let tm = t / nt;
-            let tn = t % nt;
-            tile_mma::<F>(
-                &saq,
-                tm * T16 * ks,
-                ks,
-                true,
-                &sst,
-                tn * T16,
-                cs,
-                true,
-                kt,
-                &sp,
-                tm * T16 * ps,
-                ps,
-                &sc,
-                tn * T16,
-                cs,
-                tm + 1,
-                &mut sx,
-                tm * T16 * xs + tn * T16,
-                xs,
-                false,
-                use_cmma,
-            );
-            t += WARPS;
-        }
+        output_tiles::<F>(
+            &saq, &sst, &sp, &sc, &mut sx, chunk, dkp, dt, ks, cs, false, cs, ps, xs, use_cmma,
+        );
         sync_cube();
 
         // 5. Write the chunk's outputs.
