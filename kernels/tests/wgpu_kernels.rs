@@ -7,7 +7,7 @@
 
 use burn::backend::{
     ndarray::NdArray,
-    wgpu::{CubeBackend, WgpuRuntime},
+    wgpu::{CubeBackend, WgpuDevice, WgpuRuntime},
     Autodiff, Wgpu,
 };
 use burn::tensor::{backend::Backend, Distribution, Tensor, TensorData};
@@ -313,6 +313,17 @@ fn decode_kernel_matches_reference_under_fusion() {
     decode_matches::<Wgpu>();
 }
 
+/// Shared memory per cube on the test device, in bytes.
+fn smem_max(device: &WgpuDevice) -> usize {
+    let probe = on::<Cube, 1>(&TensorData::from([0.0f32]), device).into_primitive();
+    probe
+        .tensor()
+        .client
+        .properties()
+        .hardware
+        .max_shared_memory_size
+}
+
 /// The tiled kernel (the tensor-core kernel's body, its tile products as plain loops) against
 /// `reference::scan`: every option combination, with and without state. Lavapipe offers 32 KiB
 /// of shared memory, which holds 32-token chunks at contracted dims up to 16 in f32; the shapes
@@ -322,15 +333,7 @@ fn tiled_scan_matches_reference() {
     use scalelab_kernels::lightning::cube;
     use scalelab_kernels::lightning::tiled::TiledConfig;
     let device = Default::default();
-    let smem_max = {
-        let probe = on::<Cube, 1>(&TensorData::from([0.0f32]), &device).into_primitive();
-        probe
-            .tensor()
-            .client
-            .properties()
-            .hardware
-            .max_shared_memory_size
-    };
+    let smem_max = smem_max(&device);
     let cases = [
         (1usize, 2usize, 5usize, 16usize, 24usize, vec![0.1, 1.0]),
         (2, 3, 77, 16, 40, vec![1e-3, 0.5, 8.0]),
@@ -419,15 +422,7 @@ fn shared_state_gradient_scans_match_reference() {
     use scalelab_kernels::lightning::cube;
     use scalelab_kernels::lightning::tiled::TiledConfig;
     let device = Default::default();
-    let smem_max = {
-        let probe = on::<Cube, 1>(&TensorData::from([0.0f32]), &device).into_primitive();
-        probe
-            .tensor()
-            .client
-            .properties()
-            .hardware
-            .max_shared_memory_size
-    };
+    let smem_max = smem_max(&device);
     let mut runs = 0;
     let cases = [
         (1usize, 2usize, 5usize, 16usize, 24usize, vec![0.1, 1.0]),

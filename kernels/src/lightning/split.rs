@@ -24,8 +24,8 @@ use cubecl::prelude::*;
 
 use super::cube::{load_state, store_state};
 use super::tiled::{
-    mask_scores, output_tiles, padded, score_tiles, state_tiles, ScanArgs, TiledConfig, PAD, PADF,
-    T16, THREADS, WARPS,
+    check_launch, mask_scores, output_tiles, padded, score_tiles, state_tiles, ScanArgs,
+    TiledConfig, PAD, PADF, T16, THREADS, WARPS,
 };
 use super::ScanOptions;
 
@@ -589,18 +589,9 @@ pub(crate) fn launch<R: CubeRuntime>(
     let dtype = args.a.dtype;
     let [batch, heads, n, da] = args.a.meta.shape().dims::<4>();
     let dc = args.c.meta.shape()[3];
-    assert!(
-        matches!(cfg.chunk, 32 | 64) && matches!(cfg.dt, 16 | 32 | 64),
-        "split scan: chunk 32 or 64, dt 16, 32 or 64 (got {cfg:?})"
-    );
     let dkp = padded(da);
     let rt = state_rows(dkp);
-    let smem = split_smem(cfg, dkp, dtype.size());
-    let smem_max = client.properties().hardware.max_shared_memory_size;
-    assert!(
-        smem <= smem_max,
-        "split scan: {smem} bytes of shared memory needed, the device has {smem_max}"
-    );
+    check_launch(client, cfg, split_smem(cfg, dkp, dtype.size()));
     let nblocks = n.div_ceil(cfg.chunk);
     let col_tiles = dc.div_ceil(cfg.dt);
     let bh = batch * heads;
@@ -703,11 +694,7 @@ pub(crate) fn launch_dk_dv<R: CubeRuntime>(
     let dv = args.v.meta.shape()[3];
     let (dkp, dvp) = (padded(dk), padded(dv));
     let smem = split_smem(cfg, dkp, dtype.size()).max(split_smem(cfg, dvp, dtype.size()));
-    let smem_max = client.properties().hardware.max_shared_memory_size;
-    assert!(
-        smem <= smem_max,
-        "split scan: {smem} bytes of shared memory needed, the device has {smem_max}"
-    );
+    check_launch(client, cfg, smem);
     let nv = tile_vector(client, cfg, [dkp, dk, dv], dtype.size()).min(tile_vector(
         client,
         cfg,

@@ -729,6 +729,24 @@ pub(crate) struct ScanArgs<R: CubeRuntime> {
     pub out: CubeTensor<R>,
 }
 
+/// Stops with the reason when `cfg` is not a geometry the tiled kernels have, or their `smem`
+/// bytes of shared memory per cube are more than the device has.
+pub(crate) fn check_launch<R: CubeRuntime>(
+    client: &ComputeClient<R>,
+    cfg: TiledConfig,
+    smem: usize,
+) {
+    assert!(
+        matches!(cfg.chunk, 32 | 64) && matches!(cfg.dt, 16 | 32 | 64),
+        "tiled scan: chunk 32 or 64, dt 16, 32 or 64 (got {cfg:?})"
+    );
+    let smem_max = client.properties().hardware.max_shared_memory_size;
+    assert!(
+        smem <= smem_max,
+        "tiled scan ({cfg:?}): {smem} bytes of shared memory needed, the device has {smem_max}"
+    );
+}
+
 /// Launches [`tiled_scan_kernel`] with the given geometry on inputs [`super::cube::scan_with`]
 /// has checked; writes `args.out`.
 pub(crate) fn launch<R: CubeRuntime>(
@@ -744,17 +762,8 @@ pub(crate) fn launch<R: CubeRuntime>(
     let dtype = args.a.dtype;
     let [batch, heads, _, da] = args.a.meta.shape().dims::<4>();
     let dc = args.c.meta.shape()[3];
-    assert!(
-        matches!(cfg.chunk, 32 | 64) && matches!(cfg.dt, 16 | 32 | 64),
-        "tiled scan: chunk 32 or 64, dt 16, 32 or 64 (got {cfg:?})"
-    );
     let dkp = padded(da);
-    let smem = tiled_smem(cfg, dkp, dtype.size());
-    let smem_max = client.properties().hardware.max_shared_memory_size;
-    assert!(
-        smem <= smem_max,
-        "tiled scan: {smem} bytes of shared memory needed, the device has {smem_max}"
-    );
+    check_launch(client, cfg, tiled_smem(cfg, dkp, dtype.size()));
     let cube_count = CubeCount::Static(dc.div_ceil(cfg.dt) as u32, (batch * heads) as u32, 1);
     // SAFETY: every tensor index the kernel forms is guarded by the shape checks of `scan_with`
     // and its own bounds tests (rows past `n`, columns past `da`/`dc` are never read or written).
