@@ -7,7 +7,12 @@ Runs on the GPU machine, in the same device call as the Rust bench:
 fla: `chunk_simple_gla(q, k, v, g_gamma=-s, scale=1.0)` (MiniMax's decay), bf16, B=4, H=32,
 D=128, layout [B, T, H, D]; decode: `fused_recurrent_simple_gla` with an fp32 state, H=64,
 D=128. SDPA: causal, bf16, [B, H, T, D]. Times are medians of CUDA-event-timed runs
-(triton.testing.do_bench). Prints one table, last, with scalelab / fla ratios (> 1: slower).
+(triton.testing.do_bench). Also the device's two ceilings, measured the same way: a 4 GiB
+device-to-device copy (bytes read plus written) and an 8192^3 bf16 matrix product on random data.
+
+Prints one table, last, with scalelab / fla ratios (> 1: slower) and each of our times over the
+split design's memory floor: the bytes its kernels must move through DRAM (each input read once,
+each output and chunk state written once; `floor_bytes`) over the measured copy rate.
 """
 
 import argparse
@@ -24,6 +29,24 @@ def bench(fn):
     import triton
 
     return triton.testing.do_bench(fn, warmup=50, rep=200, return_mode="median")
+
+
+B, H, D, CHUNK = 4, 32, 128, 64
+
+
+def floor_bytes(what, t):
+    """DRAM bytes the split kernels move at least, bf16, B=4, H=32, D=128, 64-token chunks.
+
+    X is one [B, H, T, D] tensor; the chunk states H are D/CHUNK = 2 X. Forward: the states pass
+    reads k, v and writes H (4 X), the output pass reads q, k, v, H and writes o (6 X). The
+    backward runs three such scans (dq, dk, dv): 30 X. fla moves the same 10 X forward and about
+    19 X backward (h recomputed, dh, one fused dq/dk/dv pass).
+    """
+    x = B * H * t * D * 2
+    states = 2 * x + (D // CHUNK) * x
+    output = 3 * x + (D // CHUNK) * x + x
+    fwd = states + output
+    return {"forward": fwd, "fwd+bwd": 4 * fwd}.get(what)
 
 
 def main():
@@ -47,8 +70,8 @@ def measure(quick):
     import torch
     from fla.ops.simple_gla import chunk_simple_gla, fused_recurrent_simple_gla
 
-    rows = []
-    b, h, d = 4, 32, 128
+    rows = ceilings()
+    b, h, d = B, H, D
     ts = [2048, 8192] if quick else [2048, 4096, 8192, 32768, 65536]
     g = -slopes(h)
     for t in ts:
@@ -91,6 +114,25 @@ def measure(quick):
     return rows
 
 
+def ceilings():
+    """The device's copy rate and bf16 matrix rate, as rows `(what, amount, "torch", ms)`."""
+    import torch
+
+    n = 1 << 31
+    src = torch.randn(n, device="cuda", dtype=torch.bfloat16)
+    dst = torch.empty_like(src)
+    rows = [("copy", 2 * 2 * n, "torch", bench(lambda: dst.copy_(src)))]
+    del src, dst
+    m = 8192
+    a, b = (torch.randn(m, m, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    rows.append(("matmul", 2 * m**3, "torch", bench(lambda: a @ b)))
+    for what, amount, _, ms in rows:
+        unit = "TB/s" if what == "copy" else "TFLOP/s"
+        print(f"ceiling {what}: {amount / ms / 1e9:.2f} {unit} ({ms:.3f} ms)", flush=True)
+    torch.cuda.empty_cache()
+    return rows
+
+
 def report(rows, args):
     ours = {}
     if args.scalelab:
@@ -103,9 +145,19 @@ def report(rows, args):
             for what, t, impl, ms in rows:
                 f.write(json.dumps({"what": what, "t": t, "impl": impl, "ms": ms}) + "\n")
 
-    print(f"{'what':<10} {'T':>6} {'fla ms':>9} {'sdpa ms':>9} {'ours ms':>9} {'ref ms':>9} {'ours/fla':>9}")
-    keys = sorted({(w, t) for w, t, _, _ in rows}, key=lambda x: (x[0], x[1]))
     get = {(w, t, i): ms for w, t, i, ms in rows}
+    copy = [(t, ms) for w, t, _, ms in rows if w == "copy"]
+    bw = copy[0][0] / (copy[0][1] * 1e-3) if copy else None
+    for w, t, _, ms in rows:
+        if w in ("copy", "matmul"):
+            unit = "TB/s" if w == "copy" else "TFLOP/s"
+            print(f"ceiling {w}: {t / ms / 1e9:.2f} {unit}")
+
+    print(
+        f"{'what':<10} {'T':>6} {'fla ms':>9} {'sdpa ms':>9} {'ours ms':>9} {'ref ms':>9} {'ours/fla':>9}"
+        f" {'floor ms':>9} {'ours/floor':>10} {'fla/floor':>9}"
+    )
+    keys = sorted({(w, t) for w, t, _, _ in rows if w not in ("copy", "matmul")}, key=lambda x: (x[0], x[1]))
     for w, t in keys:
         fla = get.get((w, t, "fla"))
         sdpa = get.get((w, t, "sdpa"))
@@ -113,7 +165,13 @@ def report(rows, args):
         r = ours.get((w, t, "reference"))
         fmt = lambda x: f"{x:9.3f}" if x is not None else f"{'-':>9}"
         ratio = f"{k / fla:9.2f}" if (k and fla) else f"{'-':>9}"
-        print(f"{w:<10} {t:>6} {fmt(fla)} {fmt(sdpa)} {fmt(k)} {fmt(r)} {ratio}")
+        fb = floor_bytes(w, t)
+        floor = fb / bw * 1e3 if (fb and bw) else None
+        over = lambda x, width: f"{x / floor:{width}.2f}" if (x and floor) else f"{'-':>{width}}"
+        print(
+            f"{w:<10} {t:>6} {fmt(fla)} {fmt(sdpa)} {fmt(k)} {fmt(r)} {ratio}"
+            f" {fmt(floor)} {over(k, 10)} {over(fla, 9)}"
+        )
 
 
 if __name__ == "__main__":

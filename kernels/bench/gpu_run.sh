@@ -1,24 +1,63 @@
 #!/usr/bin/env bash
-# One device call: fla/SDPA, then scalelab's kernels (the speed table), the merged table, and
-# last the correctness check at H=64, D=128. Run from the folder holding `lightning` (the bench
-# binary), this script, compare_fla.py and whl/ (fla 0.6.0 wheels). Writes logs under $OUT.
-# Knobs: QUICK=1, TS=2048,8192 (lengths), REFMAX=T (tensor-op reference up to T), CHECK=1,
-# FLA_TIMEOUT, BENCH_TIMEOUT, CHECK_TIMEOUT (seconds). Costs on the H100 (session 3): fla about
-# 200 s; our bench at REFMAX=0 about 30 s, but REFMAX=2048 spends over 200 s compiling the
-# reference; the check took 4.5 min with the chunked reference (now the naive one, not yet timed).
-# Other environment passes through, e.g. SCALELAB_LIGHTNING_SHARED_DKDV=1.
+# The lightning kernels on the GPU machine, in as few device calls as possible. Run it from the
+# folder that `kernels/bench/prepare.sh` stages (the bench binary `lightning`, this script,
+# compare_fla.py and whl/ with fla 0.6.0's wheels); logs and JSON go to $OUT.
+#
+# STEPS (comma-separated, in this order; default "fla,ours,merge"):
+#   fla           the device's copy and bf16 matmul ceilings, then fla and PyTorch SDPA
+#   ours          our kernels: forward, forward+backward and decode (the speed table)
+#   ours-shared   the same with the backward's shared-state dk/dv pair (SHARED_DKDV=1)
+#   merge         the merged table: ratios to fla and to the split design's memory floor
+#   check         every output and gradient against the f32 reference (H=64, D=128, T=1000),
+#                 then bf16 kernels against the f32 kernel at B=4, H=32 for CHECK_TS
+#   check-shared  the check with the shared-state dk/dv pair
+# Knobs: TS=2048,8192 (lengths), REFMAX=T (tensor-op reference up to T; 0 = none, the default),
+# CHECK_TS (default 2048,8192), FLA_TIMEOUT, BENCH_TIMEOUT, CHECK_TIMEOUT (seconds).
+# Costs seen on the H100 (session 3): fla about 200 s; ours about 30 s once compiled (REFMAX=2048
+# adds over 200 s of reference compilation); the check 4.5 min with the chunked reference (the
+# naive one now, not yet timed).
 set -uo pipefail
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}
+STEPS=,${STEPS:-fla,ours,merge},
+TS=${TS:-2048,4096,8192,32768,65536}
 mkdir -p "$OUT"
+has() { [[ $STEPS == *",$1,"* ]]; }
+stamp() { echo "=== $1 ($(date +%T), ${SECONDS}s in)"; }
+
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site whl/*.whl && export PYTHONPATH=/tmp/site
-timeout ${FLA_TIMEOUT:-300} python3 compare_fla.py ${QUICK:+--quick} --json "$OUT/fla.jsonl" > "$OUT/fla.log" 2>&1
-tail -12 "$OUT/fla.log"
-timeout ${BENCH_TIMEOUT:-360} ./lightning ${QUICK:+--quick} ${TS:+--ts $TS} ${REFMAX:+--reference-max $REFMAX} --json "$OUT/scalelab.jsonl" 2>&1 | tee "$OUT/scalelab.log" | grep -v "^\s*$" | tail -40
-echo "=== merged (ms; ours/fla > 1 is slower)"
-python3 compare_fla.py --from-json "$OUT/fla.jsonl" --scalelab "$OUT/scalelab.jsonl" | tee "$OUT/merged.txt"
-if [ -n "${CHECK:-}" ]; then
-  timeout ${CHECK_TIMEOUT:-200} ./lightning --check --ts 64 --reference-max 0 2>&1 | grep "^check" | tee "$OUT/check.log"
+if has fla; then
+  stamp fla
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site whl/*.whl \
+    && export PYTHONPATH=/tmp/site
+  timeout "${FLA_TIMEOUT:-300}" python3 compare_fla.py --json "$OUT/fla.jsonl" > "$OUT/fla.log" 2>&1
+  grep -E "^ceiling|Error|error" "$OUT/fla.log" | tail -5
 fi
+bench() { # name, then extra environment
+  local name=$1; shift
+  stamp "$name"
+  env "$@" timeout "${BENCH_TIMEOUT:-360}" ./lightning --ts "$TS" --reference-max "${REFMAX:-0}" \
+    --json "$OUT/$name.jsonl" > "$OUT/$name.log" 2>&1
+  grep -v "^\s*$" "$OUT/$name.log" | tail -14
+}
+has ours && bench ours
+has ours-shared && bench ours-shared SCALELAB_LIGHTNING_SHARED_DKDV=1
+if has merge; then
+  for name in ours ours-shared; do
+    [ -s "$OUT/$name.jsonl" ] || continue
+    stamp "merged: $name (ms; ratios > 1 are slower)"
+    python3 compare_fla.py --from-json "$OUT/fla.jsonl" --scalelab "$OUT/$name.jsonl" \
+      | tee "$OUT/merged-$name.txt"
+  done
+fi
+check() { # name, then extra environment
+  local name=$1; shift
+  stamp "$name"
+  env "$@" timeout "${CHECK_TIMEOUT:-280}" ./lightning --check --check-ts "${CHECK_TS:-2048,8192}" \
+    --ts 64 --reference-max 0 > "$OUT/$name.log" 2>&1
+  grep -E "^check|panicked|Error" "$OUT/$name.log"
+}
+has check && check check
+has check-shared && check check-shared SCALELAB_LIGHTNING_SHARED_DKDV=1
+stamp done

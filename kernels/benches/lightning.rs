@@ -4,8 +4,9 @@
 //! object per measurement, which `kernels/bench/compare_fla.py` reads.
 //!
 //! `cargo bench -p scalelab-kernels --features cuda --bench lightning -- [--quick] [--json PATH]
-//! [--check] [--probe] [--ts T,..] [--reference-max T]`; `--check` first compares kernels and
-//! reference at H=64, D=128; `--probe` runs the quick correctness-and-speed probe only.
+//! [--check [--check-ts T,..]] [--probe] [--ts T,..] [--reference-max T]`; `--check` first
+//! compares kernels and reference at H=64, D=128, then the bf16 kernels with the f32 kernel at the
+//! benchmark shape; `--probe` runs the quick correctness-and-speed probe only.
 //!
 //! Timing: two warm-up runs (the first compiles and autotunes), then the median of `reps` runs,
 //! each ending in a device sync. Peak memory: the pool's reserved bytes after the run, the pool
@@ -164,12 +165,9 @@ fn attention_and_grads<B: LightningBackend>(
     ]
 }
 
-/// Kernels against the f32 tensor-op reference on the device at the MiniMax head shape (B=2,
-/// H=64, D=128, T=1000: 15 chunks and a tail, MiniMax's slopes, an initial state): outputs, final
-/// states and every gradient. The bf16 kernels get bf16-rounded inputs and are compared with the
-/// f32 reference on the same rounded inputs, so the figure is the kernel's own error.
-fn check(device: &CudaDevice) {
-    let (b, h, n, d) = (2, 64, 1000, 128);
+/// Random inputs for [`attention_and_grads`] (`q, k, v, S0, s, ro`), rounded to bf16 so that
+/// f32 and bf16 runs see the same values; MiniMax's slopes for `h` heads.
+fn check_inputs(device: &CudaDevice, b: usize, h: usize, n: usize, d: usize) -> [TensorData; 6] {
     let rnd = |shape: [usize; 4]| {
         Tensor::<F32, 4>::random(shape, Distribution::Normal(0.0, 0.3), device)
             .into_data()
@@ -179,14 +177,40 @@ fn check(device: &CudaDevice) {
     let slopes: Vec<f32> = (0..h)
         .map(|i| 2f32.powf(-8.0 * (i + 1) as f32 / h as f32))
         .collect();
-    let inputs = [
+    [
         rnd([b, h, n, d]),
         rnd([b, h, n, d]),
         rnd([b, h, n, d]),
         rnd([b, h, d, d]),
         TensorData::from(slopes.as_slice()),
         rnd([b, h, n, d]),
-    ];
+    ]
+}
+
+/// Prints one check row: the relative error of each quantity against `want`.
+fn check_row(what: &str, got: Quantities, want: &Quantities) {
+    let e: Vec<String> = got
+        .into_iter()
+        .zip(want.iter().cloned())
+        .map(|(g, w)| format!("{:.1e}", rel_err(g, w)))
+        .collect();
+    println!(
+        "check {what}: o {} state {} dq {} dk {} dv {} dstate0 {} ds {}",
+        e[0], e[1], e[2], e[3], e[4], e[5], e[6]
+    );
+}
+
+/// Kernels against the f32 tensor-op reference on the device at the MiniMax head shape (B=2,
+/// H=64, D=128, T=1000: 15 chunks and a tail, MiniMax's slopes, an initial state): outputs, final
+/// states and every gradient. The bf16 kernels get bf16-rounded inputs and are compared with the
+/// f32 reference on the same rounded inputs, so the figure is the kernel's own error.
+///
+/// Then the benchmark shape (B=4, H=32, D=128) at each length of `ts`, where the quadratic
+/// reference would not fit: the bf16 tensor-core kernels against the f32 plain kernel (f32
+/// inputs always run it; the first check and the lavapipe tests verify it against references).
+fn check(device: &CudaDevice, ts: &[usize]) {
+    let (b, h, n, d) = (2, 64, 1000, 128);
+    let inputs = check_inputs(device, b, h, n, d);
     let want = attention_and_grads::<F32>(device, &inputs, false);
     eprintln!(
         "check: reference done; shared-state dk/dv pair {}",
@@ -196,21 +220,23 @@ fn check(device: &CudaDevice) {
             "off"
         }
     );
-    let bf_inputs = inputs.clone().map(|x| x.convert::<bf16>());
-    for name in ["f32", "bf16"] {
-        let got = if name == "f32" {
-            attention_and_grads::<F32>(device, &inputs, true)
-        } else {
-            attention_and_grads::<Bf>(device, &bf_inputs, true)
-        };
-        let e: Vec<String> = got
-            .into_iter()
-            .zip(want.iter().cloned())
-            .map(|(g, w)| format!("{:.1e}", rel_err(g, w)))
-            .collect();
-        println!(
-            "check {name} B={b} H={h} T={n} D={d}: o {} state {} dq {} dk {} dv {} dstate0 {} ds {}",
-            e[0], e[1], e[2], e[3], e[4], e[5], e[6]
+    let shape = format!("B={b} H={h} T={n} D={d}");
+    let got = attention_and_grads::<F32>(device, &inputs, true);
+    check_row(&format!("f32 {shape}"), got, &want);
+    let bf_inputs = inputs.map(|x| x.convert::<bf16>());
+    let got = attention_and_grads::<Bf>(device, &bf_inputs, true);
+    check_row(&format!("bf16 {shape}"), got, &want);
+
+    let (b, h) = (4, 32);
+    for &n in ts {
+        let inputs = check_inputs(device, b, h, n, d);
+        let want = attention_and_grads::<F32>(device, &inputs, true);
+        let bf_inputs = inputs.map(|x| x.convert::<bf16>());
+        let got = attention_and_grads::<Bf>(device, &bf_inputs, true);
+        check_row(
+            &format!("bf16 vs f32 kernel B={b} H={h} T={n} D={d}"),
+            got,
+            &want,
         );
     }
 }
@@ -279,12 +305,16 @@ fn probe(device: &CudaDevice, ts: &[usize]) {
     }
 }
 
-/// The sequence lengths of `--ts 2048,8192`, if given.
-fn ts_list(args: &[String]) -> Option<Vec<usize>> {
-    args.iter().position(|a| a == "--ts").map(|i| {
-        args[i + 1]
+/// The sequence lengths given as `NAME 2048,8192`, if given.
+fn list_arg(args: &[String], name: &str) -> Option<Vec<usize>> {
+    args.iter().position(|a| a == name).map(|i| {
+        args.get(i + 1)
+            .unwrap_or_else(|| panic!("{name}: comma-separated lengths"))
             .split(',')
-            .map(|x| x.parse().expect("--ts: comma-separated lengths"))
+            .map(|x| {
+                x.parse()
+                    .unwrap_or_else(|_| panic!("{name}: comma-separated lengths, got {x:?}"))
+            })
             .collect()
     })
 }
@@ -309,16 +339,17 @@ fn main() {
         );
     }
     if args.iter().any(|a| a == "--probe") {
-        let ts = ts_list(&args).unwrap_or_else(|| vec![2048, 8192, 32768]);
+        let ts = list_arg(&args, "--ts").unwrap_or_else(|| vec![2048, 8192, 32768]);
         probe(&device, &ts);
         return;
     }
     if args.iter().any(|a| a == "--check") {
-        check(&device);
+        let ts = list_arg(&args, "--check-ts").unwrap_or_else(|| vec![2048, 8192]);
+        check(&device, &ts);
     }
 
     let (b, h, d) = (4usize, 32usize, 128usize);
-    let ts: Vec<usize> = if let Some(ts) = ts_list(&args) {
+    let ts: Vec<usize> = if let Some(ts) = list_arg(&args, "--ts") {
         ts
     } else if quick {
         vec![2048, 8192]
