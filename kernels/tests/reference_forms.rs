@@ -2,7 +2,9 @@
 //! gradients, for block sizes that do and do not divide the length, and for decays near 0 and 1.
 
 use burn::backend::{ndarray::NdArray, Autodiff};
-use burn::tensor::{backend::Backend, Distribution, Tensor, TensorData, Tolerance};
+use burn::tensor::{
+    backend::Backend, DType, Distribution, FloatDType, Tensor, TensorData, Tolerance,
+};
 use scalelab_kernels::lightning::reference::{chunked, naive, recurrent};
 
 type B = Autodiff<NdArray<f64>>;
@@ -186,4 +188,56 @@ fn causal_changing_a_later_token_leaves_earlier_outputs() {
         later > 1e-3,
         "changing token 12 must change output 12 onwards"
     );
+}
+
+/// Relative error `|a - b| / |b|` of two tensors' values, in f64.
+fn rel_err(a: TensorData, b: TensorData) -> f64 {
+    let a: Vec<f64> = a.convert::<f64>().to_vec().unwrap();
+    let b: Vec<f64> = b.convert::<f64>().to_vec().unwrap();
+    let num: f64 = a.iter().zip(&b).map(|(x, y)| (x - y) * (x - y)).sum();
+    let den: f64 = b.iter().map(|y| y * y).sum();
+    (num / den).sqrt()
+}
+
+#[test]
+fn recurrent_runs_in_the_state_dtype() {
+    // Decoding a narrow model with a wide state (f32 under bf16; here f64 under f32 inputs): the
+    // recurrence runs in the state's dtype and the state keeps it, while `o` has the inputs'.
+    type N = NdArray<f64>;
+    let device = Default::default();
+    N::seed(&device, 7);
+    let (b, h, n, d) = (1, 2, 400, 16);
+    let rnd =
+        |shape: [usize; 4]| Tensor::<N, 4>::random(shape, Distribution::Normal(0.0, 0.5), &device);
+    let narrow = |x: Tensor<N, 4>| x.cast(FloatDType::F32);
+    let (q, k, v) = (
+        narrow(rnd([b, h, n, d])),
+        narrow(rnd([b, h, n, d])),
+        narrow(rnd([b, h, n, d])),
+    );
+    let s0 = rnd([b, h, d, d]);
+    // Decays near 1: the state remembers every step's rounding.
+    let s = Tensor::<N, 1>::from_floats([1e-3, 1e-2], &device);
+    let wide = |x: &Tensor<N, 4>| x.clone().cast(FloatDType::F64);
+
+    let (o_want, st_want) = recurrent(wide(&q), wide(&k), wide(&v), s.clone(), Some(s0.clone()));
+    let (o, st) = recurrent(
+        q.clone(),
+        k.clone(),
+        v.clone(),
+        s.clone().cast(FloatDType::F32),
+        Some(s0.clone()),
+    );
+    assert_eq!(o.dtype(), DType::F32);
+    assert_eq!(st.dtype(), DType::F64);
+    let e_state = rel_err(st.into_data(), st_want.clone().into_data());
+    assert!(e_state < 1e-12, "f64 state: {e_state:e}");
+    let e_out = rel_err(o.into_data(), o_want.into_data());
+    assert!(e_out < 1e-6, "o, rounded to f32 once: {e_out:e}");
+
+    // The same steps with a state of the inputs' dtype drift by f32 rounding.
+    let (_, st_narrow) = recurrent(q, k, v, s.cast(FloatDType::F32), Some(narrow(s0)));
+    assert_eq!(st_narrow.dtype(), DType::F32);
+    let e_narrow = rel_err(st_narrow.into_data(), st_want.into_data());
+    assert!(e_narrow > 1e-9, "an f32 state should drift: {e_narrow:e}");
 }

@@ -519,3 +519,114 @@ fn shared_state_gradient_scans_match_reference() {
         "only {runs} runs fit {smem_max} bytes of shared memory"
     );
 }
+
+/// Decoding f16 inputs with an f32 state: the kernel reads and writes the state in f32 and
+/// computes in f32, so the state matches the f64 recurrence on the same (f16-rounded) inputs to
+/// f32 precision, step after step; `o` comes back in f16.
+fn decode_keeps_an_f32_state<B: LightningBackend>() {
+    use burn::tensor::{f16, DType, FloatDType};
+    let device = Default::default();
+    let mut seed = 950;
+    let (b, h, dk, dv) = (2, 4, 64, 40);
+    let round = |x: TensorData| x.convert::<f16>().convert::<f64>();
+    let s = round(TensorData::from([1e-3f64, 0.05, 0.3, 2.0].as_slice()));
+    let host =
+        |x: &TensorData| Tensor::<NdArray<f64>, 4>::from_data(x.clone(), &Default::default());
+    let narrow = |x: &TensorData| on::<B, 4>(x, &device).cast(FloatDType::F16);
+    let mut st_ref = host(&data(&mut seed, [b, h, dk, dv], 0.5));
+    let mut st: Tensor<B, 4> = on(&st_ref.to_data(), &device);
+    for step in 0..4 {
+        let q = round(data(&mut seed, [b, h, 1, dk], 0.5));
+        let k = round(data(&mut seed, [b, h, 1, dk], 0.5));
+        let v = round(data(&mut seed, [b, h, 1, dv], 0.5));
+        let (o_ref, next_ref) = reference::recurrent::<NdArray<f64>>(
+            host(&q),
+            host(&k),
+            host(&v),
+            Tensor::from_data(s.clone(), &Default::default()),
+            Some(st_ref),
+        );
+        poison::<B>(&device, b * h * dk * dv);
+        let (o, next) = B::lightning_decode(
+            narrow(&q),
+            narrow(&k),
+            narrow(&v),
+            on::<B, 1>(&s, &device).cast(FloatDType::F16),
+            st,
+        );
+        assert_eq!(o.dtype(), DType::F16, "decode o dtype");
+        assert_eq!(next.dtype(), DType::F32, "decode state dtype");
+        check(
+            &format!("f16 decode state step {step}"),
+            next.to_data(),
+            next_ref.to_data(),
+            TOL,
+        );
+        check(
+            &format!("f16 decode o step {step}"),
+            o.to_data(),
+            o_ref.to_data(),
+            2e-3,
+        );
+        st = next;
+        st_ref = next_ref;
+    }
+}
+
+#[test]
+fn decode_kernel_keeps_an_f32_state_under_f16_inputs() {
+    decode_keeps_an_f32_state::<Cube>();
+}
+
+#[test]
+fn decode_kernel_keeps_an_f32_state_under_f16_inputs_under_fusion() {
+    decode_keeps_an_f32_state::<Wgpu>();
+}
+
+#[test]
+fn decode_under_autodiff_runs_the_kernel_or_records_gradients() {
+    // Untracked inputs take the inner backend's kernel; a tracked one takes the reference, whose
+    // gradients reach it. Both give the same step.
+    type A = Autodiff<Cube>;
+    let device = Default::default();
+    let mut seed = 990;
+    let (b, h, dk, dv) = (2, 2, 16, 24);
+    let s = TensorData::from([0.1f64, 1.0].as_slice());
+    let (q, k, v) = (
+        data(&mut seed, [b, h, 1, dk], 0.5),
+        data(&mut seed, [b, h, 1, dk], 0.5),
+        data(&mut seed, [b, h, 1, dv], 0.5),
+    );
+    let st = data(&mut seed, [b, h, dk, dv], 0.5);
+    let step = |q: Tensor<A, 4>| {
+        A::lightning_decode(
+            q,
+            on(&k, &device),
+            on(&v, &device),
+            on(&s, &device),
+            on(&st, &device),
+        )
+    };
+    let (o_kernel, st_kernel) = step(on(&q, &device));
+    let q_tracked = on::<A, 4>(&q, &device).require_grad();
+    let (o_ref, st_ref) = step(q_tracked.clone());
+    check(
+        "autodiff decode o",
+        o_kernel.to_data(),
+        o_ref.to_data(),
+        TOL,
+    );
+    check(
+        "autodiff decode state",
+        st_kernel.to_data(),
+        st_ref.to_data(),
+        TOL,
+    );
+    // d sum(o) / dq = the new state summed over its columns.
+    let grads = o_ref.sum().backward();
+    let dq = q_tracked
+        .grad(&grads)
+        .expect("a gradient for the tracked q");
+    let want = st_kernel.inner().sum_dim(3).swap_dims(2, 3);
+    check("autodiff decode dq", dq.to_data(), want.to_data(), TOL);
+}

@@ -5,7 +5,7 @@ use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::{Linear, RmsNorm, RmsNormConfig};
 use burn::tensor::activation::{sigmoid, silu};
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{DType, FloatDType, Tensor, TensorData};
 use scalelab_kernels::LightningBackend;
 
 use crate::init::WeightInit;
@@ -137,7 +137,12 @@ impl<B: LightningBackend> LightningAttention<B> {
 
     /// Forward continuing from `state` (`[batch, heads, head_dim, head_dim]`, the `K^T V` state
     /// after earlier tokens); returns the output and the state after these tokens. Feeding a
-    /// sequence in pieces this way equals feeding it whole; one token at a time is decoding.
+    /// sequence in pieces this way equals feeding it whole; one token at a time is decoding
+    /// (the backend's decode step).
+    ///
+    /// The returned state is f32 when the model's float type is narrower (f16, bf16), as MiniMax
+    /// keeps it: a decode step then accumulates into f32 instead of rounding the state to 8 bits
+    /// of mantissa at every token.
     pub fn forward_with_state(
         &self,
         x: Tensor<B, 3>,
@@ -150,14 +155,17 @@ impl<B: LightningBackend> LightningAttention<B> {
             .reshape([b, t, 3, h, hd])
             .permute([2, 0, 3, 1, 4]);
         let part = |i| qkv.clone().narrow(0, i, 1).squeeze_dim::<4>(0);
-        let (o, state) = B::lightning_attention(
-            part(0),
-            part(1),
-            part(2),
-            self.decay_tensor(&x.device()),
-            state,
-            self.block_size,
-        );
+        let (q, k, v) = (part(0), part(1), part(2));
+        let decays = self.decay_tensor(&x.device());
+        let state_dtype = state_dtype(q.dtype());
+        let (o, state) = if t == 1 {
+            let state = state.unwrap_or_else(|| Tensor::zeros([b, h, hd, hd], &x.device()));
+            B::lightning_decode(q, k, v, decays, state.cast(state_dtype))
+        } else {
+            let state = state.map(|st| st.cast(q.dtype()));
+            let (o, st) = B::lightning_attention(q, k, v, decays, state, self.block_size);
+            (o, st.cast(state_dtype))
+        };
         let o = self.norm.forward(o.swap_dims(1, 2).reshape([b, t, h * hd]));
         (self.out.forward(sigmoid(self.gate.forward(x)) * o), state)
     }
@@ -169,5 +177,13 @@ impl<B: LightningBackend> LightningAttention<B> {
 
     fn decay_tensor(&self, device: &B::Device) -> Tensor<B, 1> {
         Tensor::from_data(TensorData::from(self.decay_rates.as_slice()), device)
+    }
+}
+
+/// The dtype a lightning state is carried in between calls: at least f32.
+fn state_dtype(dtype: DType) -> FloatDType {
+    match dtype {
+        DType::F64 => FloatDType::F64,
+        _ => FloatDType::F32,
     }
 }

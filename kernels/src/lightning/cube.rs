@@ -270,8 +270,9 @@ fn scan_kernel<F: Float>(
 }
 
 /// Loads rows `r0..r0 + rows`, columns `c0..c0 + dt` of the initial state (`[B, H, da, dc]`, or
-/// `[B, H, dc, da]` transposed) into `dst` (f32, row stride `stride`), zero without a state or past its edges. With
-/// `state_exp0` it is scaled by `exp(s)` so that the carried-state term reads `lambda^t`.
+/// `[B, H, dc, da]` transposed) into `dst` (f32, row stride `stride`), zero without a state or
+/// past its edges. With `state_exp0` it is scaled by `exp(s)` so that the carried-state term
+/// reads `lambda^t`.
 #[cube]
 #[allow(clippy::too_many_arguments, clippy::collapsible_if)]
 pub(crate) fn load_state<F: Float>(
@@ -356,21 +357,22 @@ pub(crate) fn store_state<F: Float>(
 }
 
 /// One decode step, one cube per (32 value columns, batch x head): 8 groups of 32 threads split
-/// the state's rows; `S' = lambda S + k^T v`, `o = q S'`.
+/// the state's rows; `S' = lambda S + k^T v`, `o = q S'`, in f32.
 ///
-/// `q, k: [B, H, 1, dk]`, `v: [B, H, 1, dv]`, `state: [B, H, dk, dv]`; writes `o: [B, H, 1, dv]`
-/// and `state_out: [B, H, dk, dv]`.
+/// `q, k: [B, H, 1, dk]`, `v: [B, H, 1, dv]`, `state: [B, H, dk, dv]` in its own dtype `S`
+/// (f32 under bf16 inputs); writes `o: [B, H, 1, dv]` and `state_out: [B, H, dk, dv]` (dtype `S`).
 #[allow(clippy::too_many_arguments)]
 #[cube(launch_unchecked)]
-fn decode_kernel<F: Float>(
+fn decode_kernel<F: Float, S: Float>(
     q: &Tensor<F>,
     k: &Tensor<F>,
     v: &Tensor<F>,
     s: &Tensor<F>,
-    state: &Tensor<F>,
+    state: &Tensor<S>,
     o: &mut Tensor<F>,
-    state_out: &mut Tensor<F>,
+    state_out: &mut Tensor<S>,
     #[define(F)] _dtype: StorageType,
+    #[define(S)] _state_dtype: StorageType,
 ) {
     let tid = UNIT_POS_X as usize;
     let lane = tid % 32;
@@ -401,7 +403,7 @@ fn decode_kernel<F: Float>(
             let kr = f32::cast_from(k[kb + r * k_sd]);
             let qr = f32::cast_from(q[qb + r * q_sd]);
             let new = lambda * f32::cast_from(state[sb + r * s_sr]) + kr * vj;
-            state_out[ob + r * o_sr] = F::cast_from(new);
+            state_out[ob + r * o_sr] = S::cast_from(new);
             acc += qr * new;
             r += 8;
         }
@@ -573,8 +575,9 @@ pub fn scan_with<R: CubeRuntime>(
 
 /// The backward's two reverse scans, `dk = reverse scan(v, do, q)` from `dS_n^T` and
 /// `dv = reverse scan(k, q, do)` from `dS_n` (both `state_exp0`): two [`scan`]s, or with
-/// `SCALELAB_LIGHTNING_SHARED_DKDV=1` one states pass for both where the split kernels apply. Returns `(dk, dv)` with `dk` in rows `0..n` of a
-/// `[B, H, n + dv, dk]` tensor and `dv` packed with `dS0` in its rows `n..`.
+/// `SCALELAB_LIGHTNING_SHARED_DKDV=1` one states pass for both where the split kernels apply.
+/// Returns `(dk, dv)` with `dk` in rows `0..n` of a `[B, H, n + dv, dk]` tensor and `dv` packed
+/// with `dS0` in its rows `n..`.
 pub fn dk_dv<R: CubeRuntime>(
     q: CubeTensor<R>,
     k: CubeTensor<R>,
@@ -697,7 +700,8 @@ pub fn dk_dv_with<R: CubeRuntime>(
     super::split::launch_dk_dv(&client, args, cfg)
 }
 
-/// Runs [`decode_kernel`]: one recurrent step, `(o [B, H, 1, dv], new state [B, H, dk, dv])`.
+/// Runs [`decode_kernel`]: one recurrent step, `(o [B, H, 1, dv], new state [B, H, dk, dv])`;
+/// the state may have its own float dtype (the new state keeps it).
 pub fn decode<R: CubeRuntime>(
     q: CubeTensor<R>,
     k: CubeTensor<R>,
@@ -705,7 +709,12 @@ pub fn decode<R: CubeRuntime>(
     s: CubeTensor<R>,
     state: CubeTensor<R>,
 ) -> (CubeTensor<R>, CubeTensor<R>) {
-    let dtype = check_same_float(&[&q, &k, &v, &s, &state]);
+    let dtype = check_same_float(&[&q, &k, &v, &s]);
+    let state_dtype = state.dtype;
+    assert!(
+        state_dtype.is_float(),
+        "lightning decode: the state must be a float tensor"
+    );
     let [batch, heads, one, dk] = q.meta.shape().dims::<4>();
     assert_eq!(one, 1, "decode: one token per call");
     let dv = v.meta.shape()[3];
@@ -725,7 +734,7 @@ pub fn decode<R: CubeRuntime>(
         client.clone(),
         q.device.clone(),
         Shape::new([batch, heads, dk, dv]),
-        dtype,
+        state_dtype,
     );
     let cube_count = CubeCount::Static(dv.div_ceil(32) as u32, (batch * heads) as u32, 1);
     // SAFETY: the kernel tests `col < dv` and walks rows below `dk`, the shapes checked above.
@@ -742,6 +751,7 @@ pub fn decode<R: CubeRuntime>(
             o.clone().into_tensor_arg(),
             state_out.clone().into_tensor_arg(),
             dtype.into(),
+            state_dtype.into(),
         );
     }
     (o, state_out)

@@ -220,7 +220,7 @@ impl<B: FusionBackend + LightningBackend> LightningBackend for Fusion<B> {
         let st = TensorIr::uninit(
             client.create_empty_handle(),
             [batch, heads, dk, dv].into(),
-            dtype,
+            ins[4].dtype,
         );
         let ins: Vec<TensorIr> = ins.into_iter().map(|t| t.into_ir()).collect();
         let desc = CustomOpIr::new("lightning_decode", &ins, &[o, st]);

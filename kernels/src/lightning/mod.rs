@@ -145,7 +145,11 @@ pub trait LightningBackend: Backend {
 
     /// One decode step: `state' = lambda state + k^T v`, `o = q state'`, with `q, k: [batch,
     /// heads, 1, dk]`, `v: [batch, heads, 1, dv]`, `state: [batch, heads, dk, dv]`; returns
-    /// `(o [batch, heads, 1, dv], state')`. Default: [`reference::recurrent`].
+    /// `(o [batch, heads, 1, dv], state')`.
+    ///
+    /// The state keeps its own float dtype, which may be wider than the inputs': f32 under a
+    /// bf16 model, as MiniMax keeps it (a bf16 state would be rounded at every step). `o` has
+    /// `q`'s dtype. Default: [`reference::recurrent`].
     fn lightning_decode(
         q: Tensor<Self, 4>,
         k: Tensor<Self, 4>,
@@ -365,6 +369,36 @@ impl<B: LightningBackend, C: CheckpointStrategy> LightningBackend for Autodiff<B
         };
         unpack(tensor(packed), n, dk)
     }
+
+    /// Decoding is inference: with no input tracked the inner backend's step runs (its kernel);
+    /// a tracked input takes the reference, whose tensor ops record their gradients.
+    fn lightning_decode(
+        q: Tensor<Self, 4>,
+        k: Tensor<Self, 4>,
+        v: Tensor<Self, 4>,
+        s: Tensor<Self, 1>,
+        state: Tensor<Self, 4>,
+    ) -> (Tensor<Self, 4>, Tensor<Self, 4>) {
+        let tracked = [&q, &k, &v, &state].into_iter().any(is_tracked) || is_tracked(&s);
+        if tracked || !B::lightning_kernel_available() {
+            return reference::recurrent(q, k, v, s, Some(state));
+        }
+        let (o, state) =
+            B::lightning_decode(q.inner(), k.inner(), v.inner(), s.inner(), state.inner());
+        (Tensor::from_inner(o), Tensor::from_inner(state))
+    }
+}
+
+/// Whether an `Autodiff` tensor takes part in a gradient computation.
+fn is_tracked<B: Backend, C: CheckpointStrategy, const D: usize>(
+    x: &Tensor<Autodiff<B, C>, D>,
+) -> bool {
+    !x.clone()
+        .into_primitive()
+        .tensor()
+        .node
+        .requirement
+        .is_none()
 }
 
 #[cfg(feature = "flex")]

@@ -15,6 +15,7 @@ use burn::tensor::{backend::Backend, Int, Tensor};
 fn decay_powers<B: Backend>(s: &Tensor<B, 1>, exponents: Tensor<B, 1>) -> Tensor<B, 4> {
     let [heads] = s.dims();
     let [n] = exponents.dims();
+    let exponents = exponents.cast(s.dtype());
     (s.clone().reshape([1, heads, 1, 1]) * exponents.reshape([1, 1, n, 1]))
         .neg()
         .exp()
@@ -41,7 +42,7 @@ fn positions<B: Backend>(from: i64, n: usize, device: &B::Device) -> Tensor<B, 1
 fn zero_state<B: Backend>(q: &Tensor<B, 4>, v: &Tensor<B, 4>) -> Tensor<B, 4> {
     let [b, h, _, dk] = q.dims();
     let dv = v.dims()[3];
-    Tensor::zeros([b, h, dk, dv], &q.device())
+    Tensor::<B, 4>::zeros([b, h, dk, dv], &q.device()).cast(q.dtype())
 }
 
 /// Quadratic form: the whole `[seq, seq]` decayed score matrix at once. O(n^2 d) time and
@@ -142,6 +143,9 @@ impl<B: Backend> BlockDecays<B> {
 /// Recurrent form: one token at a time, `kv_t = lambda kv_{t-1} + k_t^T v_t`, `o_t = q_t kv_t`.
 /// What decoding does; O(n d^2) with a constant-size state.
 ///
+/// A `state` of another float dtype than `q` (an f32 state under bf16 inputs) sets the dtype the
+/// recurrence runs in; the final state keeps it, `o` comes back in `q`'s dtype.
+///
 /// Returns `(o [batch, heads, seq, dv], final state [batch, heads, dk, dv])`.
 pub fn recurrent<B: Backend>(
     q: Tensor<B, 4>,
@@ -150,6 +154,21 @@ pub fn recurrent<B: Backend>(
     s: Tensor<B, 1>,
     state: Option<Tensor<B, 4>>,
 ) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    let out_dtype = q.dtype();
+    if let Some(dtype) = state
+        .as_ref()
+        .map(|st| st.dtype())
+        .filter(|d| *d != out_dtype)
+    {
+        let (o, last) = recurrent(
+            q.cast(dtype),
+            k.cast(dtype),
+            v.cast(dtype),
+            s.cast(dtype),
+            state,
+        );
+        return (o.cast(out_dtype), last);
+    }
     let [_, _, n, _] = q.dims();
     let device = q.device();
     let lambda = decay_powers(&s, positions::<B>(1, 1, &device));
