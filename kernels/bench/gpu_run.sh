@@ -11,6 +11,11 @@
 #   check         every output and gradient against the f32 reference (H=64, D=128, T=1000),
 #                 then bf16 kernels against the f32 kernel at B=4, H=32 for CHECK_TS
 #   check-shared  the check with the shared-state dk/dv pair
+#   ncu           Nsight Compute on `lightning --probe` at T=NCU_T (default 8192): the kernels'
+#                 time, registers, occupancy and stall reasons (ncu.txt). The probe launches 6
+#                 scan kernels at its small shapes, then 14 for the timed forwards at NCU_T, then
+#                 each forward+backward (8: forward, dq, dk, dv, two kernels each). Defaults
+#                 NCU_SKIP=6 NCU_COUNT=2 (one forward); NCU_SKIP=20 NCU_COUNT=8 (one fwd+bwd).
 # Knobs: TS=2048,8192 (lengths), REFMAX=T (tensor-op reference up to T; 0 = none, the default),
 # CHECK_TS (default 2048,8192), FLA_TIMEOUT, BENCH_TIMEOUT, CHECK_TIMEOUT (seconds).
 # Costs seen on the H100 (session 3): fla about 200 s; ours about 30 s once compiled (REFMAX=2048
@@ -60,4 +65,13 @@ check() { # name, then extra environment
 }
 has check && check check
 has check-shared && check check-shared SCALELAB_LIGHTNING_SHARED_DKDV=1
+if has ncu; then
+  stamp ncu
+  timeout "${NCU_TIMEOUT:-300}" ncu --clock-control none --target-processes all \
+    --kernel-name regex:'chunk_|scan_|decode_' --launch-skip "${NCU_SKIP:-6}" --launch-count "${NCU_COUNT:-2}" \
+    --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
+    ./lightning --probe --ts "${NCU_T:-8192}" > "$OUT/ncu.txt" 2>&1
+  grep -E "^\s+(chunk_|scan_|tiled_)|Duration|Registers Per|Achieved Occupancy|Compute \(SM\) Throughput|Memory Throughput" \
+    "$OUT/ncu.txt" | head -60
+fi
 stamp done
