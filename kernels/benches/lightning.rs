@@ -20,6 +20,7 @@ use burn::backend::{Autodiff, Cuda};
 use burn::tensor::{backend::Backend, bf16, Distribution, Tensor, TensorData};
 use cubecl::cuda::CudaRuntime;
 use cubecl::Runtime;
+use scalelab_kernels::lightning::reference::relative_error as rel_err;
 use scalelab_kernels::lightning::{reference, LightningBackend};
 
 type Bf = Cuda<bf16>;
@@ -108,14 +109,6 @@ impl Row {
             .unwrap();
         }
     }
-}
-
-fn rel_err(a: TensorData, b: TensorData) -> f64 {
-    let a: Vec<f64> = a.convert::<f64>().to_vec().unwrap();
-    let b: Vec<f64> = b.convert::<f64>().to_vec().unwrap();
-    let num: f64 = a.iter().zip(&b).map(|(x, y)| (x - y) * (x - y)).sum();
-    let den: f64 = b.iter().map(|y| y * y).sum();
-    (num / den).sqrt()
 }
 
 /// Outputs, final state and the gradients of q, k, v, the initial state and s, as host data.

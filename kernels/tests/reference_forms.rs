@@ -5,7 +5,9 @@ use burn::backend::{ndarray::NdArray, Autodiff};
 use burn::tensor::{
     backend::Backend, DType, Distribution, FloatDType, Tensor, TensorData, Tolerance,
 };
-use scalelab_kernels::lightning::reference::{chunked, naive, recurrent};
+use scalelab_kernels::lightning::reference::{
+    chunked, naive, recurrent, relative_error as rel_err,
+};
 
 type B = Autodiff<NdArray<f64>>;
 
@@ -188,15 +190,6 @@ fn causal_changing_a_later_token_leaves_earlier_outputs() {
         later > 1e-3,
         "changing token 12 must change output 12 onwards"
     );
-}
-
-/// Relative error `|a - b| / |b|` of two tensors' values, in f64.
-fn rel_err(a: TensorData, b: TensorData) -> f64 {
-    let a: Vec<f64> = a.convert::<f64>().to_vec().unwrap();
-    let b: Vec<f64> = b.convert::<f64>().to_vec().unwrap();
-    let num: f64 = a.iter().zip(&b).map(|(x, y)| (x - y) * (x - y)).sum();
-    let den: f64 = b.iter().map(|y| y * y).sum();
-    (num / den).sqrt()
 }
 
 #[test]

@@ -121,7 +121,9 @@ impl<B: FusionBackend + LightningBackend> Operation<B::FusionRuntime> for Decode
             ))
         };
         let (q, k, v, st) = (get(0), get(1), get(2), get(4));
-        let s: Tensor<B, 1> = get(3).reshape([inputs[3].shape.num_elements()]);
+        let s = Tensor::from_primitive(TensorPrimitive::Float(
+            handles.get_float_tensor::<B>(&inputs[3]),
+        ));
         let (o, st) = B::lightning_decode(q, k, v, s, st);
         handles.register_float_tensor::<B>(&self.desc.outputs[0].id, o.into_primitive().tensor());
         handles.register_float_tensor::<B>(&self.desc.outputs[1].id, st.into_primitive().tensor());
@@ -205,8 +207,7 @@ impl<B: FusionBackend + LightningBackend> LightningBackend for Fusion<B> {
         state: Tensor<Self, 4>,
     ) -> (Tensor<Self, 4>, Tensor<Self, 4>) {
         let p = |x: Tensor<Self, 4>| x.into_primitive().tensor();
-        let [heads] = s.dims();
-        let ins = [p(q), p(k), p(v), p(s.reshape([1, heads, 1, 1])), p(state)];
+        let ins = [p(q), p(k), p(v), s.into_primitive().tensor(), p(state)];
         let client = ins[0].client.clone();
         let dtype = ins[0].dtype;
         let [batch, heads, _, dk] = ins[0].shape.dims::<4>();

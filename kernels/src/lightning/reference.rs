@@ -9,7 +9,7 @@
 //! with `lambda = exp(-s)` per head, no scaling of `q k^T`. Shapes: `q, k: [batch, heads, seq, dk]`,
 //! `v: [batch, heads, seq, dv]`, `s: [heads]`, state `[batch, heads, dk, dv]`.
 
-use burn::tensor::{backend::Backend, Int, Tensor};
+use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
 
 /// `exp(-s_h * e)` for every head `h` and every exponent `e`: `[1, heads, len(e), 1]`.
 fn decay_powers<B: Backend>(s: &Tensor<B, 1>, exponents: Tensor<B, 1>) -> Tensor<B, 4> {
@@ -224,4 +224,16 @@ pub fn scan<B: Backend>(
     let (out, last) = chunked(flip(a), flip(b), flip(c), s, state, 64);
     let last = if opts.state_exp0 { last * lambda } else { last };
     Tensor::cat(vec![flip(out), last], 2)
+}
+
+/// `|got - want| / |want|` over all elements, in f64: how the tests and benchmarks compare a
+/// kernel or form with its oracle (f32 arithmetic lands near 1e-6, bf16 inputs near 1e-3).
+pub fn relative_error(got: TensorData, want: TensorData) -> f64 {
+    let got: Vec<f64> = got.convert::<f64>().to_vec().expect("float data");
+    let want: Vec<f64> = want.convert::<f64>().to_vec().expect("float data");
+    assert_eq!(got.len(), want.len(), "relative_error: lengths differ");
+    let num: f64 = got.iter().zip(&want).map(|(x, y)| (x - y) * (x - y)).sum();
+    let den: f64 = want.iter().map(|y| y * y).sum();
+    // An all-zero `want` gives 0 for an all-zero `got` and a huge error otherwise.
+    (num / den.max(1e-300)).sqrt()
 }
