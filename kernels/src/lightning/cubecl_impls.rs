@@ -10,7 +10,7 @@ use burn_fusion::{
 };
 use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
 
-use super::{cube, LightningBackend, ScanOptions};
+use super::{check_decode_inputs, cube, LightningBackend, ScanOptions};
 
 impl<R, F, I, BT> LightningBackend for CubeBackend<R, F, I, BT>
 where
@@ -52,6 +52,7 @@ where
         s: Tensor<Self, 1>,
         state: Tensor<Self, 4>,
     ) -> (Tensor<Self, 4>, Tensor<Self, 4>) {
+        check_decode_inputs(&q, &k, &v, &s, &state);
         let p = |x: Tensor<Self, 4>| x.into_primitive().tensor();
         let (o, st) = cube::decode(p(q), p(k), p(v), s.into_primitive().tensor(), p(state));
         let t = |x| Tensor::from_primitive(TensorPrimitive::Float(x));
@@ -206,6 +207,7 @@ impl<B: FusionBackend + LightningBackend> LightningBackend for Fusion<B> {
         s: Tensor<Self, 1>,
         state: Tensor<Self, 4>,
     ) -> (Tensor<Self, 4>, Tensor<Self, 4>) {
+        check_decode_inputs(&q, &k, &v, &s, &state);
         let p = |x: Tensor<Self, 4>| x.into_primitive().tensor();
         let ins = [p(q), p(k), p(v), s.into_primitive().tensor(), p(state)];
         let client = ins[0].client.clone();

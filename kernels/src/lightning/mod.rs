@@ -58,6 +58,18 @@ pub trait LightningBackend: Backend {
         state: Option<Tensor<Self, 4>>,
         block: usize,
     ) -> (Tensor<Self, 4>, Tensor<Self, 4>) {
+        check_inputs(
+            "lightning_attention",
+            q.dims(),
+            k.dims(),
+            v.dims(),
+            s.dims(),
+            state.as_ref().map(|st| st.dims()),
+        );
+        assert!(
+            block >= 1,
+            "lightning_attention: block is 0; use 64 (any size >= 1 computes the same)"
+        );
         if !Self::lightning_kernel_available() {
             return reference::chunked(q, k, v, s, state, block);
         }
@@ -157,8 +169,76 @@ pub trait LightningBackend: Backend {
         s: Tensor<Self, 1>,
         state: Tensor<Self, 4>,
     ) -> (Tensor<Self, 4>, Tensor<Self, 4>) {
+        check_decode_inputs(&q, &k, &v, &s, &state);
         reference::recurrent(q, k, v, s, Some(state))
     }
+}
+
+/// The layout every lightning-attention entry point takes, for its error messages.
+const LAYOUT: &str = "q, k: [batch, heads, seq, dk]; v: [batch, heads, seq, dv]; s: [heads]; \
+                      state: [batch, heads, dk, dv]";
+
+/// Stops with an error naming the input, its shape and the shape expected, before mismatched
+/// inputs reach a kernel or fail deep inside a tensor op.
+fn check_inputs(
+    op: &str,
+    q: [usize; 4],
+    k: [usize; 4],
+    v: [usize; 4],
+    s: [usize; 1],
+    state: Option<[usize; 4]>,
+) {
+    let [batch, heads, seq, dk] = q;
+    let dv = v[3];
+    let fail = |name: &str, got: &[usize], want: String| -> ! {
+        panic!("{op}: {name} is {got:?}, expected {want} (with q {q:?}; {LAYOUT})")
+    };
+    if q.contains(&0) {
+        fail("q", &q, "no zero dimension".into());
+    }
+    if k != q {
+        fail("k", &k, format!("{q:?}, the shape of q"));
+    }
+    if v[..3] != q[..3] || dv == 0 {
+        fail(
+            "v",
+            &v,
+            format!("[{batch}, {heads}, {seq}, dv] with dv >= 1"),
+        );
+    }
+    if s != [heads] {
+        fail("s", &s, format!("[{heads}], one decay rate per head"));
+    }
+    if let Some(st) = state {
+        if st != [batch, heads, dk, dv] {
+            fail("state", &st, format!("[{batch}, {heads}, {dk}, {dv}]"));
+        }
+    }
+}
+
+/// [`check_inputs`] for one decode step: also one token per call.
+fn check_decode_inputs<B: Backend>(
+    q: &Tensor<B, 4>,
+    k: &Tensor<B, 4>,
+    v: &Tensor<B, 4>,
+    s: &Tensor<B, 1>,
+    state: &Tensor<B, 4>,
+) {
+    let op = "lightning_decode";
+    check_inputs(
+        op,
+        q.dims(),
+        k.dims(),
+        v.dims(),
+        s.dims(),
+        Some(state.dims()),
+    );
+    let seq = q.dims()[2];
+    assert!(
+        seq == 1,
+        "{op}: q has {seq} tokens, a decode step takes one ({LAYOUT}); use lightning_attention \
+         with the state for more"
+    );
 }
 
 fn prim<B: Backend>(x: Tensor<B, 4>) -> FloatTensor<B> {
@@ -315,6 +395,18 @@ impl<B: LightningBackend, C: CheckpointStrategy> LightningBackend for Autodiff<B
         state: Option<Tensor<Self, 4>>,
         block: usize,
     ) -> (Tensor<Self, 4>, Tensor<Self, 4>) {
+        check_inputs(
+            "lightning_attention",
+            q.dims(),
+            k.dims(),
+            v.dims(),
+            s.dims(),
+            state.as_ref().map(|st| st.dims()),
+        );
+        assert!(
+            block >= 1,
+            "lightning_attention: block is 0; use 64 (any size >= 1 computes the same)"
+        );
         if !B::lightning_kernel_available() {
             return reference::chunked(q, k, v, s, state, block);
         }
@@ -379,6 +471,7 @@ impl<B: LightningBackend, C: CheckpointStrategy> LightningBackend for Autodiff<B
         s: Tensor<Self, 1>,
         state: Tensor<Self, 4>,
     ) -> (Tensor<Self, 4>, Tensor<Self, 4>) {
+        check_decode_inputs(&q, &k, &v, &s, &state);
         let tracked = [&q, &k, &v, &state].into_iter().any(is_tracked) || is_tracked(&s);
         if tracked || !B::lightning_kernel_available() {
             return reference::recurrent(q, k, v, s, Some(state));
