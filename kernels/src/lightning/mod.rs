@@ -58,18 +58,7 @@ pub trait LightningBackend: Backend {
         state: Option<Tensor<Self, 4>>,
         block: usize,
     ) -> (Tensor<Self, 4>, Tensor<Self, 4>) {
-        check_inputs(
-            "lightning_attention",
-            q.dims(),
-            k.dims(),
-            v.dims(),
-            s.dims(),
-            state.as_ref().map(|st| st.dims()),
-        );
-        assert!(
-            block >= 1,
-            "lightning_attention: block is 0; use 64 (any size >= 1 computes the same)"
-        );
+        check_attention_inputs(&q, &k, &v, &s, state.as_ref(), block);
         if !Self::lightning_kernel_available() {
             return reference::chunked(q, k, v, s, state, block);
         }
@@ -214,6 +203,30 @@ fn check_inputs(
             fail("state", &st, format!("[{batch}, {heads}, {dk}, {dv}]"));
         }
     }
+}
+
+/// [`check_inputs`] for [`LightningBackend::lightning_attention`]: also a block of at least 1.
+fn check_attention_inputs<B: Backend>(
+    q: &Tensor<B, 4>,
+    k: &Tensor<B, 4>,
+    v: &Tensor<B, 4>,
+    s: &Tensor<B, 1>,
+    state: Option<&Tensor<B, 4>>,
+    block: usize,
+) {
+    let op = "lightning_attention";
+    check_inputs(
+        op,
+        q.dims(),
+        k.dims(),
+        v.dims(),
+        s.dims(),
+        state.map(|st| st.dims()),
+    );
+    assert!(
+        block >= 1,
+        "{op}: block is 0; use 64 (any size >= 1 computes the same)"
+    );
 }
 
 /// [`check_inputs`] for one decode step: also one token per call.
@@ -395,18 +408,7 @@ impl<B: LightningBackend, C: CheckpointStrategy> LightningBackend for Autodiff<B
         state: Option<Tensor<Self, 4>>,
         block: usize,
     ) -> (Tensor<Self, 4>, Tensor<Self, 4>) {
-        check_inputs(
-            "lightning_attention",
-            q.dims(),
-            k.dims(),
-            v.dims(),
-            s.dims(),
-            state.as_ref().map(|st| st.dims()),
-        );
-        assert!(
-            block >= 1,
-            "lightning_attention: block is 0; use 64 (any size >= 1 computes the same)"
-        );
+        check_attention_inputs(&q, &k, &v, &s, state.as_ref(), block);
         if !B::lightning_kernel_available() {
             return reference::chunked(q, k, v, s, state, block);
         }
