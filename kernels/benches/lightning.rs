@@ -160,7 +160,7 @@ fn attention_and_grads<B: LightningBackend>(
 
 /// Random inputs for [`attention_and_grads`] (`q, k, v, S0, s, ro`), rounded to bf16 so that
 /// f32 and bf16 runs see the same values; MiniMax's slopes for `h` heads.
-fn check_inputs(device: &CudaDevice, b: usize, h: usize, n: usize, d: usize) -> [TensorData; 6] {
+fn check_data(device: &CudaDevice, b: usize, h: usize, n: usize, d: usize) -> [TensorData; 6] {
     let rnd = |shape: [usize; 4]| {
         Tensor::<F32, 4>::random(shape, Distribution::Normal(0.0, 0.3), device)
             .into_data()
@@ -203,7 +203,7 @@ fn check_row(what: &str, got: Quantities, want: &Quantities) {
 /// inputs always run it; the first check and the lavapipe tests verify it against references).
 fn check(device: &CudaDevice, ts: &[usize]) {
     let (b, h, n, d) = (2, 64, 1000, 128);
-    let inputs = check_inputs(device, b, h, n, d);
+    let inputs = check_data(device, b, h, n, d);
     let want = attention_and_grads::<F32>(device, &inputs, false);
     eprintln!(
         "check: reference done; shared-state dk/dv pair {}",
@@ -222,7 +222,7 @@ fn check(device: &CudaDevice, ts: &[usize]) {
 
     let (b, h) = (4, 32);
     for &n in ts {
-        let inputs = check_inputs(device, b, h, n, d);
+        let inputs = check_data(device, b, h, n, d);
         let want = attention_and_grads::<F32>(device, &inputs, true);
         let bf_inputs = inputs.map(|x| x.convert::<bf16>());
         let got = attention_and_grads::<Bf>(device, &bf_inputs, true);

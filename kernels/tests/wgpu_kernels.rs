@@ -10,7 +10,7 @@ use burn::backend::{
     wgpu::{CubeBackend, WgpuDevice, WgpuRuntime},
     Autodiff, Wgpu,
 };
-use burn::tensor::{backend::Backend, Distribution, Tensor, TensorData};
+use burn::tensor::{backend::Backend, f16, DType, Distribution, FloatDType, Tensor, TensorData};
 use scalelab_kernels::lightning::{reference, LightningBackend, ScanOptions};
 
 /// The kernel backend without fusion.
@@ -253,60 +253,107 @@ fn attention_and_gradients_match_reference_under_fusion() {
     attention_and_grads_match::<Wgpu>();
 }
 
-/// The decode kernel against the recurrent reference, a few steps in a row.
-fn decode_matches<B: LightningBackend>() {
+/// One decode run: `steps` steps in a row from a random state, on inputs of `input` dtype.
+struct DecodeRun {
+    input: FloatDType,
+    seed: u64,
+    shape: (usize, usize, usize, usize),
+    s: &'static [f64],
+    steps: usize,
+}
+
+/// The decode kernel against the recurrent reference (f64, on the same inputs rounded to the
+/// run's input dtype), step after step. The state stays f32 whatever the inputs' dtype and
+/// matches to f32 precision; `o` comes back in the inputs' dtype.
+fn decode_matches<B: LightningBackend>(run: DecodeRun) {
     let device = Default::default();
-    let mut seed = 900;
-    for (b, h, dk, dv) in [(3, 2, 16, 40), (2, 4, 128, 128)] {
-        let s = TensorData::from([1e-3, 0.3, 2.0, 8.0][..h].to_vec().as_slice());
-        let mut st_ref: Tensor<NdArray<f64>, 4> =
-            Tensor::from_data(data(&mut seed, [b, h, dk, dv], 0.5), &Default::default());
-        let mut st: Tensor<B, 4> = on(&st_ref.to_data(), &device);
-        for step in 0..3 {
-            let q = data(&mut seed, [b, h, 1, dk], 0.5);
-            let k = data(&mut seed, [b, h, 1, dk], 0.5);
-            let v = data(&mut seed, [b, h, 1, dv], 0.5);
-            let (o_ref, next_ref) = reference::recurrent::<NdArray<f64>>(
-                Tensor::from_data(q.clone(), &Default::default()),
-                Tensor::from_data(k.clone(), &Default::default()),
-                Tensor::from_data(v.clone(), &Default::default()),
-                Tensor::from_data(s.clone(), &Default::default()),
-                Some(st_ref),
-            );
-            poison::<B>(&device, b * h * dk * dv);
-            let (o, next) = B::lightning_decode(
-                on(&q, &device),
-                on(&k, &device),
-                on(&v, &device),
-                on(&s, &device),
-                st,
-            );
-            check(
-                &format!("decode o step {step}"),
-                o.to_data(),
-                o_ref.to_data(),
-                TOL,
-            );
-            check(
-                &format!("decode state step {step}"),
-                next.to_data(),
-                next_ref.to_data(),
-                TOL,
-            );
-            st = next;
-            st_ref = next_ref;
+    let mut seed = run.seed;
+    let (b, h, dk, dv) = run.shape;
+    let f16_inputs = run.input == FloatDType::F16;
+    let round = |x: TensorData| {
+        if f16_inputs {
+            x.convert::<f16>().convert::<f64>()
+        } else {
+            x
         }
+    };
+    let host =
+        |x: &TensorData| Tensor::<NdArray<f64>, 4>::from_data(x.clone(), &Default::default());
+    let narrow = |x: &TensorData| on::<B, 4>(x, &device).cast(run.input);
+    let o_tol = if f16_inputs { 2e-3 } else { TOL };
+    let s = round(TensorData::from(run.s));
+    let mut st_ref = host(&data(&mut seed, [b, h, dk, dv], 0.5));
+    let mut st: Tensor<B, 4> = on(&st_ref.to_data(), &device);
+    for step in 0..run.steps {
+        let q = round(data(&mut seed, [b, h, 1, dk], 0.5));
+        let k = round(data(&mut seed, [b, h, 1, dk], 0.5));
+        let v = round(data(&mut seed, [b, h, 1, dv], 0.5));
+        let (o_ref, next_ref) = reference::recurrent::<NdArray<f64>>(
+            host(&q),
+            host(&k),
+            host(&v),
+            Tensor::from_data(s.clone(), &Default::default()),
+            Some(st_ref),
+        );
+        poison::<B>(&device, b * h * dk * dv);
+        let (o, next) = B::lightning_decode(
+            narrow(&q),
+            narrow(&k),
+            narrow(&v),
+            on::<B, 1>(&s, &device).cast(run.input),
+            st,
+        );
+        assert_eq!(o.dtype(), DType::from(run.input), "decode o dtype");
+        assert_eq!(next.dtype(), DType::F32, "decode state dtype");
+        let what = format!("{:?} decode", run.input);
+        check(
+            &format!("{what} o step {step}"),
+            o.to_data(),
+            o_ref.to_data(),
+            o_tol,
+        );
+        check(
+            &format!("{what} state step {step}"),
+            next.to_data(),
+            next_ref.to_data(),
+            TOL,
+        );
+        st = next;
+        st_ref = next_ref;
     }
+}
+
+/// f32 decodes (a head dim not a multiple of 32, and MiniMax's 128), then f16 inputs with an
+/// f32 state, a few steps each.
+fn decode_runs() -> [DecodeRun; 3] {
+    let f32_run = |seed, shape: (usize, usize, usize, usize)| DecodeRun {
+        input: FloatDType::F32,
+        seed,
+        shape,
+        s: &[1e-3, 0.3, 2.0, 8.0][..shape.1],
+        steps: 3,
+    };
+    [
+        f32_run(900, (3, 2, 16, 40)),
+        f32_run(910, (2, 4, 128, 128)),
+        DecodeRun {
+            input: FloatDType::F16,
+            seed: 950,
+            shape: (2, 4, 64, 40),
+            s: &[1e-3, 0.05, 0.3, 2.0],
+            steps: 4,
+        },
+    ]
 }
 
 #[test]
 fn decode_kernel_matches_reference() {
-    decode_matches::<Cube>();
+    decode_runs().into_iter().for_each(decode_matches::<Cube>);
 }
 
 #[test]
 fn decode_kernel_matches_reference_under_fusion() {
-    decode_matches::<Wgpu>();
+    decode_runs().into_iter().for_each(decode_matches::<Wgpu>);
 }
 
 /// Shared memory per cube on the test device, in bytes.
@@ -514,69 +561,6 @@ fn shared_state_gradient_scans_match_reference() {
         runs >= 5,
         "only {runs} runs fit {smem_max} bytes of shared memory"
     );
-}
-
-/// Decoding f16 inputs with an f32 state: the kernel reads and writes the state in f32 and
-/// computes in f32, so the state matches the f64 recurrence on the same (f16-rounded) inputs to
-/// f32 precision, step after step; `o` comes back in f16.
-fn decode_keeps_an_f32_state<B: LightningBackend>() {
-    use burn::tensor::{f16, DType, FloatDType};
-    let device = Default::default();
-    let mut seed = 950;
-    let (b, h, dk, dv) = (2, 4, 64, 40);
-    let round = |x: TensorData| x.convert::<f16>().convert::<f64>();
-    let s = round(TensorData::from([1e-3f64, 0.05, 0.3, 2.0].as_slice()));
-    let host =
-        |x: &TensorData| Tensor::<NdArray<f64>, 4>::from_data(x.clone(), &Default::default());
-    let narrow = |x: &TensorData| on::<B, 4>(x, &device).cast(FloatDType::F16);
-    let mut st_ref = host(&data(&mut seed, [b, h, dk, dv], 0.5));
-    let mut st: Tensor<B, 4> = on(&st_ref.to_data(), &device);
-    for step in 0..4 {
-        let q = round(data(&mut seed, [b, h, 1, dk], 0.5));
-        let k = round(data(&mut seed, [b, h, 1, dk], 0.5));
-        let v = round(data(&mut seed, [b, h, 1, dv], 0.5));
-        let (o_ref, next_ref) = reference::recurrent::<NdArray<f64>>(
-            host(&q),
-            host(&k),
-            host(&v),
-            Tensor::from_data(s.clone(), &Default::default()),
-            Some(st_ref),
-        );
-        poison::<B>(&device, b * h * dk * dv);
-        let (o, next) = B::lightning_decode(
-            narrow(&q),
-            narrow(&k),
-            narrow(&v),
-            on::<B, 1>(&s, &device).cast(FloatDType::F16),
-            st,
-        );
-        assert_eq!(o.dtype(), DType::F16, "decode o dtype");
-        assert_eq!(next.dtype(), DType::F32, "decode state dtype");
-        check(
-            &format!("f16 decode state step {step}"),
-            next.to_data(),
-            next_ref.to_data(),
-            TOL,
-        );
-        check(
-            &format!("f16 decode o step {step}"),
-            o.to_data(),
-            o_ref.to_data(),
-            2e-3,
-        );
-        st = next;
-        st_ref = next_ref;
-    }
-}
-
-#[test]
-fn decode_kernel_keeps_an_f32_state_under_f16_inputs() {
-    decode_keeps_an_f32_state::<Cube>();
-}
-
-#[test]
-fn decode_kernel_keeps_an_f32_state_under_f16_inputs_under_fusion() {
-    decode_keeps_an_f32_state::<Wgpu>();
 }
 
 #[test]

@@ -10,7 +10,7 @@ use burn_fusion::{
 };
 use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
 
-use super::{check_decode_inputs, cube, LightningBackend, ScanOptions};
+use super::{cube, LightningBackend, ScanOptions};
 
 impl<R, F, I, BT> LightningBackend for CubeBackend<R, F, I, BT>
 where
@@ -45,14 +45,13 @@ where
         cube::dk_dv(q, k, v, d_o, s, d_state)
     }
 
-    fn lightning_decode(
+    fn lightning_decode_step(
         q: Tensor<Self, 4>,
         k: Tensor<Self, 4>,
         v: Tensor<Self, 4>,
         s: Tensor<Self, 1>,
         state: Tensor<Self, 4>,
     ) -> (Tensor<Self, 4>, Tensor<Self, 4>) {
-        check_decode_inputs(&q, &k, &v, &s, &state);
         let p = |x: Tensor<Self, 4>| x.into_primitive().tensor();
         let (o, st) = cube::decode(p(q), p(k), p(v), s.into_primitive().tensor(), p(state));
         let t = |x| Tensor::from_primitive(TensorPrimitive::Float(x));
@@ -125,7 +124,7 @@ impl<B: FusionBackend + LightningBackend> Operation<B::FusionRuntime> for Decode
         let s = Tensor::from_primitive(TensorPrimitive::Float(
             handles.get_float_tensor::<B>(&inputs[3]),
         ));
-        let (o, st) = B::lightning_decode(q, k, v, s, st);
+        let (o, st) = B::lightning_decode_step(q, k, v, s, st);
         handles.register_float_tensor::<B>(&self.desc.outputs[0].id, o.into_primitive().tensor());
         handles.register_float_tensor::<B>(&self.desc.outputs[1].id, st.into_primitive().tensor());
     }
@@ -200,14 +199,13 @@ impl<B: FusionBackend + LightningBackend> LightningBackend for Fusion<B> {
         (dk_, dv_)
     }
 
-    fn lightning_decode(
+    fn lightning_decode_step(
         q: Tensor<Self, 4>,
         k: Tensor<Self, 4>,
         v: Tensor<Self, 4>,
         s: Tensor<Self, 1>,
         state: Tensor<Self, 4>,
     ) -> (Tensor<Self, 4>, Tensor<Self, 4>) {
-        check_decode_inputs(&q, &k, &v, &s, &state);
         let p = |x: Tensor<Self, 4>| x.into_primitive().tensor();
         let ins = [p(q), p(k), p(v), s.into_primitive().tensor(), p(state)];
         let client = ins[0].client.clone();

@@ -39,7 +39,7 @@ pub struct ScanOptions {
 /// Implemented for every backend scalelab supports; the default bodies are the plain references,
 /// so a backend without a dedicated kernel is still correct. A kernel backend overrides
 /// [`Self::lightning_kernel_available`], [`Self::lightning_scan`] and
-/// [`Self::lightning_decode`]; `lightning_attention` then runs the kernel, and under
+/// [`Self::lightning_decode_step`]; `lightning_attention` then runs the kernel, and under
 /// `Autodiff` a custom backward node runs the gradient scans.
 pub trait LightningBackend: Backend {
     /// Causal decayed linear attention, `o_t = sum_{j<=t} exp(-s (t-j)) (q_t . k_j) v_j`, continued
@@ -150,7 +150,7 @@ pub trait LightningBackend: Backend {
     ///
     /// The state keeps its own float dtype, which may be wider than the inputs': f32 under a
     /// bf16 model, as MiniMax keeps it (a bf16 state would be rounded at every step). `o` has
-    /// `q`'s dtype. Default: [`reference::recurrent`].
+    /// `q`'s dtype. Checks the inputs, then runs [`Self::lightning_decode_step`].
     fn lightning_decode(
         q: Tensor<Self, 4>,
         k: Tensor<Self, 4>,
@@ -159,6 +159,18 @@ pub trait LightningBackend: Backend {
         state: Tensor<Self, 4>,
     ) -> (Tensor<Self, 4>, Tensor<Self, 4>) {
         check_decode_inputs(&q, &k, &v, &s, &state);
+        Self::lightning_decode_step(q, k, v, s, state)
+    }
+
+    /// [`Self::lightning_decode`] on inputs already checked: what a kernel backend overrides.
+    /// Default: [`reference::recurrent`].
+    fn lightning_decode_step(
+        q: Tensor<Self, 4>,
+        k: Tensor<Self, 4>,
+        v: Tensor<Self, 4>,
+        s: Tensor<Self, 1>,
+        state: Tensor<Self, 4>,
+    ) -> (Tensor<Self, 4>, Tensor<Self, 4>) {
         reference::recurrent(q, k, v, s, Some(state))
     }
 }
@@ -466,20 +478,19 @@ impl<B: LightningBackend, C: CheckpointStrategy> LightningBackend for Autodiff<B
 
     /// Decoding is inference: with no input tracked the inner backend's step runs (its kernel);
     /// a tracked input takes the reference, whose tensor ops record their gradients.
-    fn lightning_decode(
+    fn lightning_decode_step(
         q: Tensor<Self, 4>,
         k: Tensor<Self, 4>,
         v: Tensor<Self, 4>,
         s: Tensor<Self, 1>,
         state: Tensor<Self, 4>,
     ) -> (Tensor<Self, 4>, Tensor<Self, 4>) {
-        check_decode_inputs(&q, &k, &v, &s, &state);
         let tracked = [&q, &k, &v, &state].into_iter().any(is_tracked) || is_tracked(&s);
         if tracked || !B::lightning_kernel_available() {
             return reference::recurrent(q, k, v, s, Some(state));
         }
         let (o, state) =
-            B::lightning_decode(q.inner(), k.inner(), v.inner(), s.inner(), state.inner());
+            B::lightning_decode_step(q.inner(), k.inner(), v.inner(), s.inner(), state.inner());
         (Tensor::from_inner(o), Tensor::from_inner(state))
     }
 }
