@@ -4,9 +4,10 @@
 //! object per measurement, which `kernels/bench/compare_fla.py` reads.
 //!
 //! `cargo bench -p scalelab-kernels --features cuda --bench lightning -- [--quick] [--json PATH]
-//! [--check [--check-ts T,..]] [--probe] [--ts T,..] [--reference-max T]`; `--check` first
-//! compares kernels and reference at H=64, D=128, then the bf16 kernels with the f32 kernel at the
-//! benchmark shape; `--probe` runs the quick correctness-and-speed probe only.
+//! [--check | --check-kernels [--check-ts T,..]] [--probe] [--ts T,..] [--reference-max T]`;
+//! `--check` first compares kernels and reference at H=64, D=128, then the bf16 kernels with the
+//! f32 kernel at the benchmark shape; `--check-kernels` compares the bf16 kernels with the f32
+//! kernel at both; `--probe` runs the quick correctness-and-speed probe only.
 //!
 //! Timing: two warm-up runs (the first compiles and autotunes), then the median of `reps` runs,
 //! each ending in a device sync. Peak memory: the pool's reserved bytes after the run, the pool
@@ -161,15 +162,24 @@ fn attention_and_grads<B: LightningBackend>(
 /// Random inputs for [`attention_and_grads`] (`q, k, v, S0, s, ro`), rounded to bf16 so that
 /// f32 and bf16 runs see the same values; MiniMax's slopes for `h` heads.
 fn check_data(device: &CudaDevice, b: usize, h: usize, n: usize, d: usize) -> [TensorData; 6] {
+    check_data_with(device, [b, h, n, d], |i| {
+        2f32.powf(-8.0 * (i + 1) as f32 / h as f32)
+    })
+}
+
+/// [`check_data`] with head `i`'s decay rate `slope(i)`.
+fn check_data_with(
+    device: &CudaDevice,
+    [b, h, n, d]: [usize; 4],
+    slope: impl Fn(usize) -> f32,
+) -> [TensorData; 6] {
     let rnd = |shape: [usize; 4]| {
         Tensor::<F32, 4>::random(shape, Distribution::Normal(0.0, 0.3), device)
             .into_data()
             .convert::<bf16>()
             .convert::<f32>()
     };
-    let slopes: Vec<f32> = (0..h)
-        .map(|i| 2f32.powf(-8.0 * (i + 1) as f32 / h as f32))
-        .collect();
+    let slopes: Vec<f32> = (0..h).map(slope).collect();
     [
         rnd([b, h, n, d]),
         rnd([b, h, n, d]),
@@ -201,24 +211,43 @@ fn check_row(what: &str, got: Quantities, want: &Quantities) {
 /// Then the benchmark shape (B=4, H=32, D=128) at each length of `ts`, where the quadratic
 /// reference would not fit: the bf16 tensor-core kernels against the f32 plain kernel (f32
 /// inputs always run it; the first check and the lavapipe tests verify it against references).
-fn check(device: &CudaDevice, ts: &[usize]) {
+///
+/// With `reference: false` (`--check-kernels`) the first shape too compares the bf16 kernels with
+/// the f32 kernel, without the reference's minutes of compiling and autotuning: the quick check
+/// after a kernel change.
+fn check(device: &CudaDevice, ts: &[usize], reference: bool) {
     let (b, h, n, d) = (2, 64, 1000, 128);
     let inputs = check_data(device, b, h, n, d);
-    let want = attention_and_grads::<F32>(device, &inputs, false);
+    let want = attention_and_grads::<F32>(device, &inputs, !reference);
     eprintln!(
-        "check: reference done; shared-state dk/dv pair {}",
-        if std::env::var("SCALELAB_LIGHTNING_SHARED_DKDV").is_ok_and(|v| v == "1") {
+        "check: {} done; shared-state dk/dv pair {}",
+        if reference { "reference" } else { "f32 kernel" },
+        if std::env::var("SCALELAB_LIGHTNING_SHARED_DKDV").map_or(true, |v| v != "0") {
             "on"
         } else {
             "off"
         }
     );
     let shape = format!("B={b} H={h} T={n} D={d}");
-    let got = attention_and_grads::<F32>(device, &inputs, true);
-    check_row(&format!("f32 {shape}"), got, &want);
+    if reference {
+        let got = attention_and_grads::<F32>(device, &inputs, true);
+        check_row(&format!("f32 {shape}"), got, &want);
+    }
     let bf_inputs = inputs.map(|x| x.convert::<bf16>());
     let got = attention_and_grads::<Bf>(device, &bf_inputs, true);
-    check_row(&format!("bf16 {shape}"), got, &want);
+    let against = if reference { "" } else { " vs f32 kernel" };
+    check_row(&format!("bf16{against} {shape}"), got, &want);
+
+    // Steep decays (the probe's `0.1 (i + 1)`, up to lambda^64 = e^-205): the chunk state barely
+    // reaches the next chunk, so a wrong decay power shows here where MiniMax's slopes hide it.
+    let steep = check_data_with(device, [4, 32, 2048, d], |i| 0.1 * (i + 1) as f32);
+    let want = attention_and_grads::<F32>(device, &steep, true);
+    let got = attention_and_grads::<Bf>(device, &steep.map(|x| x.convert::<bf16>()), true);
+    check_row(
+        "bf16 vs f32 kernel, steep decays, B=4 H=32 T=2048 D=128",
+        got,
+        &want,
+    );
 
     let (b, h) = (4, 32);
     for &n in ts {
@@ -336,9 +365,10 @@ fn main() {
         probe(&device, &ts);
         return;
     }
-    if args.iter().any(|a| a == "--check") {
+    let reference = args.iter().any(|a| a == "--check");
+    if reference || args.iter().any(|a| a == "--check-kernels") {
         let ts = list_arg(&args, "--check-ts").unwrap_or_else(|| vec![2048, 8192]);
-        check(&device, &ts);
+        check(&device, &ts, reference);
     }
 
     let (b, h, d) = (4usize, 32usize, 128usize);

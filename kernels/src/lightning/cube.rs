@@ -574,8 +574,8 @@ pub fn scan_with<R: CubeRuntime>(
 }
 
 /// The backward's two reverse scans, `dk = reverse scan(v, do, q)` from `dS_n^T` and
-/// `dv = reverse scan(k, q, do)` from `dS_n` (both `state_exp0`): two [`scan`]s, or with
-/// `SCALELAB_LIGHTNING_SHARED_DKDV=1` one states pass for both where the split kernels apply.
+/// `dv = reverse scan(k, q, do)` from `dS_n` (both `state_exp0`): one states pass for both where the
+/// split kernels apply (unless `SCALELAB_LIGHTNING_SHARED_DKDV=0`), else two [`scan`]s.
 /// Returns `(dk, dv)` with `dk` in rows `0..n` of a `[B, H, n + dv, dk]` tensor and `dv` packed
 /// with `dS0` in its rows `n..`.
 pub fn dk_dv<R: CubeRuntime>(
@@ -634,12 +634,14 @@ fn two_scans<R: CubeRuntime>(
     (d_k, d_v)
 }
 
-/// `SCALELAB_LIGHTNING_SHARED_DKDV=1` lets [`dk_dv`] share the chunk states of the two scans.
-/// Off by default until the shared pair has passed the GPU gradient check (`--check`): CI covers
-/// it over lavapipe, without tensor cores or vector accesses.
+/// Whether [`dk_dv`] shares the chunk states of the two scans (one states pass instead of two):
+/// on unless `SCALELAB_LIGHTNING_SHARED_DKDV=0`, which runs the two scans apart, to compare.
+/// Checked on the GPU against the f32 kernel (`lightning --check-kernels`) and over lavapipe
+/// against the references.
 fn shared_dk_dv() -> bool {
     static SHARED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *SHARED.get_or_init(|| std::env::var("SCALELAB_LIGHTNING_SHARED_DKDV").is_ok_and(|v| v == "1"))
+    *SHARED
+        .get_or_init(|| std::env::var("SCALELAB_LIGHTNING_SHARED_DKDV").map_or(true, |v| v != "0"))
 }
 
 /// [`dk_dv`] with the kernels chosen by the caller, as in [`scan_with`]; the chunk states are

@@ -8,6 +8,8 @@
 
 #[cfg(feature = "cubecl")]
 pub mod cube;
+#[cfg(feature = "cubecl")]
+mod mma;
 pub mod reference;
 #[cfg(feature = "cubecl")]
 pub mod split;

@@ -57,7 +57,7 @@ pub fn split_smem(cfg: TiledConfig, dkp: usize, elem: usize) -> usize {
 /// offsets, so each vector is one aligned load.
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn fetch_v<F: Float, N: Size>(
+pub(crate) fn fetch_v<F: Float, N: Size>(
     x: &Tensor<Vector<F, N>>,
     base: usize,
     stride_t: usize,
@@ -96,12 +96,13 @@ fn fetch_v<F: Float, N: Size>(
     }
 }
 
-/// Writes the vectors of [`fetch_v`] (same layout) into the shared tile `dst` (row stride
-/// `stride`, a multiple of `N`).
+/// Writes the vectors of [`fetch_v`] (same layout) into the shared tile at `dst[base..]` (row
+/// stride `stride`, a multiple of `N`).
 #[cube]
-fn put_v<F: Float, N: Size>(
+pub(crate) fn put_v<F: Float, N: Size>(
     regs: &Array<Vector<F, N>>,
     dst: &mut SharedMemory<F>,
+    base: usize,
     #[comptime] stride: usize,
     #[comptime] rows: usize,
     #[comptime] width: usize,
@@ -113,7 +114,7 @@ fn put_v<F: Float, N: Size>(
     #[unroll]
     for r in 0..rows * wv / threads {
         let e = tid + r * threads;
-        let off = (e / wv) * stride + (e % wv) * nv;
+        let off = base + (e / wv) * stride + (e % wv) * nv;
         let mut dv = dst
             .slice_mut(off, off + nv)
             .into_vectorized()
@@ -127,9 +128,10 @@ fn put_v<F: Float, N: Size>(
 /// them).
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn put_scaled_v<F: Float, N: Size>(
+pub(crate) fn put_scaled_v<F: Float, N: Size>(
     regs: &Array<Vector<F, N>>,
     dst: &mut SharedMemory<F>,
+    base: usize,
     w: &SharedMemory<f32>,
     w0: usize,
     len: usize,
@@ -146,7 +148,7 @@ fn put_scaled_v<F: Float, N: Size>(
     for r in 0..rows * wv / threads {
         let e = tid + r * threads;
         let i = e / wv;
-        let off = i * stride + (e % wv) * nv;
+        let off = base + i * stride + (e % wv) * nv;
         let mut wi = 0.0f32;
         if w_rev {
             if i < len {
@@ -271,9 +273,9 @@ fn chunk_states_kernel<F: Float, N: Size>(
         // Stage the key-decayed B (row i by lambda^(len-1-i)) and C; hand out the state this
         // chunk starts from and decay it by lambda^len.
         put_scaled_v::<F, N>(
-            &rb, &mut sbk, &pw, len, len, true, ks, chunk, rt, ST_THREADS,
+            &rb, &mut sbk, 0, &pw, len, len, true, ks, chunk, rt, ST_THREADS,
         );
-        put_v::<F, N>(&rc, &mut sc, cs, chunk, dt, ST_THREADS);
+        put_v::<F, N>(&rc, &mut sc, 0, cs, chunk, dt, ST_THREADS);
         let whole = pw[len];
         let hb = h_base + blk * dkp * dcp;
         #[unroll]
@@ -466,13 +468,13 @@ fn chunk_output_kernel<F: Float, N: Size>(
             rh[r] = h[(h_block + (e / dtv) * h_cols + c0 + (e % dtv) * nv) / nv];
         }
     }
-    put_v::<F, N>(&ra, &mut sa, ks, chunk, dkp, THREADS);
-    put_v::<F, N>(&rb, &mut sb, ks, chunk, dkp, THREADS);
-    put_v::<F, N>(&rc, &mut sc, cs, chunk, dt, THREADS);
+    put_v::<F, N>(&ra, &mut sa, 0, ks, chunk, dkp, THREADS);
+    put_v::<F, N>(&rb, &mut sb, 0, ks, chunk, dkp, THREADS);
+    put_v::<F, N>(&rc, &mut sc, 0, cs, chunk, dt, THREADS);
     if h_t {
-        put_v::<F, N>(&rh, &mut sh, ks, dt, dkp, THREADS);
+        put_v::<F, N>(&rh, &mut sh, 0, ks, dt, dkp, THREADS);
     } else {
-        put_v::<F, N>(&rh, &mut sh, cs, dkp, dt, THREADS);
+        put_v::<F, N>(&rh, &mut sh, 0, cs, dkp, dt, THREADS);
     }
     sync_cube();
 
@@ -483,7 +485,7 @@ fn chunk_output_kernel<F: Float, N: Size>(
     // Mask and decay the scores; stage the queries again, decayed by lambda^(i+1) (the scores
     // no longer read them).
     mask_scores::<F>(&sx, &mut sp, &pw, chunk, xs, ps);
-    put_scaled_v::<F, N>(&ra, &mut sa, &pw, 1, len, false, ks, chunk, dkp, THREADS);
+    put_scaled_v::<F, N>(&ra, &mut sa, 0, &pw, 1, len, false, ks, chunk, dkp, THREADS);
     sync_cube();
 
     // O = (decayed A) H + P C, the score tiles on and below the diagonal only.
@@ -578,6 +580,242 @@ pub(crate) fn states_fit(shape: [usize; 4], dc: usize, cfg: TiledConfig) -> bool
     h_len <= u32::MAX as usize
 }
 
+/// Which passes use the register kernels of [`super::mma`] where they apply:
+/// `SCALELAB_LIGHTNING_MMA` = `all` (unset), `states`, `output` or `none`, to compare them with
+/// the shared-memory `cmma` kernels in one build.
+fn mma_passes() -> (bool, bool) {
+    static PASSES: std::sync::OnceLock<(bool, bool)> = std::sync::OnceLock::new();
+    *PASSES.get_or_init(
+        || match std::env::var("SCALELAB_LIGHTNING_MMA").as_deref() {
+            Err(_) | Ok("all") => (true, true),
+            Ok("states") => (true, false),
+            Ok("output") => (false, true),
+            Ok("none") => (false, false),
+            Ok(v) => panic!("SCALELAB_LIGHTNING_MMA={v}: all, states, output or none"),
+        },
+    )
+}
+
+/// Whether this device runs `mma.m16n8k16` and `ldmatrix` for `dtype` (f32 accumulators),
+/// under the tensor-core geometry.
+fn has_mma<R: CubeRuntime>(
+    client: &ComputeClient<R>,
+    dtype: burn::tensor::DType,
+    cfg: TiledConfig,
+) -> bool {
+    use super::mma::{MK, MM, MN};
+    let elem: cubecl::ir::StorageType = dtype.into();
+    let want = cubecl::features::MmaConfig {
+        a_type: elem,
+        b_type: elem,
+        cd_type: cubecl::ir::ElemType::Float(cubecl::ir::FloatKind::F32).into(),
+        m: MM as u32,
+        n: MN as u32,
+        k: MK as u32,
+    };
+    let matmul = &client.properties().features.matmul;
+    cfg.cmma
+        && R::name(client) == "cuda"
+        && matmul.mma.contains(&want)
+        && matmul.ldmatrix.contains(&elem)
+}
+
+/// The register kernels' geometry, for benchmarking it: `SCALELAB_LIGHTNING_MMA_WARPS` (2 or
+/// 4; default 4) warps per states cube, `SCALELAB_LIGHTNING_MMA_COLS` (64 or 128; default 128)
+/// output columns per output cube.
+fn mma_geometry() -> (usize, usize) {
+    static GEOMETRY: std::sync::OnceLock<(usize, usize)> = std::sync::OnceLock::new();
+    *GEOMETRY.get_or_init(|| {
+        let knob = |name: &str, default: usize, allowed: [usize; 2]| {
+            let Ok(v) = std::env::var(name) else {
+                return default;
+            };
+            v.parse()
+                .ok()
+                .filter(|x| allowed.contains(x))
+                .unwrap_or_else(|| panic!("{name}={v}: one of {allowed:?}"))
+        };
+        (
+            knob("SCALELAB_LIGHTNING_MMA_WARPS", 4, [2, 4]),
+            knob("SCALELAB_LIGHTNING_MMA_COLS", 128, [64, 128]),
+        )
+    })
+}
+
+/// Whether the states pass can keep its state in registers ([`super::mma`]): `mma` on
+/// this device, and 64-row state tiles (whole 16-row tiles per warp) of whole 8-column tiles.
+fn mma_states<R: CubeRuntime>(
+    client: &ComputeClient<R>,
+    dtype: burn::tensor::DType,
+    cfg: TiledConfig,
+    rt: usize,
+) -> bool {
+    use super::mma::{MK, MM, MN};
+    mma_passes().0
+        && rt == 64
+        && rt % (mma_geometry().0 * MM) == 0
+        && cfg.dt % MN == 0
+        && cfg.chunk % MK == 0
+        && has_mma(client, dtype, cfg)
+}
+
+/// The output columns per cube of [`super::mma`]'s output kernel for this scan, if it
+/// applies: `mma` on this device, 64-token chunks, pairs of elements aligned (`nv >= 2`), and
+/// every thread a whole number of vectors; 128 columns (the scores computed once for a 128-wide
+/// head) unless `dc` fits 64.
+fn mma_output_cols<R: CubeRuntime>(
+    client: &ComputeClient<R>,
+    dtype: burn::tensor::DType,
+    cfg: TiledConfig,
+    [dkp, dc]: [usize; 2],
+    nv: usize,
+) -> Option<usize> {
+    let dt = if dc > 64 { mma_geometry().1 } else { 64 };
+    let threads = cfg.chunk / 16 * (dt / 64) * 32;
+    let whole = [cfg.chunk * dkp, cfg.chunk * dt, dkp * dt]
+        .iter()
+        .all(|x| x % (threads * nv) == 0);
+    (mma_passes().1
+        && cfg.chunk == 64
+        && nv >= 2
+        && dkp <= 128
+        && whole
+        && has_mma(client, dtype, cfg))
+    .then_some(dt)
+}
+
+/// Launches the output pass over `[a, b, c, s, h, out]` (the kernels' arguments, in order), `H`
+/// transposed with `h_t`: [`super::mma`]'s register kernel where [`mma_output_cols`]
+/// allows, else [`chunk_output_kernel`]. `dc` is the output width, `dkp` the contracted one.
+///
+/// # Safety
+/// As for the kernels: shapes checked by the caller, `h` written by this scan's states pass (or,
+/// with `h_t`, the transposed scan's) with `cfg.dt`-column tiles.
+#[allow(clippy::too_many_arguments)]
+unsafe fn output_pass<R: CubeRuntime>(
+    client: &ComputeClient<R>,
+    [nblocks, bh, dc]: [usize; 3],
+    nv: usize,
+    [a, b, c, s, h, out]: [CubeTensor<R>; 6],
+    cfg: TiledConfig,
+    dkp: usize,
+    reverse: bool,
+    h_t: bool,
+) {
+    let dtype = a.dtype;
+    if let Some(dt) = mma_output_cols(client, dtype, cfg, [dkp, dc], nv) {
+        super::mma::chunk_output_mma_kernel::launch_unchecked::<R>(
+            client,
+            CubeCount::Static(dc.div_ceil(dt) as u32, nblocks as u32, bh as u32),
+            CubeDim::new_1d((cfg.chunk / 16 * (dt / 64) * 32) as u32),
+            nv,
+            a.into_tensor_arg(),
+            b.into_tensor_arg(),
+            c.into_tensor_arg(),
+            s.into_tensor_arg(),
+            h.into_tensor_arg(),
+            out.into_tensor_arg(),
+            cfg.chunk,
+            dkp,
+            dt,
+            cfg.dt,
+            reverse,
+            h_t,
+            dtype.into(),
+        );
+    } else {
+        chunk_output_kernel::launch_unchecked::<R>(
+            client,
+            CubeCount::Static(dc.div_ceil(cfg.dt) as u32, nblocks as u32, bh as u32),
+            CubeDim::new_1d(THREADS as u32),
+            nv,
+            a.into_tensor_arg(),
+            b.into_tensor_arg(),
+            c.into_tensor_arg(),
+            s.into_tensor_arg(),
+            h.into_tensor_arg(),
+            out.into_tensor_arg(),
+            cfg.chunk,
+            dkp,
+            cfg.dt,
+            reverse,
+            h_t,
+            cfg.cmma,
+            dtype.into(),
+        );
+    }
+}
+
+/// Launches the states pass over `[b, c, s, state, h, out]` (the kernels' arguments, in order):
+/// [`super::mma`]'s register kernel where [`mma_states`] allows, else
+/// [`chunk_states_kernel`].
+///
+/// # Safety
+/// As for the kernels: shapes checked by the caller, `h` holding every chunk state the grid writes.
+#[allow(clippy::too_many_arguments)]
+unsafe fn states_pass<R: CubeRuntime>(
+    client: &ComputeClient<R>,
+    grid: CubeCount,
+    nv: usize,
+    [b, c, s, state, h, out]: [CubeTensor<R>; 6],
+    cfg: TiledConfig,
+    dkp: usize,
+    has_state: bool,
+    opts: ScanOptions,
+) {
+    let dtype = b.dtype;
+    let rt = state_rows(dkp);
+    let dim = CubeDim::new_1d(ST_THREADS as u32);
+    if mma_states(client, dtype, cfg, rt) {
+        let warps = mma_geometry().0;
+        super::mma::chunk_states_mma_kernel::launch_unchecked::<R>(
+            client,
+            grid,
+            CubeDim::new_1d((warps * 32) as u32),
+            nv,
+            b.into_tensor_arg(),
+            c.into_tensor_arg(),
+            s.into_tensor_arg(),
+            state.into_tensor_arg(),
+            h.into_tensor_arg(),
+            out.into_tensor_arg(),
+            cfg.chunk,
+            dkp,
+            rt,
+            cfg.dt,
+            warps,
+            has_state,
+            opts.reverse,
+            opts.transpose_state,
+            opts.state_exp0,
+            dtype.into(),
+        );
+    } else {
+        chunk_states_kernel::launch_unchecked::<R>(
+            client,
+            grid,
+            dim,
+            nv,
+            b.into_tensor_arg(),
+            c.into_tensor_arg(),
+            s.into_tensor_arg(),
+            state.into_tensor_arg(),
+            h.into_tensor_arg(),
+            out.into_tensor_arg(),
+            cfg.chunk,
+            dkp,
+            rt,
+            cfg.dt,
+            has_state,
+            opts.reverse,
+            opts.transpose_state,
+            opts.state_exp0,
+            cfg.cmma,
+            dtype.into(),
+        );
+    }
+}
+
 /// Launches the two kernels on inputs [`super::cube::scan_with`] has checked; writes `args.out`
 /// (rows `0..n` from [`chunk_output_kernel`], the final state from [`chunk_states_kernel`]).
 pub(crate) fn launch<R: CubeRuntime>(
@@ -615,55 +853,39 @@ pub(crate) fn launch<R: CubeRuntime>(
         Shape::new([(bh * nblocks * dkp).max(1), col_tiles * cfg.dt]),
         dtype,
     );
-    let dim = CubeDim::new_1d(THREADS as u32);
-    let st_dim = CubeDim::new_1d(ST_THREADS as u32);
     // SAFETY: every tensor index is guarded by the shape checks of `scan_with` and the kernels'
     // own bounds tests (rows past `n`, columns past `da`/`dc` are never read or written); `h`
     // has exactly the `bh x chunks x dkp x dcp` elements the states kernel writes.
     unsafe {
-        chunk_states_kernel::launch_unchecked::<R>(
+        states_pass(
             client,
             CubeCount::Static(col_tiles as u32, (dkp / rt) as u32, bh as u32),
-            st_dim,
             nv,
-            b.clone().into_tensor_arg(),
-            c.clone().into_tensor_arg(),
-            args.s.clone().into_tensor_arg(),
-            args.state.into_tensor_arg(),
-            h.clone().into_tensor_arg(),
-            args.out.clone().into_tensor_arg(),
-            cfg.chunk,
+            [
+                b.clone(),
+                c.clone(),
+                args.s.clone(),
+                args.state,
+                h.clone(),
+                args.out.clone(),
+            ],
+            cfg,
             dkp,
-            rt,
-            cfg.dt,
             args.has_state,
-            opts.reverse,
-            opts.transpose_state,
-            opts.state_exp0,
-            cfg.cmma,
-            dtype.into(),
+            opts,
         );
         if nblocks == 0 {
             return;
         }
-        chunk_output_kernel::launch_unchecked::<R>(
+        output_pass(
             client,
-            CubeCount::Static(col_tiles as u32, nblocks as u32, bh as u32),
-            dim,
+            [nblocks, bh, dc],
             nv,
-            a.into_tensor_arg(),
-            b.into_tensor_arg(),
-            c.into_tensor_arg(),
-            args.s.into_tensor_arg(),
-            h.into_tensor_arg(),
-            args.out.into_tensor_arg(),
-            cfg.chunk,
+            [a, b, c, args.s, h, args.out],
+            cfg,
             dkp,
-            cfg.dt,
             opts.reverse,
             false,
-            cfg.cmma,
-            dtype.into(),
         );
     }
 }
@@ -729,73 +951,59 @@ pub(crate) fn launch_dk_dv<R: CubeRuntime>(
         dv.div_ceil(cfg.dt) * cfg.dt,
     ]);
     let rt = state_rows(dkp);
-    let grid =
-        |cols: usize| CubeCount::Static(cols.div_ceil(cfg.dt) as u32, nblocks as u32, bh as u32);
     // SAFETY: as in `launch`: shapes checked by `dk_dv_with`, every row past `n` and column past
     // the head dims guarded in the kernels; the transposed read of `h` stays inside its rows.
     unsafe {
-        chunk_states_kernel::launch_unchecked::<R>(
+        states_pass(
             client,
             CubeCount::Static(dv.div_ceil(cfg.dt) as u32, (dkp / rt) as u32, bh as u32),
-            CubeDim::new_1d(ST_THREADS as u32),
             nv,
-            q.clone().into_tensor_arg(),
-            d_o.clone().into_tensor_arg(),
-            args.s.clone().into_tensor_arg(),
-            args.d_state.into_tensor_arg(),
-            h.clone().into_tensor_arg(),
-            dv_out.clone().into_tensor_arg(),
-            cfg.chunk,
+            [
+                q.clone(),
+                d_o.clone(),
+                args.s.clone(),
+                args.d_state,
+                h.clone(),
+                dv_out.clone(),
+            ],
+            cfg,
             dkp,
-            rt,
-            cfg.dt,
             true,
-            true,
-            false,
-            true,
-            cfg.cmma,
-            dtype.into(),
+            ScanOptions {
+                reverse: true,
+                transpose_state: false,
+                state_exp0: true,
+            },
         );
         if nblocks == 0 {
             return (dk_out, dv_out);
         }
-        chunk_output_kernel::launch_unchecked::<R>(
+        output_pass(
             client,
-            grid(dv),
-            CubeDim::new_1d(THREADS as u32),
+            [nblocks, bh, dv],
             nv,
-            k.into_tensor_arg(),
-            q.clone().into_tensor_arg(),
-            d_o.clone().into_tensor_arg(),
-            args.s.clone().into_tensor_arg(),
-            h.clone().into_tensor_arg(),
-            dv_out.clone().into_tensor_arg(),
-            cfg.chunk,
+            [
+                k,
+                q.clone(),
+                d_o.clone(),
+                args.s.clone(),
+                h.clone(),
+                dv_out.clone(),
+            ],
+            cfg,
             dkp,
-            cfg.dt,
             true,
             false,
-            cfg.cmma,
-            dtype.into(),
         );
-        chunk_output_kernel::launch_unchecked::<R>(
+        output_pass(
             client,
-            grid(dk),
-            CubeDim::new_1d(THREADS as u32),
+            [nblocks, bh, dk],
             nv,
-            v.into_tensor_arg(),
-            d_o.into_tensor_arg(),
-            q.into_tensor_arg(),
-            args.s.into_tensor_arg(),
-            h.into_tensor_arg(),
-            dk_out.clone().into_tensor_arg(),
-            cfg.chunk,
+            [v, d_o, q, args.s, h, dk_out.clone()],
+            cfg,
             dvp,
-            cfg.dt,
             true,
             true,
-            cfg.cmma,
-            dtype.into(),
         );
     }
     (dk_out, dv_out)

@@ -1,0 +1,584 @@
+//! The split scan's two passes with their products in registers, for CUDA: warp-level `mma.sync`
+//! (`m16n8k16`, f16/bf16 in, f32 accumulate) through CubeCL's manual [`MmaDefinition`].
+//!
+//! [`super::split`]'s kernels go through `cmma` fragments, which live behind an opaque type: every
+//! product loads both operands and the accumulator from shared memory and stores it back, and an
+//! accumulator cannot be scaled or masked in place. Here the fragments are plain registers in
+//! the layout PTX documents for `m16n8k16` (lane `l`: rows `l / 4` and `+ 8`, columns
+//! `2 (l % 4)` and `+ 1` of an accumulator tile), so
+//!
+//! - [`chunk_states_mma_kernel`] keeps each warp's 16 x `dt` slice of the f32 state in registers
+//!   for the whole scan: the decay is a multiply, `H` is written from registers, and the
+//!   double-buffered staging leaves one barrier per chunk;
+//! - [`chunk_output_mma_kernel`] masks and decays the scores in their accumulators and feeds them
+//!   to the second product as its `A` fragments (the accumulator pairs of two 8-key tiles are the
+//!   `A` fragment of those 16 keys), with 128 output columns per cube for a 128-wide head so the
+//!   scores are computed once.
+//!
+//! Same contracts and grids as `chunk_states_kernel` and `chunk_output_kernel`, which stay the
+//! path on other devices and geometries; `SCALELAB_LIGHTNING_MMA` picks which passes use these
+//! (see `split::mma_passes`). Manual MMA does not exist on wgpu: these kernels are checked on
+//! the GPU against the f32 kernel (`lightning --check-kernels`), which the lavapipe tests check
+//! against the references.
+
+use cubecl::{cmma::MmaDefinition, ir::MatrixIdent, prelude::*};
+
+use super::split::{fetch_v, put_scaled_v, put_v};
+use super::tiled::PAD;
+
+/// The `mma` shape: state rows per warp, state columns per instruction, tokens per instruction.
+pub(crate) const MM: usize = 16;
+pub(crate) const MN: usize = 8;
+pub(crate) const MK: usize = 16;
+
+/// A pair of elements, the unit of `mma` fragments (32-bit registers of f16/bf16).
+type Pair<E> = Vector<E, Const<2>>;
+
+/// Four 8x8 matrices of `sm` into the registers of one `mma` operand by `ldmatrix` (`.trans`
+/// with `trans`): lane `l` points at row `l % 8` of matrix `l / 8`, which starts at
+/// `base + (r0 + 8 * (j % 2)) * stride + c0 + 8 * (j / 2)` (`swap`: `j / 2` and `j % 2`
+/// exchanged). Rows are 16 bytes, aligned.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn ldm<F: Float>(
+    sm: &SharedMemory<F>,
+    base: usize,
+    r0: usize,
+    c0: usize,
+    #[comptime] stride: usize,
+    #[comptime] swap: bool,
+    #[comptime] trans: bool,
+    #[comptime] ident: MatrixIdent,
+) -> Array<Pair<F>> {
+    let def = MmaDefinition::<F, F, f32>::new(MM, MN, MK);
+    let lane = UNIT_POS_X as usize % 32;
+    let j = lane / 8;
+    let (jr, jc) = if swap { (j / 2, j % 2) } else { (j % 2, j / 2) };
+    let off = base + (r0 + lane % 8 + 8 * jr) * stride + c0 + 8 * jc;
+    def.load_matrix::<F, Const<2>>(&sm.slice(off, off + 8), ident, 4usize, trans)
+}
+
+/// The `A` fragment (16 x 16) at rows `m0..`, columns `k0..` of a row-major `[m][k]` tile.
+#[cube]
+fn frag_a<F: Float>(
+    sm: &SharedMemory<F>,
+    base: usize,
+    m0: usize,
+    k0: usize,
+    #[comptime] stride: usize,
+) -> Array<Pair<F>> {
+    ldm::<F>(sm, base, m0, k0, stride, false, false, MatrixIdent::A)
+}
+
+/// The `A` fragment (16 x 16) at rows `m0..`, columns `k0..` of `A`, stored transposed as a
+/// row-major `[k][m]` tile.
+#[cube]
+fn frag_a_t<F: Float>(
+    sm: &SharedMemory<F>,
+    base: usize,
+    m0: usize,
+    k0: usize,
+    #[comptime] stride: usize,
+) -> Array<Pair<F>> {
+    ldm::<F>(sm, base, k0, m0, stride, true, true, MatrixIdent::A)
+}
+
+/// The `B` fragments of two 8-column tiles (`k0..k0 + 16` x `n0..n0 + 16`) of a row-major
+/// `[k][n]` tile: registers 0-1 the first tile's, 2-3 the second's.
+#[cube]
+fn frag_b2<F: Float>(
+    sm: &SharedMemory<F>,
+    base: usize,
+    k0: usize,
+    n0: usize,
+    #[comptime] stride: usize,
+) -> Array<Pair<F>> {
+    ldm::<F>(sm, base, k0, n0, stride, false, true, MatrixIdent::B)
+}
+
+/// [`frag_b2`] for `B` stored transposed, a row-major `[n][k]` tile.
+#[cube]
+fn frag_b2_t<F: Float>(
+    sm: &SharedMemory<F>,
+    base: usize,
+    k0: usize,
+    n0: usize,
+    #[comptime] stride: usize,
+) -> Array<Pair<F>> {
+    ldm::<F>(sm, base, n0, k0, stride, true, false, MatrixIdent::B)
+}
+
+/// `acc[at..at + 2] += a * b[2 half..2 half + 2]`: one `mma` on an 8-column tile whose `B`
+/// fragment is half `half` of a [`frag_b2`] pair.
+#[cube]
+fn mma_half<F: Float>(
+    a: &Array<Pair<F>>,
+    b: &Array<Pair<F>>,
+    #[comptime] half: usize,
+    acc: &mut Array<Pair<f32>>,
+    at: usize,
+) {
+    let def = MmaDefinition::<F, F, f32>::new(MM, MN, MK);
+    let mut fb = Array::<Pair<F>>::new(2usize);
+    fb[0] = b[2 * half];
+    fb[1] = b[2 * half + 1];
+    let mut fc = Array::<Pair<f32>>::new(2usize);
+    fc[0] = acc[at];
+    fc[1] = acc[at + 1];
+    def.execute_inplace(a, &fb, &mut fc);
+    acc[at] = fc[0];
+    acc[at + 1] = fc[1];
+}
+
+/// `pw[d] = lambda^d` for `d` in `0..=chunk`, however many threads the cube has (a 64-thread
+/// cube must still write `pw[64]`).
+#[cube]
+fn decay_powers(
+    pw: &mut SharedMemory<f32>,
+    sv: f32,
+    #[comptime] chunk: usize,
+    #[comptime] threads: usize,
+) {
+    #[unroll]
+    for r in 0..comptime!(chunk / threads + 1) {
+        let d = UNIT_POS_X as usize + r * threads;
+        if d <= chunk {
+            pw[d] = f32::exp(-sv * f32::cast_from(d));
+        }
+    }
+}
+
+/// The state recurrence with the state in registers: one cube of `warps` warps per (`rt`
+/// state rows from `CUBE_POS_Y * rt`, `dt` state columns, batch x head), each warp `rt / warps`
+/// rows (whole 16-row `mma` tiles). Writes
+/// `h[bh][chunk]` (`dkp x dcp`, row-major) before each chunk's update and the final state to
+/// `out`'s rows `n..`, exactly as `chunk_states_kernel` does.
+///
+/// Lane `l` of warp `w` holds, for each of its 16-row tiles `m` and 8-column tiles `t`, rows
+/// `w rt / warps + 16 m + l / 4` and `+ 8`, columns `8 t + 2 (l % 4)` and `+ 1` (the `mma`
+/// accumulator layout), as `acc[2 (m tiles + t)]` and `acc[2 (m tiles + t) + 1]`.
+#[allow(
+    clippy::too_many_arguments,
+    clippy::collapsible_if,
+    clippy::manual_div_ceil
+)]
+#[cube(launch_unchecked)]
+pub(crate) fn chunk_states_mma_kernel<F: Float, N: Size>(
+    b: &Tensor<Vector<F, N>>,
+    c: &Tensor<Vector<F, N>>,
+    s: &Tensor<F>,
+    state: &Tensor<F>,
+    h: &mut Tensor<Pair<F>>,
+    out: &mut Tensor<F>,
+    #[comptime] chunk: usize,
+    #[comptime] dkp: usize,
+    #[comptime] rt: usize,
+    #[comptime] dt: usize,
+    #[comptime] warps: usize,
+    #[comptime] has_state: bool,
+    #[comptime] reverse: bool,
+    #[comptime] transpose_state: bool,
+    #[comptime] state_exp0: bool,
+    #[define(F)] _dtype: StorageType,
+) {
+    let threads = comptime!(warps * 32);
+    let tiles = comptime!(dt / MN);
+    let mtw = comptime!(rt / warps / MM);
+    let frags = comptime!(2 * (rt / warps / MM) * (dt / MN));
+    let tid = UNIT_POS_X as usize;
+    let lane = tid % 32;
+    let g = lane / 4;
+    let tq = lane % 4;
+    let wrow = (tid / 32) * comptime!(rt / warps);
+    let n = b.shape(2);
+    let da = b.shape(3);
+    let dc = c.shape(3);
+    let heads = b.shape(1);
+    let bh = CUBE_POS_Z as usize;
+    let bi = bh / heads;
+    let hi = bh % heads;
+    let r0 = CUBE_POS_Y as usize * rt;
+    let c0 = CUBE_POS_X as usize * dt;
+    let dcp = (dc + dt - 1) / dt * dt;
+    let nblocks = (n + chunk - 1) / chunk;
+
+    let sv = f32::cast_from(s[hi * s.stride(0)]);
+    let b_base = bi * b.stride(0) + hi * b.stride(1);
+    let c_base = bi * c.stride(0) + hi * c.stride(1);
+    let h_base = bh * nblocks * dkp * dcp + r0 * dcp + c0;
+    let b_st = b.stride(2);
+    let b_sd = b.stride(3);
+    let c_st = c.stride(2);
+    let c_sd = c.stride(3);
+
+    let ks = comptime!(rt + PAD);
+    let cs = comptime!(dt + PAD);
+    let bsz = comptime!(chunk * (rt + PAD));
+    let csz = comptime!(chunk * (dt + PAD));
+    let mut sbk = SharedMemory::<F>::new_aligned(2 * bsz, 32usize);
+    let mut sc = SharedMemory::<F>::new_aligned(2 * csz, 32usize);
+    let mut pw = SharedMemory::<f32>::new(chunk + 1);
+    decay_powers(&mut pw, sv, chunk, threads);
+
+    // The initial state, straight into the accumulators.
+    let mut acc = Array::<Pair<f32>>::new(frags);
+    let mut scale = 1.0f32;
+    if state_exp0 {
+        scale = f32::exp(sv);
+    }
+    let s_base = bi * state.stride(0) + hi * state.stride(1);
+    #[unroll]
+    for i in 0..frags {
+        let row = r0 + wrow + (i / (2 * tiles)) * MM + g + (i % 2) * 8;
+        let col = c0 + ((i / 2) % tiles) * MN + 2 * tq;
+        let mut v = Pair::<f32>::new(0.0);
+        if has_state {
+            #[unroll]
+            for j in 0..2usize {
+                if row < da && col + j < dc {
+                    let idx = if transpose_state {
+                        s_base + (col + j) * state.stride(2) + row * state.stride(3)
+                    } else {
+                        s_base + row * state.stride(2) + (col + j) * state.stride(3)
+                    };
+                    v[j] = f32::cast_from(state[idx]) * scale;
+                }
+            }
+        }
+        acc[i] = v;
+    }
+
+    let nv = N::value();
+    let mut rb = Array::<Vector<F, N>>::new(comptime!(chunk * rt / (threads * nv)));
+    let mut rc = Array::<Vector<F, N>>::new(comptime!(chunk * dt / (threads * nv)));
+    let mut len0 = n;
+    if len0 > chunk {
+        len0 = chunk;
+    }
+    fetch_v::<F, N>(
+        b, b_base, b_st, b_sd, n, da, 0, len0, r0, &mut rb, chunk, rt, reverse, true, threads,
+    );
+    fetch_v::<F, N>(
+        c, c_base, c_st, c_sd, n, dc, 0, len0, c0, &mut rc, chunk, dt, reverse, true, threads,
+    );
+    sync_cube();
+
+    for blk in 0..nblocks {
+        let t0 = blk * chunk;
+        let mut len = n - t0;
+        if len > chunk {
+            len = chunk;
+        }
+        let ab = (blk % 2) * bsz;
+        let cb = (blk % 2) * csz;
+
+        // Stage the key-decayed B (row i by lambda^(len-1-i)) and C in this chunk's buffers;
+        // hand out the state this chunk starts from and decay it by lambda^len.
+        put_scaled_v::<F, N>(
+            &rb, &mut sbk, ab, &pw, len, len, true, ks, chunk, rt, threads,
+        );
+        put_v::<F, N>(&rc, &mut sc, cb, cs, chunk, dt, threads);
+        let whole = Pair::<f32>::new(pw[len]);
+        let hb = h_base + blk * dkp * dcp;
+        #[unroll]
+        for i in 0..frags {
+            let row = wrow + (i / (2 * tiles)) * MM + g + (i % 2) * 8;
+            let col = ((i / 2) % tiles) * MN + 2 * tq;
+            h[(hb + row * dcp + col) / 2] = Pair::<F>::cast_from(acc[i]);
+            acc[i] = acc[i] * whole;
+        }
+        sync_cube();
+
+        if blk + 1 < nblocks {
+            let t1 = t0 + chunk;
+            let mut len1 = n - t1;
+            if len1 > chunk {
+                len1 = chunk;
+            }
+            fetch_v::<F, N>(
+                b, b_base, b_st, b_sd, n, da, t1, len1, r0, &mut rb, chunk, rt, reverse, true,
+                threads,
+            );
+            fetch_v::<F, N>(
+                c, c_base, c_st, c_sd, n, dc, t1, len1, c0, &mut rc, chunk, dt, reverse, true,
+                threads,
+            );
+        }
+
+        // S += (decayed B)^T C, 16 tokens at a time: A = B^T (16 state rows x 16 tokens, for
+        // each of this warp's row tiles), B = C (16 tokens x 8 columns), by `ldmatrix`.
+        #[unroll]
+        for kk in 0..chunk / MK {
+            #[unroll]
+            for tp in 0..tiles / 2 {
+                let fb = frag_b2::<F>(&sc, cb, kk * MK, tp * 2 * MN, cs);
+                #[unroll]
+                for mi in 0..mtw {
+                    let fa = frag_a_t::<F>(&sbk, ab, wrow + mi * MM, kk * MK, ks);
+                    let at = 2 * (mi * tiles + 2 * tp);
+                    mma_half::<F>(&fa, &fb, 0usize, &mut acc, at);
+                    mma_half::<F>(&fa, &fb, 1usize, &mut acc, at + 2);
+                }
+            }
+        }
+    }
+
+    // The final state, from the accumulators.
+    let mut fscale = 1.0f32;
+    if state_exp0 {
+        fscale = f32::exp(-sv);
+    }
+    let o_base = bi * out.stride(0) + hi * out.stride(1) + n * out.stride(2);
+    #[unroll]
+    for i in 0..frags {
+        let row = r0 + wrow + (i / (2 * tiles)) * MM + g + (i % 2) * 8;
+        let col = c0 + ((i / 2) % tiles) * MN + 2 * tq;
+        let v = acc[i];
+        #[unroll]
+        for j in 0..2usize {
+            if row < da && col + j < dc {
+                out[o_base + row * out.stride(2) + (col + j) * out.stride(3)] =
+                    F::cast_from(v[j] * fscale);
+            }
+        }
+    }
+}
+
+/// One chunk's outputs with the scores and outputs in registers: one cube per (`dt` output
+/// columns, chunk, batch x head) of `chunk / 16 x dt / 64` warps; warp `w` owns the 16 rows
+/// `16 (w % (chunk / 16))..` and the 64 columns `64 (w / (chunk / 16))..` of the cube's tile.
+/// `O = lambda^(i+1) (A H) + mask(A B^T lambda^(i-j)) C`, the scores' accumulators becoming the
+/// second product's `A` fragments without leaving the registers. Same contract as
+/// [`super::split`]'s `chunk_output_kernel` (`h_t`: `H` is the transposed scan's, whose states
+/// were written with `hdt`-column tiles).
+#[allow(clippy::too_many_arguments, clippy::manual_div_ceil)]
+#[cube(launch_unchecked)]
+pub(crate) fn chunk_output_mma_kernel<F: Float, N: Size>(
+    a: &Tensor<Vector<F, N>>,
+    b: &Tensor<Vector<F, N>>,
+    c: &Tensor<Vector<F, N>>,
+    s: &Tensor<F>,
+    h: &Tensor<Vector<F, N>>,
+    out: &mut Tensor<Pair<F>>,
+    #[comptime] chunk: usize,
+    #[comptime] dkp: usize,
+    #[comptime] dt: usize,
+    #[comptime] hdt: usize,
+    #[comptime] reverse: bool,
+    #[comptime] h_t: bool,
+    #[define(F)] _dtype: StorageType,
+) {
+    let mtiles = comptime!(chunk / MM);
+    let threads = comptime!(chunk / MM * (dt / 64) * 32);
+    let wtiles = comptime!(64 / MN);
+    let tid = UNIT_POS_X as usize;
+    let lane = tid % 32;
+    let g = lane / 4;
+    let tq = lane % 4;
+    let warp = tid / 32;
+    let mt = warp % mtiles;
+    let wcol = (warp / mtiles) * 64;
+    let n = a.shape(2);
+    let da = a.shape(3);
+    let dc = c.shape(3);
+    let heads = a.shape(1);
+    let bh = CUBE_POS_Z as usize;
+    let bi = bh / heads;
+    let hi = bh % heads;
+    let blk = CUBE_POS_Y as usize;
+    let c0 = CUBE_POS_X as usize * dt;
+    let nblocks = (n + chunk - 1) / chunk;
+    let t0 = blk * chunk;
+    let mut len = n - t0;
+    if len > chunk {
+        len = chunk;
+    }
+
+    let sv = f32::cast_from(s[hi * s.stride(0)]);
+    let a_base = bi * a.stride(0) + hi * a.stride(1);
+    let b_base = bi * b.stride(0) + hi * b.stride(1);
+    let c_base = bi * c.stride(0) + hi * c.stride(1);
+    // H[blk] as the states kernel wrote it (`hdt`-column tiles): `h_rows x h_cols`, or with `h_t`
+    // the transposed scan's (rows this scan's `dc` padded to 16, columns its `da` to `hdt`).
+    let mut h_rows = (da + 15) / 16 * 16;
+    let mut h_cols = (dc + hdt - 1) / hdt * hdt;
+    if h_t {
+        h_rows = (dc + 15) / 16 * 16;
+        h_cols = (da + hdt - 1) / hdt * hdt;
+    }
+    let h_block = (bh * nblocks + blk) * h_rows * h_cols;
+
+    let ks = comptime!(dkp + PAD);
+    let cs = comptime!(dt + PAD);
+    let mut sa = SharedMemory::<F>::new_aligned(chunk * ks, 32usize);
+    let mut sb = SharedMemory::<F>::new_aligned(chunk * ks, 32usize);
+    let mut sc = SharedMemory::<F>::new_aligned(chunk * cs, 32usize);
+    // H as `dkp x dt` (row stride `cs`), or with `h_t` as its transpose `dt x dkp` (stride `ks`).
+    let sh_len = comptime!(if h_t {
+        dt * (dkp + PAD)
+    } else {
+        dkp * (dt + PAD)
+    });
+    let mut sh = SharedMemory::<F>::new_aligned(sh_len, 32usize);
+    let mut pw = SharedMemory::<f32>::new(chunk + 1);
+    decay_powers(&mut pw, sv, chunk, threads);
+
+    let nv = N::value();
+    let mut ra = Array::<Vector<F, N>>::new(comptime!(chunk * dkp / (threads * nv)));
+    let mut rb = Array::<Vector<F, N>>::new(comptime!(chunk * dkp / (threads * nv)));
+    let mut rc = Array::<Vector<F, N>>::new(comptime!(chunk * dt / (threads * nv)));
+    let mut rh = Array::<Vector<F, N>>::new(comptime!(dkp * dt / (threads * nv)));
+    let a_st = a.stride(2);
+    let a_sd = a.stride(3);
+    let b_st = b.stride(2);
+    let b_sd = b.stride(3);
+    let c_st = c.stride(2);
+    let c_sd = c.stride(3);
+    fetch_v::<F, N>(
+        a, a_base, a_st, a_sd, n, da, t0, len, 0, &mut ra, chunk, dkp, reverse, true, threads,
+    );
+    fetch_v::<F, N>(
+        b, b_base, b_st, b_sd, n, da, t0, len, 0, &mut rb, chunk, dkp, reverse, true, threads,
+    );
+    fetch_v::<F, N>(
+        c, c_base, c_st, c_sd, n, dc, t0, len, c0, &mut rc, chunk, dt, reverse, true, threads,
+    );
+    if h_t {
+        // Rows c0.. of the other scan's H are this scan's columns; zero past its rows.
+        fetch_v::<F, N>(
+            h,
+            h_block,
+            h_cols,
+            1,
+            h_rows,
+            dkp,
+            c0,
+            h_rows - c0,
+            0,
+            &mut rh,
+            dt,
+            dkp,
+            false,
+            true,
+            threads,
+        );
+    } else {
+        fetch_v::<F, N>(
+            h, h_block, h_cols, 1, h_rows, h_cols, 0, h_rows, c0, &mut rh, dkp, dt, false, true,
+            threads,
+        );
+    }
+    put_v::<F, N>(&ra, &mut sa, 0, ks, chunk, dkp, threads);
+    put_v::<F, N>(&rb, &mut sb, 0, ks, chunk, dkp, threads);
+    put_v::<F, N>(&rc, &mut sc, 0, cs, chunk, dt, threads);
+    if h_t {
+        put_v::<F, N>(&rh, &mut sh, 0, ks, dt, dkp, threads);
+    } else {
+        put_v::<F, N>(&rh, &mut sh, 0, cs, dkp, dt, threads);
+    }
+    sync_cube();
+
+    let ktiles = comptime!(chunk / MN);
+    let row_lo = mt * MM + g;
+
+    // Scores of this warp's 16 rows against the keys up to its diagonal tile, masked and decayed
+    // by lambda^(i-j) in the accumulators.
+    let mut sx = Array::<Pair<f32>>::new(comptime!(2 * chunk / MN));
+    #[unroll]
+    for i in 0..2 * ktiles {
+        sx[i] = Pair::<f32>::new(0.0);
+    }
+    #[unroll]
+    for kk in 0..dkp / MK {
+        let fa = frag_a::<F>(&sa, 0usize, mt * MM, kk * MK, ks);
+        #[unroll]
+        for tp in 0..ktiles / 2 {
+            if tp <= mt {
+                let fb = frag_b2_t::<F>(&sb, 0usize, kk * MK, tp * 2 * MN, ks);
+                mma_half::<F>(&fa, &fb, 0usize, &mut sx, 4 * tp);
+                mma_half::<F>(&fa, &fb, 1usize, &mut sx, 4 * tp + 2);
+            }
+        }
+    }
+    // P = mask and decay, rounded: the accumulator pairs of key tiles 2k and 2k+1 are the `A`
+    // fragment of the 16 keys 16k.. (rows g, g+8; keys 2tq.., 2tq+8..).
+    let mut fp = Array::<Pair<F>>::new(comptime!(2 * chunk / MN));
+    #[unroll]
+    for t in 0..ktiles {
+        #[unroll]
+        for half in 0..2usize {
+            let i = row_lo + half * 8;
+            let mut v = Pair::<f32>::new(0.0);
+            #[unroll]
+            for j in 0..2usize {
+                let key = t * MN + 2 * tq + j;
+                if key <= i {
+                    v[j] = sx[2 * t + half][j] * pw[i - key];
+                }
+            }
+            fp[2 * t + half] = Pair::<F>::cast_from(v);
+        }
+    }
+
+    // O = A H, each row decayed by lambda^(i+1); then O += P C.
+    let mut acc = Array::<Pair<f32>>::new(comptime!(2 * wtiles));
+    #[unroll]
+    for i in 0..2 * wtiles {
+        acc[i] = Pair::<f32>::new(0.0);
+    }
+    #[unroll]
+    for kk in 0..dkp / MK {
+        let fa = frag_a::<F>(&sa, 0usize, mt * MM, kk * MK, ks);
+        #[unroll]
+        for tp in 0..wtiles / 2 {
+            let n0 = wcol + tp * 2 * MN;
+            let fb = if h_t {
+                frag_b2_t::<F>(&sh, 0usize, kk * MK, n0, ks)
+            } else {
+                frag_b2::<F>(&sh, 0usize, kk * MK, n0, cs)
+            };
+            mma_half::<F>(&fa, &fb, 0usize, &mut acc, 4 * tp);
+            mma_half::<F>(&fa, &fb, 1usize, &mut acc, 4 * tp + 2);
+        }
+    }
+    let w_lo = Pair::<f32>::new(pw[row_lo + 1]);
+    let w_hi = Pair::<f32>::new(pw[row_lo + 9]);
+    #[unroll]
+    for t in 0..wtiles {
+        acc[2 * t] = acc[2 * t] * w_lo;
+        acc[2 * t + 1] = acc[2 * t + 1] * w_hi;
+    }
+    #[unroll]
+    for kv in 0..chunk / MK {
+        if kv <= mt {
+            let mut fa = Array::<Pair<F>>::new(4usize);
+            #[unroll]
+            for q in 0..4usize {
+                fa[q] = fp[4 * kv + q];
+            }
+            #[unroll]
+            for tp in 0..wtiles / 2 {
+                let fb = frag_b2::<F>(&sc, 0usize, kv * MK, wcol + tp * 2 * MN, cs);
+                mma_half::<F>(&fa, &fb, 0usize, &mut acc, 4 * tp);
+                mma_half::<F>(&fa, &fb, 1usize, &mut acc, 4 * tp + 2);
+            }
+        }
+    }
+
+    // Rows inside the sequence, columns inside `dc`, one pair per store.
+    let o_base = bi * out.stride(0) + hi * out.stride(1);
+    let o_st = out.stride(2);
+    #[unroll]
+    for t in 0..wtiles {
+        #[unroll]
+        for half in 0..2usize {
+            let i = row_lo + half * 8;
+            let col = c0 + wcol + t * MN + 2 * tq;
+            if i < len && col < dc {
+                let tt = t0 + i;
+                let p = if reverse { n - 1 - tt } else { tt };
+                out[(o_base + p * o_st + col) / 2] = Pair::<F>::cast_from(acc[2 * t + half]);
+            }
+        }
+    }
+}
