@@ -6,32 +6,34 @@
 # STEPS (comma-separated, in this order; default "fla,ours,merge"):
 #   fla           the device's copy and bf16 matmul ceilings, then fla and PyTorch SDPA
 #   ours          our kernels: forward, forward+backward and decode (the speed table)
-#   ours-shared   the same with the backward's shared-state dk/dv pair (SHARED_DKDV=1)
-#   ours-cmma     ours-shared with the shared-memory cmma kernels instead of the register mma
-#                 ones (SCALELAB_LIGHTNING_MMA=none), to compare them in one call
-#   ours-states   ours-shared with only the states pass on the mma kernel (MMA=states)
+#   ours-apart    the same with the backward's dk and dv as two scans (SHARED_DKDV=0; the
+#                 shared-state pair is the default)
+#   ours-cmma     ours with the shared-memory cmma kernels instead of the register mma ones
+#                 (SCALELAB_LIGHTNING_MMA=none), to compare them in one call
+#   ours-states   ours with only the states pass on the mma kernel (MMA=states)
 #   merge         the merged table: ratios to fla and to the split design's memory floor
 #   check         every output and gradient against the f32 reference (H=64, D=128, T=1000),
 #                 then bf16 kernels against the f32 kernel at B=4, H=32 for CHECK_TS
-#   check-shared  the check with the shared-state dk/dv pair
-#   variants      the register kernels' geometries against the cmma kernels, all with the shared
-#                 dk/dv pair, at VARIANT_TS (default 8192): states warps 2 or 4, output columns
+#   check-apart   the check with dk and dv as two scans
+#   variants      the register kernels' geometries against the cmma kernels at VARIANT_TS (default 8192): states warps 2 or 4, output columns
 #                 64 or 128, and MMA=none (v-<name>.log)
 #   probe         `lightning --probe` (forward errors at small shapes, then forward and
 #                 forward+backward at PROBE_TS, default 8192) for each SCALELAB_LIGHTNING_MMA in
-#                 PROBE_MMA (default all,states,none), with the shared dk/dv pair
+#                 PROBE_MMA (default all,states,none)
 #   check-kernels the bf16 kernels against the f32 kernel (H=64 T=1000 with a tail and an initial
-#                 state, then B=4 H=32 at CHECK_TS): every gradient, no tensor-op reference
+#                 state, B=4 H=32 T=2048 with steep decays, then B=4 H=32 at CHECK_TS): every
+#                 gradient, no tensor-op reference (about 45 s)
 #   ncu           Nsight Compute on `lightning --probe` at T=NCU_T (default 8192): the kernels'
 #                 time, registers, occupancy and stall reasons (ncu.txt). The probe launches 6
 #                 scan kernels at its small shapes, then 14 for the timed forwards at NCU_T, then
-#                 each forward+backward (8: forward, dq, dk, dv, two kernels each). Defaults
-#                 NCU_SKIP=6 NCU_COUNT=2 (one forward); NCU_SKIP=20 NCU_COUNT=8 (one fwd+bwd).
+#                 each forward+backward (7: forward, dq, two each; the dk/dv pair three).
+#                 Defaults NCU_SKIP=6 NCU_COUNT=2 (one forward); NCU_SKIP=20 NCU_COUNT=7 (one
+#                 fwd+bwd). Allow NCU_TIMEOUT=240: each profiled kernel is replayed 17 times.
 # Knobs: TS=2048,8192 (lengths), REFMAX=T (tensor-op reference up to T; 0 = none, the default),
 # CHECK_TS (default 2048,8192), FLA_TIMEOUT, BENCH_TIMEOUT, CHECK_TIMEOUT (seconds).
-# Costs seen on the H100 (session 3): fla about 200 s; ours about 30 s once compiled (REFMAX=2048
-# adds over 200 s of reference compilation); the check 4.5 min with the chunked reference (the
-# naive one now, not yet timed).
+# Costs seen on the H200 (session 5): a fresh machine about 30 s; fla about 145 s; ours about 25 s
+# (REFMAX=2048 adds minutes of reference compilation); check-kernels about 45 s; the full check
+# over 330 s (the tensor-op reference's compilation and autotuning under Autodiff).
 set -uo pipefail
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 export PYTHONUNBUFFERED=1
@@ -59,11 +61,11 @@ bench() { # name, then extra environment
   grep -v "^\s*$" "$OUT/$name.log" | tail -14
 }
 has ours && bench ours
-has ours-shared && bench ours-shared SCALELAB_LIGHTNING_SHARED_DKDV=1
-has ours-cmma && bench ours-cmma SCALELAB_LIGHTNING_SHARED_DKDV=1 SCALELAB_LIGHTNING_MMA=none
-has ours-states && bench ours-states SCALELAB_LIGHTNING_SHARED_DKDV=1 SCALELAB_LIGHTNING_MMA=states
+has ours-apart && bench ours-apart SCALELAB_LIGHTNING_SHARED_DKDV=0
+has ours-cmma && bench ours-cmma SCALELAB_LIGHTNING_MMA=none
+has ours-states && bench ours-states SCALELAB_LIGHTNING_MMA=states
 if has merge; then
-  for name in ours ours-shared ours-cmma ours-states; do
+  for name in ours ours-apart ours-cmma ours-states; do
     [ -s "$OUT/$name.jsonl" ] || continue
     stamp "merged: $name (ms; ratios > 1 are slower)"
     python3 compare_fla.py --from-json "$OUT/fla.jsonl" --scalelab "$OUT/$name.jsonl" \
@@ -71,16 +73,16 @@ if has merge; then
   done
 fi
 if has variants; then
-  SHARED=SCALELAB_LIGHTNING_SHARED_DKDV=1
-  TS=${VARIANT_TS:-8192} bench v-w2-c128 $SHARED SCALELAB_LIGHTNING_MMA_WARPS=2 SCALELAB_LIGHTNING_MMA_COLS=128
-  TS=${VARIANT_TS:-8192} bench v-w2-c64 $SHARED SCALELAB_LIGHTNING_MMA_WARPS=2 SCALELAB_LIGHTNING_MMA_COLS=64
-  TS=${VARIANT_TS:-8192} bench v-w4-c128 $SHARED SCALELAB_LIGHTNING_MMA_WARPS=4 SCALELAB_LIGHTNING_MMA_COLS=128
-  TS=${VARIANT_TS:-8192} bench v-none $SHARED SCALELAB_LIGHTNING_MMA=none
+  for v in 2:128 2:64 4:128 4:64; do
+    TS=${VARIANT_TS:-8192} bench "v-w${v%:*}-c${v#*:}" \
+      SCALELAB_LIGHTNING_MMA_WARPS="${v%:*}" SCALELAB_LIGHTNING_MMA_COLS="${v#*:}"
+  done
+  TS=${VARIANT_TS:-8192} bench v-none SCALELAB_LIGHTNING_MMA=none
 fi
 if has probe; then
   for m in ${PROBE_MMA//,/ }; do
     stamp "probe MMA=$m"
-    SCALELAB_LIGHTNING_SHARED_DKDV=1 SCALELAB_LIGHTNING_MMA=$m timeout "${PROBE_TIMEOUT:-120}" \
+    SCALELAB_LIGHTNING_MMA=$m timeout "${PROBE_TIMEOUT:-120}" \
       ./lightning --probe --ts "${PROBE_TS:-8192}" > "$OUT/probe-$m.log" 2>&1
     grep -E "probe|panicked|Error" "$OUT/probe-$m.log"
   done
@@ -93,16 +95,16 @@ check() { # name, then extra environment
   grep -E "^check|panicked|Error" "$OUT/$name.log"
 }
 has check && check check
-has check-shared && check check-shared SCALELAB_LIGHTNING_SHARED_DKDV=1
+has check-apart && check check-apart SCALELAB_LIGHTNING_SHARED_DKDV=0
 if has check-kernels; then
   stamp check-kernels
-  SCALELAB_LIGHTNING_SHARED_DKDV=1 timeout "${CHECK_TIMEOUT:-280}" ./lightning --check-kernels \
+  timeout "${CHECK_TIMEOUT:-280}" ./lightning --check-kernels \
     --check-ts "${CHECK_TS:-2048,8192}" --ts 64 --reference-max 0 > "$OUT/check-kernels.log" 2>&1
   grep -E "^check|panicked|Error" "$OUT/check-kernels.log"
 fi
 if has ncu; then
   stamp ncu
-  SCALELAB_LIGHTNING_SHARED_DKDV=${NCU_SHARED:-0} timeout "${NCU_TIMEOUT:-300}" ncu --clock-control none --target-processes all \
+  timeout "${NCU_TIMEOUT:-300}" ncu --clock-control none --target-processes all \
     --kernel-name regex:'chunk_|scan_|decode_' --launch-skip "${NCU_SKIP:-6}" --launch-count "${NCU_COUNT:-2}" \
     --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
     ./lightning --probe --ts "${NCU_T:-8192}" > "$OUT/ncu.txt" 2>&1
