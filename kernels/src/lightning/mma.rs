@@ -23,7 +23,7 @@
 
 use cubecl::{cmma::MmaDefinition, ir::MatrixIdent, prelude::*};
 
-use super::split::{fetch_v, put_scaled_v, put_v};
+use super::split::{fetch_v, put_scaled_v, put_v, stage_output_chunk};
 use super::tiled::PAD;
 
 /// The `mma` shape: state rows per warp, state columns per instruction, tokens per instruction.
@@ -58,7 +58,8 @@ fn ldm<F: Float>(
     def.load_matrix::<F, Const<2>>(&sm.slice(off, off + 8), ident, 4usize, trans)
 }
 
-/// The `A` fragment (16 x 16) at rows `m0..`, columns `k0..` of a row-major `[m][k]` tile.
+/// The `A` fragment (16 x 16) at rows `m0..`, columns `k0..` of a row-major `[m][k]` tile, or
+/// with `stored_t` of `A` stored transposed, a row-major `[k][m]` tile.
 #[cube]
 fn frag_a<F: Float>(
     sm: &SharedMemory<F>,
@@ -66,25 +67,18 @@ fn frag_a<F: Float>(
     m0: usize,
     k0: usize,
     #[comptime] stride: usize,
+    #[comptime] stored_t: bool,
 ) -> Array<Pair<F>> {
-    ldm::<F>(sm, base, m0, k0, stride, false, false, MatrixIdent::A)
-}
-
-/// The `A` fragment (16 x 16) at rows `m0..`, columns `k0..` of `A`, stored transposed as a
-/// row-major `[k][m]` tile.
-#[cube]
-fn frag_a_t<F: Float>(
-    sm: &SharedMemory<F>,
-    base: usize,
-    m0: usize,
-    k0: usize,
-    #[comptime] stride: usize,
-) -> Array<Pair<F>> {
-    ldm::<F>(sm, base, k0, m0, stride, true, true, MatrixIdent::A)
+    if stored_t {
+        ldm::<F>(sm, base, k0, m0, stride, true, true, MatrixIdent::A)
+    } else {
+        ldm::<F>(sm, base, m0, k0, stride, false, false, MatrixIdent::A)
+    }
 }
 
 /// The `B` fragments of two 8-column tiles (`k0..k0 + 16` x `n0..n0 + 16`) of a row-major
-/// `[k][n]` tile: registers 0-1 the first tile's, 2-3 the second's.
+/// `[k][n]` tile, or with `stored_t` of `B` stored transposed, a row-major `[n][k]` tile:
+/// registers 0-1 the first tile's, 2-3 the second's.
 #[cube]
 fn frag_b2<F: Float>(
     sm: &SharedMemory<F>,
@@ -92,20 +86,13 @@ fn frag_b2<F: Float>(
     k0: usize,
     n0: usize,
     #[comptime] stride: usize,
+    #[comptime] stored_t: bool,
 ) -> Array<Pair<F>> {
-    ldm::<F>(sm, base, k0, n0, stride, false, true, MatrixIdent::B)
-}
-
-/// [`frag_b2`] for `B` stored transposed, a row-major `[n][k]` tile.
-#[cube]
-fn frag_b2_t<F: Float>(
-    sm: &SharedMemory<F>,
-    base: usize,
-    k0: usize,
-    n0: usize,
-    #[comptime] stride: usize,
-) -> Array<Pair<F>> {
-    ldm::<F>(sm, base, n0, k0, stride, true, false, MatrixIdent::B)
+    if stored_t {
+        ldm::<F>(sm, base, n0, k0, stride, true, false, MatrixIdent::B)
+    } else {
+        ldm::<F>(sm, base, k0, n0, stride, false, true, MatrixIdent::B)
+    }
 }
 
 /// `acc[at..at + 2] += a * b[2 half..2 half + 2]`: one `mma` on an 8-column tile whose `B`
@@ -311,10 +298,10 @@ pub(crate) fn chunk_states_mma_kernel<F: Float, N: Size>(
         for kk in 0..chunk / MK {
             #[unroll]
             for tp in 0..tiles / 2 {
-                let fb = frag_b2::<F>(&sc, cb, kk * MK, tp * 2 * MN, cs);
+                let fb = frag_b2::<F>(&sc, cb, kk * MK, tp * 2 * MN, cs, false);
                 #[unroll]
                 for mi in 0..mtw {
-                    let fa = frag_a_t::<F>(&sbk, ab, wrow + mi * MM, kk * MK, ks);
+                    let fa = frag_a::<F>(&sbk, ab, wrow + mi * MM, kk * MK, ks, true);
                     let at = 2 * (mi * tiles + 2 * tp);
                     mma_half::<F>(&fa, &fb, 0usize, &mut acc, at);
                     mma_half::<F>(&fa, &fb, 1usize, &mut acc, at + 2);
@@ -379,7 +366,6 @@ pub(crate) fn chunk_output_mma_kernel<F: Float, N: Size>(
     let mt = warp % mtiles;
     let wcol = (warp / mtiles) * 64;
     let n = a.shape(2);
-    let da = a.shape(3);
     let dc = c.shape(3);
     let heads = a.shape(1);
     let bh = CUBE_POS_Z as usize;
@@ -387,26 +373,12 @@ pub(crate) fn chunk_output_mma_kernel<F: Float, N: Size>(
     let hi = bh % heads;
     let blk = CUBE_POS_Y as usize;
     let c0 = CUBE_POS_X as usize * dt;
-    let nblocks = (n + chunk - 1) / chunk;
     let t0 = blk * chunk;
     let mut len = n - t0;
     if len > chunk {
         len = chunk;
     }
-
     let sv = f32::cast_from(s[hi * s.stride(0)]);
-    let a_base = bi * a.stride(0) + hi * a.stride(1);
-    let b_base = bi * b.stride(0) + hi * b.stride(1);
-    let c_base = bi * c.stride(0) + hi * c.stride(1);
-    // H[blk] as the states kernel wrote it (`hdt`-column tiles): `h_rows x h_cols`, or with `h_t`
-    // the transposed scan's (rows this scan's `dc` padded to 16, columns its `da` to `hdt`).
-    let mut h_rows = (da + 15) / 16 * 16;
-    let mut h_cols = (dc + hdt - 1) / hdt * hdt;
-    if h_t {
-        h_rows = (dc + 15) / 16 * 16;
-        h_cols = (da + hdt - 1) / hdt * hdt;
-    }
-    let h_block = (bh * nblocks + blk) * h_rows * h_cols;
 
     let ks = comptime!(dkp + PAD);
     let cs = comptime!(dt + PAD);
@@ -425,57 +397,10 @@ pub(crate) fn chunk_output_mma_kernel<F: Float, N: Size>(
 
     let nv = N::value();
     let mut ra = Array::<Vector<F, N>>::new(comptime!(chunk * dkp / (threads * nv)));
-    let mut rb = Array::<Vector<F, N>>::new(comptime!(chunk * dkp / (threads * nv)));
-    let mut rc = Array::<Vector<F, N>>::new(comptime!(chunk * dt / (threads * nv)));
-    let mut rh = Array::<Vector<F, N>>::new(comptime!(dkp * dt / (threads * nv)));
-    let a_st = a.stride(2);
-    let a_sd = a.stride(3);
-    let b_st = b.stride(2);
-    let b_sd = b.stride(3);
-    let c_st = c.stride(2);
-    let c_sd = c.stride(3);
-    fetch_v::<F, N>(
-        a, a_base, a_st, a_sd, n, da, t0, len, 0, &mut ra, chunk, dkp, reverse, true, threads,
+    stage_output_chunk::<F, N>(
+        a, b, c, h, &mut sa, &mut sb, &mut sc, &mut sh, &mut ra, bh, blk, c0, chunk, dkp, dt, hdt,
+        reverse, h_t, threads,
     );
-    fetch_v::<F, N>(
-        b, b_base, b_st, b_sd, n, da, t0, len, 0, &mut rb, chunk, dkp, reverse, true, threads,
-    );
-    fetch_v::<F, N>(
-        c, c_base, c_st, c_sd, n, dc, t0, len, c0, &mut rc, chunk, dt, reverse, true, threads,
-    );
-    if h_t {
-        // Rows c0.. of the other scan's H are this scan's columns; zero past its rows.
-        fetch_v::<F, N>(
-            h,
-            h_block,
-            h_cols,
-            1,
-            h_rows,
-            dkp,
-            c0,
-            h_rows - c0,
-            0,
-            &mut rh,
-            dt,
-            dkp,
-            false,
-            true,
-            threads,
-        );
-    } else {
-        fetch_v::<F, N>(
-            h, h_block, h_cols, 1, h_rows, h_cols, 0, h_rows, c0, &mut rh, dkp, dt, false, true,
-            threads,
-        );
-    }
-    put_v::<F, N>(&ra, &mut sa, 0, ks, chunk, dkp, threads);
-    put_v::<F, N>(&rb, &mut sb, 0, ks, chunk, dkp, threads);
-    put_v::<F, N>(&rc, &mut sc, 0, cs, chunk, dt, threads);
-    if h_t {
-        put_v::<F, N>(&rh, &mut sh, 0, ks, dt, dkp, threads);
-    } else {
-        put_v::<F, N>(&rh, &mut sh, 0, cs, dkp, dt, threads);
-    }
     sync_cube();
 
     let ktiles = comptime!(chunk / MN);
@@ -490,11 +415,11 @@ pub(crate) fn chunk_output_mma_kernel<F: Float, N: Size>(
     }
     #[unroll]
     for kk in 0..dkp / MK {
-        let fa = frag_a::<F>(&sa, 0usize, mt * MM, kk * MK, ks);
+        let fa = frag_a::<F>(&sa, 0usize, mt * MM, kk * MK, ks, false);
         #[unroll]
         for tp in 0..ktiles / 2 {
             if tp <= mt {
-                let fb = frag_b2_t::<F>(&sb, 0usize, kk * MK, tp * 2 * MN, ks);
+                let fb = frag_b2::<F>(&sb, 0usize, kk * MK, tp * 2 * MN, ks, true);
                 mma_half::<F>(&fa, &fb, 0usize, &mut sx, 4 * tp);
                 mma_half::<F>(&fa, &fb, 1usize, &mut sx, 4 * tp + 2);
             }
@@ -528,14 +453,14 @@ pub(crate) fn chunk_output_mma_kernel<F: Float, N: Size>(
     }
     #[unroll]
     for kk in 0..dkp / MK {
-        let fa = frag_a::<F>(&sa, 0usize, mt * MM, kk * MK, ks);
+        let fa = frag_a::<F>(&sa, 0usize, mt * MM, kk * MK, ks, false);
         #[unroll]
         for tp in 0..wtiles / 2 {
             let n0 = wcol + tp * 2 * MN;
             let fb = if h_t {
-                frag_b2_t::<F>(&sh, 0usize, kk * MK, n0, ks)
+                frag_b2::<F>(&sh, 0usize, kk * MK, n0, ks, true)
             } else {
-                frag_b2::<F>(&sh, 0usize, kk * MK, n0, cs)
+                frag_b2::<F>(&sh, 0usize, kk * MK, n0, cs, false)
             };
             mma_half::<F>(&fa, &fb, 0usize, &mut acc, 4 * tp);
             mma_half::<F>(&fa, &fb, 1usize, &mut acc, 4 * tp + 2);
@@ -558,7 +483,7 @@ pub(crate) fn chunk_output_mma_kernel<F: Float, N: Size>(
             }
             #[unroll]
             for tp in 0..wtiles / 2 {
-                let fb = frag_b2::<F>(&sc, 0usize, kv * MK, wcol + tp * 2 * MN, cs);
+                let fb = frag_b2::<F>(&sc, 0usize, kv * MK, wcol + tp * 2 * MN, cs, false);
                 mma_half::<F>(&fa, &fb, 0usize, &mut acc, 4 * tp);
                 mma_half::<F>(&fa, &fb, 1usize, &mut acc, 4 * tp + 2);
             }

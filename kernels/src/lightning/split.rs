@@ -334,6 +334,129 @@ fn chunk_states_kernel<F: Float, N: Size>(
     );
 }
 
+/// Stages chunk `blk` of batch x head `bh` for the output pass in shared memory: `A` and `B`
+/// (`chunk x dkp`, row stride `dkp + PAD`), `C` (`chunk x dt` from column `c0`, stride `dt + PAD`)
+/// in scan order, zero past the sequence, and the chunk state `H` (`dkp x dt`, stride `dt + PAD`;
+/// with `h_t` the transposed scan's, `dt x dkp`, stride `dkp + PAD`) as the states pass wrote it
+/// with `hdt`-column tiles. `A` stays in `ra` for a caller that stages it again. Whole chunks of
+/// unpadded inputs skip the bounds tests; the caller syncs before reading.
+#[cube]
+#[allow(clippy::too_many_arguments, clippy::manual_div_ceil)]
+pub(crate) fn stage_output_chunk<F: Float, N: Size>(
+    a: &Tensor<Vector<F, N>>,
+    b: &Tensor<Vector<F, N>>,
+    c: &Tensor<Vector<F, N>>,
+    h: &Tensor<Vector<F, N>>,
+    sa: &mut SharedMemory<F>,
+    sb: &mut SharedMemory<F>,
+    sc: &mut SharedMemory<F>,
+    sh: &mut SharedMemory<F>,
+    ra: &mut Array<Vector<F, N>>,
+    bh: usize,
+    blk: usize,
+    c0: usize,
+    #[comptime] chunk: usize,
+    #[comptime] dkp: usize,
+    #[comptime] dt: usize,
+    #[comptime] hdt: usize,
+    #[comptime] reverse: bool,
+    #[comptime] h_t: bool,
+    #[comptime] threads: usize,
+) {
+    let nv = N::value();
+    let n = a.shape(2);
+    let da = a.shape(3);
+    let dc = c.shape(3);
+    let heads = a.shape(1);
+    let bi = bh / heads;
+    let hi = bh % heads;
+    let nblocks = (n + chunk - 1) / chunk;
+    let t0 = blk * chunk;
+    let mut len = n - t0;
+    if len > chunk {
+        len = chunk;
+    }
+    // H[blk]: `h_rows x h_cols`, written by the states pass of this scan or, with `h_t`, of the
+    // transposed one (its rows this scan's `dc` padded to 16, its columns this `da` to `hdt`).
+    let mut h_rows = (da + T16 - 1) / T16 * T16;
+    let mut h_cols = (dc + hdt - 1) / hdt * hdt;
+    if h_t {
+        h_rows = (dc + T16 - 1) / T16 * T16;
+        h_cols = (da + hdt - 1) / hdt * hdt;
+    }
+    let h_block = (bh * nblocks + blk) * h_rows * h_cols;
+    let ks = comptime!(dkp + PAD);
+    let cs = comptime!(dt + PAD);
+    let a_base = bi * a.stride(0) + hi * a.stride(1);
+    let b_base = bi * b.stride(0) + hi * b.stride(1);
+    let c_base = bi * c.stride(0) + hi * c.stride(1);
+    let (a_st, a_sd) = (a.stride(2), a.stride(3));
+    let (b_st, b_sd) = (b.stride(2), b.stride(3));
+    let (c_st, c_sd) = (c.stride(2), c.stride(3));
+    let mut rb = Array::<Vector<F, N>>::new(comptime!(chunk * dkp / (threads * nv)));
+    let mut rc = Array::<Vector<F, N>>::new(comptime!(chunk * dt / (threads * nv)));
+    let mut rh = Array::<Vector<F, N>>::new(comptime!(dkp * dt / (threads * nv)));
+    if len == chunk && da == dkp && c0 + dt <= dc {
+        fetch_v::<F, N>(
+            a, a_base, a_st, a_sd, n, da, t0, len, 0, ra, chunk, dkp, reverse, false, threads,
+        );
+        fetch_v::<F, N>(
+            b, b_base, b_st, b_sd, n, da, t0, len, 0, &mut rb, chunk, dkp, reverse, false, threads,
+        );
+        fetch_v::<F, N>(
+            c, c_base, c_st, c_sd, n, dc, t0, len, c0, &mut rc, chunk, dt, reverse, false, threads,
+        );
+    } else {
+        fetch_v::<F, N>(
+            a, a_base, a_st, a_sd, n, da, t0, len, 0, ra, chunk, dkp, reverse, true, threads,
+        );
+        fetch_v::<F, N>(
+            b, b_base, b_st, b_sd, n, da, t0, len, 0, &mut rb, chunk, dkp, reverse, true, threads,
+        );
+        fetch_v::<F, N>(
+            c, c_base, c_st, c_sd, n, dc, t0, len, c0, &mut rc, chunk, dt, reverse, true, threads,
+        );
+    }
+    if h_t {
+        // Rows c0.. of the other scan's H are this scan's columns; zero past its rows.
+        fetch_v::<F, N>(
+            h,
+            h_block,
+            h_cols,
+            1,
+            h_rows,
+            dkp,
+            c0,
+            h_rows - c0,
+            0,
+            &mut rh,
+            dt,
+            dkp,
+            false,
+            true,
+            threads,
+        );
+    } else if c0 + dt <= h_cols {
+        fetch_v::<F, N>(
+            h, h_block, h_cols, 1, h_rows, h_cols, 0, h_rows, c0, &mut rh, dkp, dt, false, false,
+            threads,
+        );
+    } else {
+        fetch_v::<F, N>(
+            h, h_block, h_cols, 1, h_rows, h_cols, 0, h_rows, c0, &mut rh, dkp, dt, false, true,
+            threads,
+        );
+    }
+    put_v::<F, N>(ra, sa, 0, ks, chunk, dkp, threads);
+    put_v::<F, N>(&rb, sb, 0, ks, chunk, dkp, threads);
+    put_v::<F, N>(&rc, sc, 0, cs, chunk, dt, threads);
+    if h_t {
+        put_v::<F, N>(&rh, sh, 0, ks, dt, dkp, threads);
+    } else {
+        put_v::<F, N>(&rh, sh, 0, cs, dkp, dt, threads);
+    }
+}
+
 /// One chunk's outputs from the state it starts from: one cube per (`dt` output columns, chunk,
 /// batch x head), `O = (lambda^(i+1) A) H + mask(A B^T) lambda^(i-j) C`. With `h_t` the states
 /// are another scan's, transposed: `H[n]^T` of the scan whose contracted dim is this one's `dc`
@@ -358,7 +481,6 @@ fn chunk_output_kernel<F: Float, N: Size>(
     let tid = UNIT_POS_X as usize;
     let nv = N::value();
     let n = a.shape(2);
-    let da = a.shape(3);
     let dc = c.shape(3);
     let heads = a.shape(1);
     let bh = CUBE_POS_Z as usize;
@@ -366,8 +488,6 @@ fn chunk_output_kernel<F: Float, N: Size>(
     let hi = bh % heads;
     let blk = CUBE_POS_Y as usize;
     let c0 = CUBE_POS_X as usize * dt;
-    let dcp = (dc + dt - 1) / dt * dt;
-    let nblocks = (n + chunk - 1) / chunk;
     let t0 = blk * chunk;
     let mut len = n - t0;
     if len > chunk {
@@ -375,20 +495,7 @@ fn chunk_output_kernel<F: Float, N: Size>(
     }
 
     let sv = f32::cast_from(s[hi * s.stride(0)]);
-    let a_base = bi * a.stride(0) + hi * a.stride(1);
-    let b_base = bi * b.stride(0) + hi * b.stride(1);
-    let c_base = bi * c.stride(0) + hi * c.stride(1);
     let o_base = bi * out.stride(0) + hi * out.stride(1);
-    // H[n]: `h_rows x h_cols`, written by the states kernel of this scan or, with `h_t`, of the
-    // transposed one (its rows this scan's `dc` padded to 16, its columns this `da` to `dt`).
-    // (`dkp` is `da` padded to 16: the same value, at run time.)
-    let mut h_rows = (da + T16 - 1) / T16 * T16;
-    let mut h_cols = dcp;
-    if h_t {
-        h_rows = (dc + T16 - 1) / T16 * T16;
-        h_cols = (da + dt - 1) / dt * dt;
-    }
-    let h_block = (bh * nblocks + blk) * h_rows * h_cols;
 
     let ks = comptime!(dkp + PAD);
     let cs = comptime!(dt + PAD);
@@ -409,73 +516,11 @@ fn chunk_output_kernel<F: Float, N: Size>(
     if tid <= chunk {
         pw[tid] = f32::exp(-sv * f32::cast_from(tid));
     }
-    // A, B, C and H through registers into shared memory; whole chunks of unpadded inputs skip
-    // the bounds tests.
     let mut ra = Array::<Vector<F, N>>::new(comptime!(chunk * dkp / (THREADS * nv)));
-    let mut rb = Array::<Vector<F, N>>::new(comptime!(chunk * dkp / (THREADS * nv)));
-    let mut rc = Array::<Vector<F, N>>::new(comptime!(chunk * dt / (THREADS * nv)));
-    let mut rh = Array::<Vector<F, N>>::new(comptime!(dkp * dt / (THREADS * nv)));
-    let a_st = a.stride(2);
-    let a_sd = a.stride(3);
-    let b_st = b.stride(2);
-    let b_sd = b.stride(3);
-    let c_st = c.stride(2);
-    let c_sd = c.stride(3);
-    if len == chunk && da == dkp && c0 + dt <= dc {
-        fetch_v::<F, N>(
-            a, a_base, a_st, a_sd, n, da, t0, len, 0, &mut ra, chunk, dkp, reverse, false, THREADS,
-        );
-        fetch_v::<F, N>(
-            b, b_base, b_st, b_sd, n, da, t0, len, 0, &mut rb, chunk, dkp, reverse, false, THREADS,
-        );
-        fetch_v::<F, N>(
-            c, c_base, c_st, c_sd, n, dc, t0, len, c0, &mut rc, chunk, dt, reverse, false, THREADS,
-        );
-    } else {
-        fetch_v::<F, N>(
-            a, a_base, a_st, a_sd, n, da, t0, len, 0, &mut ra, chunk, dkp, reverse, true, THREADS,
-        );
-        fetch_v::<F, N>(
-            b, b_base, b_st, b_sd, n, da, t0, len, 0, &mut rb, chunk, dkp, reverse, true, THREADS,
-        );
-        fetch_v::<F, N>(
-            c, c_base, c_st, c_sd, n, dc, t0, len, c0, &mut rc, chunk, dt, reverse, true, THREADS,
-        );
-    }
-    if h_t {
-        // Rows c0.. of the other scan's H are this scan's columns; zero past its rows.
-        fetch_v::<F, N>(
-            h,
-            h_block,
-            h_cols,
-            1,
-            h_rows,
-            dkp,
-            c0,
-            h_rows - c0,
-            0,
-            &mut rh,
-            dt,
-            dkp,
-            false,
-            true,
-            THREADS,
-        );
-    } else {
-        #[unroll]
-        for r in 0..dkp * dtv / THREADS {
-            let e = tid + r * THREADS;
-            rh[r] = h[(h_block + (e / dtv) * h_cols + c0 + (e % dtv) * nv) / nv];
-        }
-    }
-    put_v::<F, N>(&ra, &mut sa, 0, ks, chunk, dkp, THREADS);
-    put_v::<F, N>(&rb, &mut sb, 0, ks, chunk, dkp, THREADS);
-    put_v::<F, N>(&rc, &mut sc, 0, cs, chunk, dt, THREADS);
-    if h_t {
-        put_v::<F, N>(&rh, &mut sh, 0, ks, dt, dkp, THREADS);
-    } else {
-        put_v::<F, N>(&rh, &mut sh, 0, cs, dkp, dt, THREADS);
-    }
+    stage_output_chunk::<F, N>(
+        a, b, c, h, &mut sa, &mut sb, &mut sc, &mut sh, &mut ra, bh, blk, c0, chunk, dkp, dt, dt,
+        reverse, h_t, THREADS,
+    );
     sync_cube();
 
     // Scores A B^T, the tiles on and below the diagonal.
