@@ -23,8 +23,8 @@
 
 use cubecl::{cmma::MmaDefinition, ir::MatrixIdent, prelude::*};
 
-use super::split::{fetch_v, put_scaled_v, put_v, stage_output_chunk};
-use super::tiled::PAD;
+use super::split::{fetch_states_chunk, put_scaled_v, put_v, stage_output_chunk, states_operands};
+use super::tiled::{decay_powers, PAD};
 
 /// The `mma` shape: state rows per warp, state columns per instruction, tokens per instruction.
 pub(crate) const MM: usize = 16;
@@ -117,24 +117,6 @@ fn mma_half<F: Float>(
     acc[at + 1] = fc[1];
 }
 
-/// `pw[d] = lambda^d` for `d` in `0..=chunk`, however many threads the cube has (a 64-thread
-/// cube must still write `pw[64]`).
-#[cube]
-fn decay_powers(
-    pw: &mut SharedMemory<f32>,
-    sv: f32,
-    #[comptime] chunk: usize,
-    #[comptime] threads: usize,
-) {
-    #[unroll]
-    for r in 0..comptime!(chunk / threads + 1) {
-        let d = UNIT_POS_X as usize + r * threads;
-        if d <= chunk {
-            pw[d] = f32::exp(-sv * f32::cast_from(d));
-        }
-    }
-}
-
 /// The state recurrence with the state in registers: one cube of `warps` warps per (`rt`
 /// state rows from `CUBE_POS_Y * rt`, `dt` state columns, batch x head), each warp `rt / warps`
 /// rows (whole 16-row `mma` tiles). Writes
@@ -177,11 +159,10 @@ pub(crate) fn chunk_states_mma_kernel<F: Float, N: Size>(
     let g = lane / 4;
     let tq = lane % 4;
     let wrow = (tid / 32) * comptime!(rt / warps);
-    let n = b.shape(2);
-    let da = b.shape(3);
-    let dc = c.shape(3);
-    let heads = b.shape(1);
     let bh = CUBE_POS_Z as usize;
+    let ops = states_operands::<F, N>(b, c, bh);
+    let (n, da, dc) = (ops.n, ops.da, ops.dc);
+    let heads = b.shape(1);
     let bi = bh / heads;
     let hi = bh % heads;
     let r0 = CUBE_POS_Y as usize * rt;
@@ -190,13 +171,7 @@ pub(crate) fn chunk_states_mma_kernel<F: Float, N: Size>(
     let nblocks = (n + chunk - 1) / chunk;
 
     let sv = f32::cast_from(s[hi * s.stride(0)]);
-    let b_base = bi * b.stride(0) + hi * b.stride(1);
-    let c_base = bi * c.stride(0) + hi * c.stride(1);
     let h_base = bh * nblocks * dkp * dcp + r0 * dcp + c0;
-    let b_st = b.stride(2);
-    let b_sd = b.stride(3);
-    let c_st = c.stride(2);
-    let c_sd = c.stride(3);
 
     let ks = comptime!(rt + PAD);
     let cs = comptime!(dt + PAD);
@@ -238,15 +213,8 @@ pub(crate) fn chunk_states_mma_kernel<F: Float, N: Size>(
     let nv = N::value();
     let mut rb = Array::<Vector<F, N>>::new(comptime!(chunk * rt / (threads * nv)));
     let mut rc = Array::<Vector<F, N>>::new(comptime!(chunk * dt / (threads * nv)));
-    let mut len0 = n;
-    if len0 > chunk {
-        len0 = chunk;
-    }
-    fetch_v::<F, N>(
-        b, b_base, b_st, b_sd, n, da, 0, len0, r0, &mut rb, chunk, rt, reverse, true, threads,
-    );
-    fetch_v::<F, N>(
-        c, c_base, c_st, c_sd, n, dc, 0, len0, c0, &mut rc, chunk, dt, reverse, true, threads,
+    fetch_states_chunk::<F, N>(
+        b, c, &ops, 0, r0, c0, &mut rb, &mut rc, chunk, rt, dt, reverse, threads,
     );
     sync_cube();
 
@@ -277,17 +245,19 @@ pub(crate) fn chunk_states_mma_kernel<F: Float, N: Size>(
         sync_cube();
 
         if blk + 1 < nblocks {
-            let t1 = t0 + chunk;
-            let mut len1 = n - t1;
-            if len1 > chunk {
-                len1 = chunk;
-            }
-            fetch_v::<F, N>(
-                b, b_base, b_st, b_sd, n, da, t1, len1, r0, &mut rb, chunk, rt, reverse, true,
-                threads,
-            );
-            fetch_v::<F, N>(
-                c, c_base, c_st, c_sd, n, dc, t1, len1, c0, &mut rc, chunk, dt, reverse, true,
+            fetch_states_chunk::<F, N>(
+                b,
+                c,
+                &ops,
+                t0 + chunk,
+                r0,
+                c0,
+                &mut rb,
+                &mut rc,
+                chunk,
+                rt,
+                dt,
+                reverse,
                 threads,
             );
         }
@@ -503,62 +473,6 @@ pub(crate) fn chunk_output_mma_kernel<F: Float, N: Size>(
                 let tt = t0 + i;
                 let p = if reverse { n - 1 - tt } else { tt };
                 out[(o_base + p * o_st + col) / 2] = Pair::<F>::cast_from(acc[2 * t + half]);
-            }
-        }
-    }
-}
-
-#[cfg(all(test, feature = "wgpu"))]
-mod tests {
-    use super::*;
-    use burn::backend::wgpu::{WgpuDevice, WgpuRuntime};
-
-    /// The decay table a cube of `threads` units builds for `s[0]`, read back by one unit.
-    #[cube(launch_unchecked)]
-    fn decay_table_kernel(
-        s: &Array<f32>,
-        out: &mut Array<f32>,
-        #[comptime] chunk: usize,
-        #[comptime] threads: usize,
-    ) {
-        let mut pw = SharedMemory::<f32>::new(chunk + 1);
-        decay_powers(&mut pw, s[0], chunk, threads);
-        sync_cube();
-        if UNIT_POS_X == 0 {
-            for d in 0..chunk + 1 {
-                out[d] = pw[d];
-            }
-        }
-    }
-
-    /// Every entry up to `lambda^chunk`, whether the cube has fewer threads than entries (the
-    /// 64-thread states cube left `lambda^64` unwritten before) or more.
-    #[test]
-    fn decay_table_is_whole_for_any_cube_size() {
-        let client = WgpuRuntime::client(&WgpuDevice::default());
-        let (s, chunk) = (0.3f32, 64usize);
-        for threads in [32usize, 64, 128, 256] {
-            let s_in = client.create_from_slice(f32::as_bytes(&[s]));
-            let out = client.create_from_slice(f32::as_bytes(&vec![-1.0f32; chunk + 1]));
-            // SAFETY: one cube; `out` has the `chunk + 1` entries the kernel writes, `s` one.
-            unsafe {
-                decay_table_kernel::launch_unchecked::<WgpuRuntime>(
-                    &client,
-                    CubeCount::Static(1, 1, 1),
-                    CubeDim::new_1d(threads as u32),
-                    ArrayArg::from_raw_parts(s_in, 1),
-                    ArrayArg::from_raw_parts(out.clone(), chunk + 1),
-                    chunk,
-                    threads,
-                );
-            }
-            let got = client.read_one_unchecked(out);
-            for (d, &v) in f32::from_bytes(&got).iter().enumerate() {
-                let want = (-s * d as f32).exp();
-                assert!(
-                    (v - want).abs() <= 1e-5 * want,
-                    "{threads} threads: lambda^{d} = {v}, want {want}"
-                );
             }
         }
     }

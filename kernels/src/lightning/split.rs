@@ -24,8 +24,8 @@ use cubecl::prelude::*;
 
 use super::cube::{load_state, store_state};
 use super::tiled::{
-    check_launch, mask_scores, output_tiles, padded, score_tiles, state_tiles, ScanArgs,
-    TiledConfig, PAD, PADF, T16, THREADS, WARPS,
+    check_launch, decay_powers, mask_scores, output_tiles, padded, score_tiles, state_tiles,
+    ScanArgs, TiledConfig, PAD, PADF, T16, THREADS, WARPS,
 };
 use super::ScanOptions;
 
@@ -166,6 +166,77 @@ pub(crate) fn put_scaled_v<F: Float, N: Size>(
     }
 }
 
+/// Where a states pass reads its operands `b` (rows of the state) and `c` (its columns): the
+/// sequence length and widths, the batch x head's bases and the strides, read once per kernel.
+#[derive(CubeType, Clone, Copy)]
+pub(crate) struct StatesOperands {
+    pub n: usize,
+    pub da: usize,
+    pub dc: usize,
+    pub b_base: usize,
+    pub c_base: usize,
+    pub b_st: usize,
+    pub b_sd: usize,
+    pub c_st: usize,
+    pub c_sd: usize,
+}
+
+/// [`StatesOperands`] of batch x head `bh`.
+#[cube]
+pub(crate) fn states_operands<F: Float, N: Size>(
+    b: &Tensor<Vector<F, N>>,
+    c: &Tensor<Vector<F, N>>,
+    bh: usize,
+) -> StatesOperands {
+    let heads = b.shape(1);
+    let bi = bh / heads;
+    let hi = bh % heads;
+    StatesOperands {
+        n: b.shape(2),
+        da: b.shape(3),
+        dc: c.shape(3),
+        b_base: bi * b.stride(0) + hi * b.stride(1),
+        c_base: bi * c.stride(0) + hi * c.stride(1),
+        b_st: b.stride(2),
+        b_sd: b.stride(3),
+        c_st: c.stride(2),
+        c_sd: c.stride(3),
+    }
+}
+
+/// Reads the states pass's operands for the chunk from row `t0` (at most `chunk` rows, zero past
+/// the sequence) into registers: `rt` columns of `b` from `r0`, `dt` columns of `c` from `c0`.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn fetch_states_chunk<F: Float, N: Size>(
+    b: &Tensor<Vector<F, N>>,
+    c: &Tensor<Vector<F, N>>,
+    ops: &StatesOperands,
+    t0: usize,
+    r0: usize,
+    c0: usize,
+    rb: &mut Array<Vector<F, N>>,
+    rc: &mut Array<Vector<F, N>>,
+    #[comptime] chunk: usize,
+    #[comptime] rt: usize,
+    #[comptime] dt: usize,
+    #[comptime] reverse: bool,
+    #[comptime] threads: usize,
+) {
+    let mut len = ops.n - t0;
+    if len > chunk {
+        len = chunk;
+    }
+    fetch_v::<F, N>(
+        b, ops.b_base, ops.b_st, ops.b_sd, ops.n, ops.da, t0, len, r0, rb, chunk, rt, reverse,
+        true, threads,
+    );
+    fetch_v::<F, N>(
+        c, ops.c_base, ops.c_st, ops.c_sd, ops.n, ops.dc, t0, len, c0, rc, chunk, dt, reverse,
+        true, threads,
+    );
+}
+
 /// The state recurrence alone: one cube per (`rt` state rows from `CUBE_POS_Y * rt`, `dt` state
 /// columns, batch x head). Writes `h[bh][chunk]` (`dkp x dcp`, row-major, every element: zero
 /// past `da`/`dc`) before each chunk's update, and the final state to `out`'s rows `n..`.
@@ -195,11 +266,10 @@ fn chunk_states_kernel<F: Float, N: Size>(
 ) {
     let tid = UNIT_POS_X as usize;
     let nv = N::value();
-    let n = b.shape(2);
-    let da = b.shape(3);
-    let dc = c.shape(3);
-    let heads = b.shape(1);
     let bh = CUBE_POS_Z as usize;
+    let ops = states_operands::<F, N>(b, c, bh);
+    let (n, da, dc) = (ops.n, ops.da, ops.dc);
+    let heads = b.shape(1);
     let bi = bh / heads;
     let hi = bh % heads;
     let r0 = CUBE_POS_Y as usize * rt;
@@ -208,14 +278,8 @@ fn chunk_states_kernel<F: Float, N: Size>(
     let nblocks = (n + chunk - 1) / chunk;
 
     let sv = f32::cast_from(s[hi * s.stride(0)]);
-    let b_base = bi * b.stride(0) + hi * b.stride(1);
-    let c_base = bi * c.stride(0) + hi * c.stride(1);
     let o_base = bi * out.stride(0) + hi * out.stride(1);
     let h_base = bh * nblocks * dkp * dcp + r0 * dcp + c0;
-    let b_st = b.stride(2);
-    let b_sd = b.stride(3);
-    let c_st = c.stride(2);
-    let c_sd = c.stride(3);
 
     let ks = comptime!(rt + PAD);
     let cs = comptime!(dt + PAD);
@@ -227,9 +291,7 @@ fn chunk_states_kernel<F: Float, N: Size>(
     let mut sf = SharedMemory::<f32>::new_aligned(rt * fs, 32usize);
     let mut pw = SharedMemory::<f32>::new(chunk + 1);
 
-    if tid <= chunk {
-        pw[tid] = f32::exp(-sv * f32::cast_from(tid));
-    }
+    decay_powers(&mut pw, sv, chunk, ST_THREADS);
     load_state::<F>(
         state,
         &mut sf,
@@ -251,15 +313,8 @@ fn chunk_states_kernel<F: Float, N: Size>(
 
     let mut rb = Array::<Vector<F, N>>::new(comptime!(chunk * rt / (ST_THREADS * nv)));
     let mut rc = Array::<Vector<F, N>>::new(comptime!(chunk * dt / (ST_THREADS * nv)));
-    let mut len0 = n;
-    if len0 > chunk {
-        len0 = chunk;
-    }
-    fetch_v::<F, N>(
-        b, b_base, b_st, b_sd, n, da, 0, len0, r0, &mut rb, chunk, rt, reverse, true, ST_THREADS,
-    );
-    fetch_v::<F, N>(
-        c, c_base, c_st, c_sd, n, dc, 0, len0, c0, &mut rc, chunk, dt, reverse, true, ST_THREADS,
+    fetch_states_chunk::<F, N>(
+        b, c, &ops, 0, r0, c0, &mut rb, &mut rc, chunk, rt, dt, reverse, ST_THREADS,
     );
     sync_cube();
 
@@ -295,17 +350,19 @@ fn chunk_states_kernel<F: Float, N: Size>(
         sync_cube();
 
         if blk + 1 < nblocks {
-            let t1 = t0 + chunk;
-            let mut len1 = n - t1;
-            if len1 > chunk {
-                len1 = chunk;
-            }
-            fetch_v::<F, N>(
-                b, b_base, b_st, b_sd, n, da, t1, len1, r0, &mut rb, chunk, rt, reverse, true,
-                ST_THREADS,
-            );
-            fetch_v::<F, N>(
-                c, c_base, c_st, c_sd, n, dc, t1, len1, c0, &mut rc, chunk, dt, reverse, true,
+            fetch_states_chunk::<F, N>(
+                b,
+                c,
+                &ops,
+                t0 + chunk,
+                r0,
+                c0,
+                &mut rb,
+                &mut rc,
+                chunk,
+                rt,
+                dt,
+                reverse,
                 ST_THREADS,
             );
         }
@@ -513,9 +570,7 @@ fn chunk_output_kernel<F: Float, N: Size>(
     let mut sx = SharedMemory::<f32>::new_aligned(chunk * xs, 32usize);
     let mut pw = SharedMemory::<f32>::new(chunk + 1);
 
-    if tid <= chunk {
-        pw[tid] = f32::exp(-sv * f32::cast_from(tid));
-    }
+    decay_powers(&mut pw, sv, chunk, THREADS);
     let mut ra = Array::<Vector<F, N>>::new(comptime!(chunk * dkp / (THREADS * nv)));
     stage_output_chunk::<F, N>(
         a, b, c, h, &mut sa, &mut sb, &mut sc, &mut sh, &mut ra, bh, blk, c0, chunk, dkp, dt, dt,

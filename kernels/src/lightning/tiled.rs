@@ -376,6 +376,24 @@ pub(crate) fn state_tiles<F: Float>(
     }
 }
 
+/// `pw[d] = lambda^d` for `d` in `0..=chunk`, however many threads the cube has (a 64-thread
+/// cube must still write `pw[64]`).
+#[cube]
+pub(crate) fn decay_powers(
+    pw: &mut SharedMemory<f32>,
+    sv: f32,
+    #[comptime] chunk: usize,
+    #[comptime] threads: usize,
+) {
+    #[unroll]
+    for r in 0..comptime!(chunk / threads + 1) {
+        let d = UNIT_POS_X as usize + r * threads;
+        if d <= chunk {
+            pw[d] = f32::exp(-sv * f32::cast_from(d));
+        }
+    }
+}
+
 /// The causal mask and decay `lambda^(i-j)` (`pw[d] = lambda^d`) on the f32 scores `sx`, rounded
 /// into `sp` (row stride `ps`) for the next product.
 #[cube]
@@ -563,9 +581,7 @@ fn tiled_scan_kernel<F: Float>(
     // pw[d] = lambda^d, d = 0..=chunk.
     let mut pw = SharedMemory::<f32>::new(chunk + 1);
 
-    if tid <= chunk {
-        pw[tid] = f32::exp(-sv * f32::cast_from(tid));
-    }
+    decay_powers(&mut pw, sv, chunk, THREADS);
     load_state::<F>(
         state,
         &mut sf,
@@ -788,5 +804,61 @@ pub(crate) fn launch<R: CubeRuntime>(
             cfg.cmma,
             dtype.into(),
         );
+    }
+}
+
+#[cfg(all(test, feature = "wgpu"))]
+mod tests {
+    use super::*;
+    use burn::backend::wgpu::{WgpuDevice, WgpuRuntime};
+
+    /// The decay table a cube of `threads` units builds for `s[0]`, read back by one unit.
+    #[cube(launch_unchecked)]
+    fn decay_table_kernel(
+        s: &Array<f32>,
+        out: &mut Array<f32>,
+        #[comptime] chunk: usize,
+        #[comptime] threads: usize,
+    ) {
+        let mut pw = SharedMemory::<f32>::new(chunk + 1);
+        decay_powers(&mut pw, s[0], chunk, threads);
+        sync_cube();
+        if UNIT_POS_X == 0 {
+            for d in 0..chunk + 1 {
+                out[d] = pw[d];
+            }
+        }
+    }
+
+    /// Every entry up to `lambda^chunk`, whether the cube has fewer threads than entries (the
+    /// 64-thread states cube left `lambda^64` unwritten before) or more.
+    #[test]
+    fn decay_table_is_whole_for_any_cube_size() {
+        let client = WgpuRuntime::client(&WgpuDevice::default());
+        let (s, chunk) = (0.3f32, 64usize);
+        for threads in [32usize, 64, 128, 256] {
+            let s_in = client.create_from_slice(f32::as_bytes(&[s]));
+            let out = client.create_from_slice(f32::as_bytes(&vec![-1.0f32; chunk + 1]));
+            // SAFETY: one cube; `out` has the `chunk + 1` entries the kernel writes, `s` one.
+            unsafe {
+                decay_table_kernel::launch_unchecked::<WgpuRuntime>(
+                    &client,
+                    CubeCount::Static(1, 1, 1),
+                    CubeDim::new_1d(threads as u32),
+                    ArrayArg::from_raw_parts(s_in, 1),
+                    ArrayArg::from_raw_parts(out.clone(), chunk + 1),
+                    chunk,
+                    threads,
+                );
+            }
+            let got = client.read_one_unchecked(out);
+            for (d, &v) in f32::from_bytes(&got).iter().enumerate() {
+                let want = (-s * d as f32).exp();
+                assert!(
+                    (v - want).abs() <= 1e-5 * want,
+                    "{threads} threads: lambda^{d} = {v}, want {want}"
+                );
+            }
+        }
     }
 }
