@@ -11,6 +11,13 @@
 #   ours-cmma     ours with the shared-memory cmma kernels instead of the register mma ones
 #                 (SCALELAB_LIGHTNING_MMA=none), to compare them in one call
 #   ours-states   ours with only the states pass on the mma kernel (MMA=states)
+#   ours-tiles    ours with the states pass in 64x64 tiles (SCALELAB_LIGHTNING_STATES=tiles)
+#                 instead of one whole-state cube per head
+#   ours-async2   ours with the output pass staged by cp.async, two chunks per 512-unit cube
+#                 (SCALELAB_LIGHTNING_OUTPUT=async2) instead of through registers
+#   ours-async1   the same, one chunk per cube (OUTPUT=async1)
+#   ours-depth2   ours with the whole-state cubes fetching two chunks ahead, not one
+#                 (SCALELAB_LIGHTNING_STATES_DEPTH=2)
 #   merge         the merged table: ratios to fla and to the split design's memory floor
 #   check         every output and gradient against the f32 reference (H=64, D=128, T=1000),
 #                 then bf16 kernels against the f32 kernel at B=4, H=32 for CHECK_TS
@@ -29,6 +36,10 @@
 #                 each forward+backward (7: forward, dq, two each; the dk/dv pair three).
 #                 Defaults NCU_SKIP=6 NCU_COUNT=2 (one forward); NCU_SKIP=20 NCU_COUNT=7 (one
 #                 fwd+bwd). Allow NCU_TIMEOUT=240: each profiled kernel is replayed 17 times.
+#   ncu-time      each kernel's device time (one counter, one replay pass) over `lightning --probe
+#                 --ts NCU_TIME_TS` (default 2048,8192), summed per kernel and grid by
+#                 kernel_times.py (ncu-time.txt): where a forward's or a backward's time goes;
+#                 NCU_TIME_KERNELS (a regex, default our kernels; "." for every kernel)
 # Knobs: TS=2048,8192 (lengths), REFMAX=T (tensor-op reference up to T; 0 = none, the default),
 # CHECK_TS (default 2048,8192), FLA_TIMEOUT, BENCH_TIMEOUT, CHECK_TIMEOUT (seconds).
 # Costs seen on the H200 (session 5): a fresh machine about 30 s; fla about 145 s; ours about 25 s
@@ -64,8 +75,12 @@ has ours && bench ours
 has ours-apart && bench ours-apart SCALELAB_LIGHTNING_SHARED_DKDV=0
 has ours-cmma && bench ours-cmma SCALELAB_LIGHTNING_MMA=none
 has ours-states && bench ours-states SCALELAB_LIGHTNING_MMA=states
+has ours-tiles && bench ours-tiles SCALELAB_LIGHTNING_STATES=tiles
+has ours-async2 && bench ours-async2 SCALELAB_LIGHTNING_OUTPUT=async2
+has ours-async1 && bench ours-async1 SCALELAB_LIGHTNING_OUTPUT=async1
+has ours-depth2 && bench ours-depth2 SCALELAB_LIGHTNING_STATES_DEPTH=2
 if has merge; then
-  for name in ours ours-apart ours-cmma ours-states; do
+  for name in ours ours-apart ours-cmma ours-states ours-tiles ours-async2 ours-async1 ours-depth2; do
     [ -s "$OUT/$name.jsonl" ] || continue
     stamp "merged: $name (ms; ratios > 1 are slower)"
     python3 compare_fla.py --from-json "$OUT/fla.jsonl" --scalelab "$OUT/$name.jsonl" \
@@ -107,8 +122,18 @@ if has ncu; then
   timeout "${NCU_TIMEOUT:-300}" ncu --clock-control none --target-processes all \
     --kernel-name regex:'chunk_|scan_|decode_' --launch-skip "${NCU_SKIP:-6}" --launch-count "${NCU_COUNT:-2}" \
     --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
+    --section MemoryWorkloadAnalysis --section SchedulerStats \
     ./lightning --probe --ts "${NCU_T:-8192}" > "$OUT/ncu.txt" 2>&1
   grep -E "^\s+(chunk_|scan_|tiled_)|Duration|Registers Per|Achieved Occupancy|Compute \(SM\) Throughput|Memory Throughput" \
     "$OUT/ncu.txt" | head -60
 fi
+if has ncu-time; then
+  stamp ncu-time
+  timeout "${NCU_TIMEOUT:-240}" ncu --clock-control none --target-processes all \
+    --kernel-name regex:"${NCU_TIME_KERNELS:-chunk_|scan_|decode_|tiled_}" --metrics gpu__time_duration.sum \
+    ./lightning --probe --ts "${NCU_TIME_TS:-2048,8192}" > "$OUT/ncu-time-raw.txt" 2>&1
+  python3 kernel_times.py "$OUT/ncu-time-raw.txt" | tee "$OUT/ncu-time.txt"
+fi
 stamp done
+# The device tool brings back only a few files per call: one archive holds them all.
+tar czf /tmp/results.tgz -C "$OUT" . && rm -f "$OUT"/* && mv /tmp/results.tgz "$OUT/"

@@ -10,7 +10,7 @@ bin=$(ls -t target/release/deps/lightning-* | grep -v '\.d$' | head -1)
 mkdir -p .gpu/whl
 cp "$bin" .gpu/lightning
 strip .gpu/lightning
-cp kernels/bench/gpu_run.sh kernels/bench/compare_fla.py .gpu/
+cp kernels/bench/gpu_run.sh kernels/bench/compare_fla.py kernels/bench/kernel_times.py .gpu/
 if ! ls .gpu/whl/fla_core-0.6.0-*.whl >/dev/null 2>&1; then
   python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 \

@@ -9,8 +9,10 @@
 //! f32 kernel at the benchmark shape; `--check-kernels` compares the bf16 kernels with the f32
 //! kernel at both; `--probe` runs the quick correctness-and-speed probe only.
 //!
-//! Timing: two warm-up runs (the first compiles and autotunes), then the median of `reps` runs,
-//! each ending in a device sync. Peak memory: the pool's reserved bytes after the run, the pool
+//! Timing: two warm-up runs (the first compiles and autotunes), then `reps` runs issued back to
+//! back with one sync (the reported ms: device time per call, as fla's CUDA-event timing
+//! measures it) and `reps` runs each ending in a sync (the last column: adds the host's launch
+//! cost and the sync round trip). Peak memory: the pool's reserved bytes after the run, the pool
 //! cleaned before it.
 
 use std::io::Write;
@@ -49,13 +51,24 @@ fn pool_reserved(device: &CudaDevice) -> f64 {
     usage.bytes_reserved as f64
 }
 
-/// Median milliseconds of `f` over `reps` synced runs after two warm-ups, and reserved bytes.
+/// One workload's times: `stream` is the mean over `reps` calls issued back to back with one sync
+/// at the end (the device's time per call, the host's launch cost hidden behind the queue, as
+/// fla's `triton.testing.do_bench` events measure), `synced` the median of `reps` calls each
+/// followed by a sync (adds the host's launch cost and the sync round trip), `peak` the pool's
+/// reserved bytes.
+struct Timing {
+    stream: f64,
+    synced: f64,
+    peak: f64,
+}
+
+/// [`Timing`] of `f` after two warm-ups (the first compiles).
 fn time<B: Backend>(
     device: &B::Device,
     cuda: &CudaDevice,
     reps: usize,
     mut f: impl FnMut(),
-) -> (f64, f64) {
+) -> Timing {
     f();
     sync::<B>(device);
     f();
@@ -68,44 +81,46 @@ fn time<B: Backend>(
         sync::<B>(device);
         ts.push(t.elapsed().as_secs_f64() * 1e3);
     }
-    (median(ts), pool_reserved(cuda))
+    let t = Instant::now();
+    for _ in 0..reps {
+        f();
+    }
+    sync::<B>(device);
+    Timing {
+        stream: t.elapsed().as_secs_f64() * 1e3 / reps as f64,
+        synced: median(ts),
+        peak: pool_reserved(cuda),
+    }
 }
 
 struct Row {
     what: String,
     t: usize,
     impl_: &'static str,
-    ms: f64,
+    time: Timing,
     flop: f64,
     bytes: f64,
-    peak: f64,
 }
 
 impl Row {
     fn print(&self, json: &mut Option<std::fs::File>) {
-        let tflops = self.flop / (self.ms * 1e-3) / 1e12;
-        let gbs = self.bytes / (self.ms * 1e-3) / 1e9;
+        let Timing {
+            stream: ms,
+            synced,
+            peak,
+        } = self.time;
+        let tflops = self.flop / (ms * 1e-3) / 1e12;
+        let gbs = self.bytes / (ms * 1e-3) / 1e9;
+        let gib = peak / (1u64 << 30) as f64;
         println!(
-            "{:<10} {:>6} {:<9} {:>10.3} ms {:>8.1} TFLOP/s {:>8.0} GB/s {:>8.2} GiB",
-            self.what,
-            self.t,
-            self.impl_,
-            self.ms,
-            tflops,
-            gbs,
-            self.peak / (1u64 << 30) as f64
+            "{:<10} {:>6} {:<9} {:>10.3} ms {:>8.1} TFLOP/s {:>8.0} GB/s {:>8.2} GiB {:>10.3} ms",
+            self.what, self.t, self.impl_, ms, tflops, gbs, gib, synced
         );
         if let Some(f) = json {
             writeln!(
                 f,
-                "{{\"what\":\"{}\",\"t\":{},\"impl\":\"{}\",\"ms\":{},\"tflops\":{},\"gbs\":{},\"peak_gib\":{}}}",
-                self.what,
-                self.t,
-                self.impl_,
-                self.ms,
-                tflops,
-                gbs,
-                self.peak / (1u64 << 30) as f64
+                "{{\"what\":\"{}\",\"t\":{},\"impl\":\"{}\",\"ms\":{ms},\"ms_synced\":{synced},\"tflops\":{tflops},\"gbs\":{gbs},\"peak_gib\":{gib}}}",
+                self.what, self.t, self.impl_
             )
             .unwrap();
         }
@@ -295,7 +310,7 @@ fn probe(device: &CudaDevice, ts: &[usize]) {
             .map(|i| 2f32.powf(-8.0 * (i + 1) as f32 / h as f32))
             .collect();
         let s = Tensor::<Bf, 1>::from_floats(slopes.as_slice(), device);
-        let (fwd, _) = time::<Bf>(device, device, 5, || {
+        let fwd = time::<Bf>(device, device, 5, || {
             drop(Bf::lightning_attention(
                 q.clone(),
                 k.clone(),
@@ -305,13 +320,16 @@ fn probe(device: &CudaDevice, ts: &[usize]) {
                 64,
             ));
         });
-        eprintln!("probe T={t}: forward {fwd:.3} ms");
+        eprintln!(
+            "probe T={t}: forward {:.3} ms ({:.3} synced)",
+            fwd.stream, fwd.synced
+        );
         let ad =
             |x: &Tensor<Bf, 4>| Tensor::<Autodiff<Bf>, 4>::from_inner(x.clone()).require_grad();
         let (aq, ak, av) = (ad(&q), ad(&k), ad(&v));
         // MiniMax's decays are fixed: no gradient for `s` (the check covers `ds`).
         let as_ = Tensor::<Autodiff<Bf>, 1>::from_inner(s.clone());
-        let (both, _) = time::<Bf>(device, device, 5, || {
+        let both = time::<Bf>(device, device, 5, || {
             let (o, _) = Autodiff::<Bf>::lightning_attention(
                 aq.clone(),
                 ak.clone(),
@@ -320,10 +338,13 @@ fn probe(device: &CudaDevice, ts: &[usize]) {
                 None,
                 64,
             );
-            let g = o.sum().backward();
+            let g = o.backward();
             let _ = (aq.grad(&g), ak.grad(&g), av.grad(&g));
         });
-        eprintln!("probe T={t}: forward+backward {both:.3} ms");
+        eprintln!(
+            "probe T={t}: forward+backward {:.3} ms ({:.3} synced)",
+            both.stream, both.synced
+        );
     }
 }
 
@@ -393,8 +414,8 @@ fn main() {
         .map(|i| 2f32.powf(-8.0 * (i + 1) as f32 / h as f32))
         .collect();
     println!(
-        "{:<10} {:>6} {:<9} {:>13} {:>16} {:>13} {:>12}",
-        "what", "T", "impl", "time", "rate", "bytes", "pool"
+        "{:<10} {:>6} {:<9} {:>13} {:>16} {:>13} {:>12} {:>13}",
+        "what", "T", "impl", "time", "rate", "bytes", "pool", "synced"
     );
     for &t in &ts {
         let tokens = (b * h * t) as f64;
@@ -411,7 +432,7 @@ fn main() {
             if !kernel && t > ref_max {
                 continue;
             }
-            let (ms, peak) = time::<Bf>(&device, &device, reps, || {
+            let timing = time::<Bf>(&device, &device, reps, || {
                 let (o, st) = if kernel {
                     Bf::lightning_attention(q.clone(), k.clone(), v.clone(), s.clone(), None, 64)
                 } else {
@@ -423,10 +444,9 @@ fn main() {
                 what: "forward".into(),
                 t,
                 impl_,
-                ms,
+                time: timing,
                 flop: flop_fwd,
                 bytes: bytes_fwd,
-                peak,
             }
             .print(&mut json);
             if !kernel && t > ref_max.min(4096) {
@@ -437,7 +457,7 @@ fn main() {
             let (aq, ak, av) = (ad(&q), ad(&k), ad(&v));
             // MiniMax's decays are fixed: no gradient for `s` (the check covers `ds`).
             let as_ = Tensor::<Autodiff<Bf>, 1>::from_inner(s.clone());
-            let (ms, peak) = time::<Bf>(&device, &device, reps, || {
+            let timing = time::<Bf>(&device, &device, reps, || {
                 let (o, _) = if kernel {
                     Autodiff::<Bf>::lightning_attention(
                         aq.clone(),
@@ -450,17 +470,19 @@ fn main() {
                 } else {
                     reference::chunked(aq.clone(), ak.clone(), av.clone(), as_.clone(), None, 64)
                 };
-                let g = o.sum().backward();
+                // `backward` on `o` seeds d_o = ones: the cotangent of fla's `o.sum().backward()`,
+                // without Burn's sum and its broadcast backward (0.9 ms at 8K on the H200: the
+                // loss's cost, not attention's).
+                let g = o.backward();
                 let _ = (aq.grad(&g), ak.grad(&g), av.grad(&g));
             });
             Row {
                 what: "fwd+bwd".into(),
                 t,
                 impl_,
-                ms,
+                time: timing,
                 flop: 4.0 * flop_fwd,
                 bytes: bytes_bwd,
-                peak,
             }
             .print(&mut json);
         }
@@ -480,26 +502,25 @@ fn main() {
             ("reference", decode_ms::<F32>),
         ];
         for (impl_, run) in runs {
-            let (ms, peak) = run(&device, batch, &slopes, d, impl_ != "reference", reps);
+            let timing = run(&device, batch, &slopes, d, impl_ != "reference", reps);
             Row {
                 what: format!("decode{batch}"),
                 t: 1,
                 impl_,
-                ms,
+                time: timing,
                 flop,
                 bytes,
-                peak,
             }
             .print(&mut json);
         }
     }
 }
 
-/// Milliseconds per decode step and the pool's reserved bytes.
-type DecodeStep = fn(&CudaDevice, usize, &[f32], usize, bool, usize) -> (f64, f64);
+/// The [`Timing`] of one decode step.
+type DecodeStep = fn(&CudaDevice, usize, &[f32], usize, bool, usize) -> Timing;
 
 /// Decode steps on backend `B` (kernel or reference), 50 per timed run with the state fed
-/// forward: (ms per step, reserved bytes).
+/// forward: the [`Timing`] per step.
 fn decode_ms<B: LightningBackend<Device = CudaDevice>>(
     device: &CudaDevice,
     batch: usize,
@@ -507,7 +528,7 @@ fn decode_ms<B: LightningBackend<Device = CudaDevice>>(
     d: usize,
     kernel: bool,
     reps: usize,
-) -> (f64, f64) {
+) -> Timing {
     let h = slopes.len();
     let rnd =
         |shape: [usize; 4]| Tensor::<B, 4>::random(shape, Distribution::Normal(0.0, 0.3), device);
@@ -519,7 +540,7 @@ fn decode_ms<B: LightningBackend<Device = CudaDevice>>(
     let s = Tensor::<B, 1>::from_floats(slopes, device);
     let state0 = rnd([batch, h, d, d]);
     let steps = 50;
-    let (ms, peak) = time::<B>(device, device, reps, || {
+    let per_run = time::<B>(device, device, reps, || {
         let mut st = state0.clone();
         for _ in 0..steps {
             let (_, next) = if kernel {
@@ -530,5 +551,9 @@ fn decode_ms<B: LightningBackend<Device = CudaDevice>>(
             st = next;
         }
     });
-    (ms / steps as f64, peak)
+    Timing {
+        stream: per_run.stream / steps as f64,
+        synced: per_run.synced / steps as f64,
+        peak: per_run.peak,
+    }
 }

@@ -21,9 +21,17 @@
 //! the GPU against the f32 kernel (`lightning --check-kernels`), which the lavapipe tests check
 //! against the references.
 
-use cubecl::{cmma::MmaDefinition, ir::MatrixIdent, prelude::*};
+use cubecl::{
+    cmma::MmaDefinition,
+    ir::MatrixIdent,
+    prelude::barrier::{copy_async_checked, Barrier},
+    prelude::*,
+};
 
-use super::split::{fetch_states_chunk, put_scaled_v, put_v, stage_output_chunk, states_operands};
+use super::split::{
+    fetch_states_chunk, output_chunk, put_scaled_v, put_v, stage_output_chunk, states_operands,
+    OutputChunk, StatesOperands,
+};
 use super::tiled::{decay_powers, PAD};
 
 /// The `mma` shape: state rows per warp, state columns per instruction, tokens per instruction.
@@ -117,15 +125,124 @@ fn mma_half<F: Float>(
     acc[at + 1] = fc[1];
 }
 
+/// Where one states cube's warp keeps its slice of the state and writes `H`: `h_base` (this
+/// cube's tile of chunk 0), the padded state width `dcp`, the cube's first row and column, the
+/// warp's first row and column within the cube, and the lane's accumulator row and pair.
+#[derive(CubeType, Clone, Copy)]
+struct StatesStep {
+    h_base: usize,
+    dcp: usize,
+    r0: usize,
+    c0: usize,
+    wrow: usize,
+    wcol: usize,
+    g: usize,
+    tq: usize,
+}
+
+/// One chunk `blk` of the states chain: stage its operands from `rb`/`rc` (B decayed per row),
+/// hand out `H[blk]` and decay the state, then refill `rb`/`rc` with chunk `next` (if any)
+/// while `S += (decayed B)^T C` runs.
+#[cube]
+#[allow(clippy::too_many_arguments, clippy::manual_div_ceil)]
+fn states_step<F: Float, N: Size>(
+    b: &Tensor<Vector<F, N>>,
+    c: &Tensor<Vector<F, N>>,
+    ops: &StatesOperands,
+    h: &mut Tensor<Pair<F>>,
+    acc: &mut Array<Pair<f32>>,
+    rb: &mut Array<Vector<F, N>>,
+    rc: &mut Array<Vector<F, N>>,
+    sbk: &mut SharedMemory<F>,
+    sc: &mut SharedMemory<F>,
+    pw: &SharedMemory<f32>,
+    blk: usize,
+    next: usize,
+    at: &StatesStep,
+    #[comptime] chunk: usize,
+    #[comptime] dkp: usize,
+    #[comptime] rt: usize,
+    #[comptime] dt: usize,
+    #[comptime] tiles: usize,
+    #[comptime] mtw: usize,
+    #[comptime] frags: usize,
+    #[comptime] reverse: bool,
+    #[comptime] threads: usize,
+) {
+    let ks = comptime!(rt + PAD);
+    let cs = comptime!(dt + PAD);
+    let n = ops.n;
+    let nblocks = (n + chunk - 1) / chunk;
+    let t0 = blk * chunk;
+    let mut len = n - t0;
+    if len > chunk {
+        len = chunk;
+    }
+    let ab = (blk % 2) * comptime!(chunk * (rt + PAD));
+    let cb = (blk % 2) * comptime!(chunk * (dt + PAD));
+
+    // Stage the key-decayed B (row i by lambda^(len-1-i)) and C in this chunk's buffers;
+    // hand out the state this chunk starts from and decay it by lambda^len.
+    put_scaled_v::<F, N>(rb, sbk, ab, pw, len, len, true, ks, chunk, rt, threads);
+    put_v::<F, N>(rc, sc, cb, cs, chunk, dt, threads);
+    let whole = Pair::<f32>::new(pw[len]);
+    let hb = at.h_base + blk * dkp * at.dcp;
+    #[unroll]
+    for i in 0..frags {
+        let row = at.wrow + (i / (2 * tiles)) * MM + at.g + (i % 2) * 8;
+        let col = at.wcol + ((i / 2) % tiles) * MN + 2 * at.tq;
+        h[(hb + row * at.dcp + col) / 2] = Pair::<F>::cast_from(acc[i]);
+        acc[i] = acc[i] * whole;
+    }
+    sync_cube();
+
+    if next < nblocks {
+        fetch_states_chunk::<F, N>(
+            b,
+            c,
+            ops,
+            next * chunk,
+            at.r0,
+            at.c0,
+            rb,
+            rc,
+            chunk,
+            rt,
+            dt,
+            reverse,
+            threads,
+        );
+    }
+
+    // S += (decayed B)^T C, 16 tokens at a time: A = B^T (16 state rows x 16 tokens, for
+    // each of this warp's row tiles), B = C (16 tokens x 8 columns), by `ldmatrix`.
+    #[unroll]
+    for kk in 0..chunk / MK {
+        #[unroll]
+        for tp in 0..tiles / 2 {
+            let fb = frag_b2::<F>(sc, cb, kk * MK, at.wcol + tp * 2 * MN, cs, false);
+            #[unroll]
+            for mi in 0..mtw {
+                let fa = frag_a::<F>(sbk, ab, at.wrow + mi * MM, kk * MK, ks, true);
+                let ai = 2 * (mi * tiles + 2 * tp);
+                mma_half::<F>(&fa, &fb, 0usize, acc, ai);
+                mma_half::<F>(&fa, &fb, 1usize, acc, ai + 2);
+            }
+        }
+    }
+}
+
 /// The state recurrence with the state in registers: one cube of `warps` warps per (`rt`
-/// state rows from `CUBE_POS_Y * rt`, `dt` state columns, batch x head), each warp `rt / warps`
-/// rows (whole 16-row `mma` tiles). Writes
-/// `h[bh][chunk]` (`dkp x dcp`, row-major) before each chunk's update and the final state to
-/// `out`'s rows `n..`, exactly as `chunk_states_kernel` does.
+/// state rows from `CUBE_POS_Y * rt`, `dt` state columns, batch x head). The warps split the
+/// columns into `col_groups` groups of `wdt = dt / col_groups` and the rows into
+/// `warps / col_groups` groups (whole 16-row `mma` tiles each). Writes `h[bh][chunk]`
+/// (`dkp x dcp`, row-major) before each chunk's update and the final state to `out`'s rows
+/// `n..`, exactly as `chunk_states_kernel` does.
 ///
-/// Lane `l` of warp `w` holds, for each of its 16-row tiles `m` and 8-column tiles `t`, rows
-/// `w rt / warps + 16 m + l / 4` and `+ 8`, columns `8 t + 2 (l % 4)` and `+ 1` (the `mma`
-/// accumulator layout), as `acc[2 (m tiles + t)]` and `acc[2 (m tiles + t) + 1]`.
+/// Lane `l` of warp `w` (row group `w % row warps`, column group `w / row warps`) holds, for each
+/// of its 16-row tiles `m` and 8-column tiles `t`, rows `wrow + 16 m + l / 4` and `+ 8`, columns
+/// `wcol + 8 t + 2 (l % 4)` and `+ 1` (the `mma` accumulator layout), as `acc[2 (m tiles + t)]`
+/// and `acc[2 (m tiles + t) + 1]`.
 #[allow(
     clippy::too_many_arguments,
     clippy::collapsible_if,
@@ -144,6 +261,8 @@ pub(crate) fn chunk_states_mma_kernel<F: Float, N: Size>(
     #[comptime] rt: usize,
     #[comptime] dt: usize,
     #[comptime] warps: usize,
+    #[comptime] col_groups: usize,
+    #[comptime] depth: usize,
     #[comptime] has_state: bool,
     #[comptime] reverse: bool,
     #[comptime] transpose_state: bool,
@@ -151,14 +270,17 @@ pub(crate) fn chunk_states_mma_kernel<F: Float, N: Size>(
     #[define(F)] _dtype: StorageType,
 ) {
     let threads = comptime!(warps * 32);
-    let tiles = comptime!(dt / MN);
-    let mtw = comptime!(rt / warps / MM);
-    let frags = comptime!(2 * (rt / warps / MM) * (dt / MN));
+    let row_warps = comptime!(warps / col_groups);
+    let tiles = comptime!(dt / col_groups / MN);
+    let mtw = comptime!(rt / row_warps / MM);
+    let frags = comptime!(2 * (rt / row_warps / MM) * (dt / col_groups / MN));
     let tid = UNIT_POS_X as usize;
     let lane = tid % 32;
     let g = lane / 4;
     let tq = lane % 4;
-    let wrow = (tid / 32) * comptime!(rt / warps);
+    let warp = tid / 32;
+    let wrow = (warp % row_warps) * comptime!(rt / row_warps);
+    let wcol = (warp / row_warps) * comptime!(dt / col_groups);
     let bh = CUBE_POS_Z as usize;
     let ops = states_operands::<F, N>(b, c, bh);
     let (n, da, dc) = (ops.n, ops.da, ops.dc);
@@ -173,8 +295,6 @@ pub(crate) fn chunk_states_mma_kernel<F: Float, N: Size>(
     let sv = f32::cast_from(s[hi * s.stride(0)]);
     let h_base = bh * nblocks * dkp * dcp + r0 * dcp + c0;
 
-    let ks = comptime!(rt + PAD);
-    let cs = comptime!(dt + PAD);
     let bsz = comptime!(chunk * (rt + PAD));
     let csz = comptime!(chunk * (dt + PAD));
     let mut sbk = SharedMemory::<F>::new_aligned(2 * bsz, 32usize);
@@ -192,7 +312,7 @@ pub(crate) fn chunk_states_mma_kernel<F: Float, N: Size>(
     #[unroll]
     for i in 0..frags {
         let row = r0 + wrow + (i / (2 * tiles)) * MM + g + (i % 2) * 8;
-        let col = c0 + ((i / 2) % tiles) * MN + 2 * tq;
+        let col = c0 + wcol + ((i / 2) % tiles) * MN + 2 * tq;
         let mut v = Pair::<f32>::new(0.0);
         if has_state {
             #[unroll]
@@ -210,73 +330,114 @@ pub(crate) fn chunk_states_mma_kernel<F: Float, N: Size>(
         acc[i] = v;
     }
 
+    // The chunks' operands arrive in registers `depth` chunks ahead (two sets with `depth = 2`,
+    // used in turn), so each fetch has `depth` steps of the chain to land.
     let nv = N::value();
-    let mut rb = Array::<Vector<F, N>>::new(comptime!(chunk * rt / (threads * nv)));
-    let mut rc = Array::<Vector<F, N>>::new(comptime!(chunk * dt / (threads * nv)));
+    let mut rb0 = Array::<Vector<F, N>>::new(comptime!(chunk * rt / (threads * nv)));
+    let mut rc0 = Array::<Vector<F, N>>::new(comptime!(chunk * dt / (threads * nv)));
+    let mut rb1 = Array::<Vector<F, N>>::new(comptime!(chunk * rt / (threads * nv)));
+    let mut rc1 = Array::<Vector<F, N>>::new(comptime!(chunk * dt / (threads * nv)));
     fetch_states_chunk::<F, N>(
-        b, c, &ops, 0, r0, c0, &mut rb, &mut rc, chunk, rt, dt, reverse, threads,
+        b, c, &ops, 0, r0, c0, &mut rb0, &mut rc0, chunk, rt, dt, reverse, threads,
     );
-    sync_cube();
-
-    for blk in 0..nblocks {
-        let t0 = blk * chunk;
-        let mut len = n - t0;
-        if len > chunk {
-            len = chunk;
-        }
-        let ab = (blk % 2) * bsz;
-        let cb = (blk % 2) * csz;
-
-        // Stage the key-decayed B (row i by lambda^(len-1-i)) and C in this chunk's buffers;
-        // hand out the state this chunk starts from and decay it by lambda^len.
-        put_scaled_v::<F, N>(
-            &rb, &mut sbk, ab, &pw, len, len, true, ks, chunk, rt, threads,
-        );
-        put_v::<F, N>(&rc, &mut sc, cb, cs, chunk, dt, threads);
-        let whole = Pair::<f32>::new(pw[len]);
-        let hb = h_base + blk * dkp * dcp;
-        #[unroll]
-        for i in 0..frags {
-            let row = wrow + (i / (2 * tiles)) * MM + g + (i % 2) * 8;
-            let col = ((i / 2) % tiles) * MN + 2 * tq;
-            h[(hb + row * dcp + col) / 2] = Pair::<F>::cast_from(acc[i]);
-            acc[i] = acc[i] * whole;
-        }
-        sync_cube();
-
-        if blk + 1 < nblocks {
+    if depth == 2 {
+        if nblocks > 1 {
             fetch_states_chunk::<F, N>(
+                b, c, &ops, chunk, r0, c0, &mut rb1, &mut rc1, chunk, rt, dt, reverse, threads,
+            );
+        }
+    }
+    sync_cube();
+    let at = StatesStep {
+        h_base,
+        dcp,
+        r0,
+        c0,
+        wrow,
+        wcol,
+        g,
+        tq,
+    };
+    if depth == 2 {
+        for pair in 0..(nblocks + 1) / 2 {
+            let blk = 2 * pair;
+            states_step::<F, N>(
                 b,
                 c,
                 &ops,
-                t0 + chunk,
-                r0,
-                c0,
-                &mut rb,
-                &mut rc,
+                h,
+                &mut acc,
+                &mut rb0,
+                &mut rc0,
+                &mut sbk,
+                &mut sc,
+                &pw,
+                blk,
+                blk + 2,
+                &at,
                 chunk,
+                dkp,
                 rt,
                 dt,
+                tiles,
+                mtw,
+                frags,
                 reverse,
                 threads,
             );
-        }
-
-        // S += (decayed B)^T C, 16 tokens at a time: A = B^T (16 state rows x 16 tokens, for
-        // each of this warp's row tiles), B = C (16 tokens x 8 columns), by `ldmatrix`.
-        #[unroll]
-        for kk in 0..chunk / MK {
-            #[unroll]
-            for tp in 0..tiles / 2 {
-                let fb = frag_b2::<F>(&sc, cb, kk * MK, tp * 2 * MN, cs, false);
-                #[unroll]
-                for mi in 0..mtw {
-                    let fa = frag_a::<F>(&sbk, ab, wrow + mi * MM, kk * MK, ks, true);
-                    let at = 2 * (mi * tiles + 2 * tp);
-                    mma_half::<F>(&fa, &fb, 0usize, &mut acc, at);
-                    mma_half::<F>(&fa, &fb, 1usize, &mut acc, at + 2);
-                }
+            if blk + 1 < nblocks {
+                states_step::<F, N>(
+                    b,
+                    c,
+                    &ops,
+                    h,
+                    &mut acc,
+                    &mut rb1,
+                    &mut rc1,
+                    &mut sbk,
+                    &mut sc,
+                    &pw,
+                    blk + 1,
+                    blk + 3,
+                    &at,
+                    chunk,
+                    dkp,
+                    rt,
+                    dt,
+                    tiles,
+                    mtw,
+                    frags,
+                    reverse,
+                    threads,
+                );
             }
+        }
+    } else {
+        for blk in 0..nblocks {
+            states_step::<F, N>(
+                b,
+                c,
+                &ops,
+                h,
+                &mut acc,
+                &mut rb0,
+                &mut rc0,
+                &mut sbk,
+                &mut sc,
+                &pw,
+                blk,
+                blk + 1,
+                &at,
+                chunk,
+                dkp,
+                rt,
+                dt,
+                tiles,
+                mtw,
+                frags,
+                reverse,
+                threads,
+            );
         }
     }
 
@@ -289,7 +450,7 @@ pub(crate) fn chunk_states_mma_kernel<F: Float, N: Size>(
     #[unroll]
     for i in 0..frags {
         let row = r0 + wrow + (i / (2 * tiles)) * MM + g + (i % 2) * 8;
-        let col = c0 + ((i / 2) % tiles) * MN + 2 * tq;
+        let col = c0 + wcol + ((i / 2) % tiles) * MN + 2 * tq;
         let v = acc[i];
         #[unroll]
         for j in 0..2usize {
@@ -301,13 +462,145 @@ pub(crate) fn chunk_states_mma_kernel<F: Float, N: Size>(
     }
 }
 
-/// One chunk's outputs with the scores and outputs in registers: one cube per (`dt` output
-/// columns, chunk, batch x head) of `chunk / 16 x dt / 64` warps; warp `w` owns the 16 rows
-/// `16 (w % (chunk / 16))..` and the 64 columns `64 (w / (chunk / 16))..` of the cube's tile.
+/// Copies `rows x width` elements of `x` (rows `t0..` in scan order, columns from `col0`) into
+/// the shared tile at `dst[dst_base..]` (row stride `stride`) by `cp.async`, `N` elements per
+/// copy, zero-filled past the sequence (`len` rows) and past `ncols`; `tid` is this unit's
+/// index among the `threads` that share the tile. The caller commits and waits on a barrier.
+#[cube]
+#[allow(clippy::too_many_arguments, clippy::collapsible_if)]
+fn copy_tile_async<F: Float, N: Size>(
+    x: &Tensor<Vector<F, N>>,
+    base: usize,
+    stride_t: usize,
+    stride_d: usize,
+    n: usize,
+    ncols: usize,
+    t0: usize,
+    len: usize,
+    col0: usize,
+    dst: &mut SharedMemory<F>,
+    dst_base: usize,
+    tid: usize,
+    #[comptime] stride: usize,
+    #[comptime] rows: usize,
+    #[comptime] width: usize,
+    #[comptime] reverse: bool,
+    #[comptime] threads: usize,
+) {
+    let nv = N::value();
+    let wv = comptime!(width / nv);
+    #[unroll]
+    for r in 0..rows * wv / threads {
+        let e = tid + r * threads;
+        let i = e / wv;
+        let d = (e % wv) * nv;
+        let t = t0 + i;
+        let mut p = t;
+        if reverse {
+            if t < n {
+                p = n - 1 - t;
+            }
+        }
+        let inside = i < len && col0 + d < ncols;
+        let mut idx = 0usize;
+        if inside {
+            idx = (base + p * stride_t + (col0 + d) * stride_d) / nv;
+        }
+        let off = dst_base + i * stride + d;
+        // Reinterpreted without rescaling the offset: `cp.async` adds the slice's offset to the
+        // scalar shared array (`with_vector_size` would count it in vectors).
+        let mut dv = unsafe {
+            dst.slice_mut(off, off + nv)
+                .downcast_unchecked::<Vector<F, N>>()
+        };
+        copy_async_checked(
+            &x.slice(idx, idx + usize::cast_from(inside)),
+            &mut dv,
+            comptime!(nv as u32),
+        );
+    }
+}
+
+/// [`super::split::stage_output_chunk`] by `cp.async`, into the shared tiles at the given bases,
+/// by the `threads` units numbered `tid` that compute this chunk: no staging registers, so the
+/// copies of one chunk run under another chunk's products.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn stage_output_chunk_async<F: Float, N: Size>(
+    a: &Tensor<Vector<F, N>>,
+    b: &Tensor<Vector<F, N>>,
+    c: &Tensor<Vector<F, N>>,
+    h: &Tensor<Vector<F, N>>,
+    oc: &OutputChunk,
+    sa: &mut SharedMemory<F>,
+    sb: &mut SharedMemory<F>,
+    sc: &mut SharedMemory<F>,
+    sh: &mut SharedMemory<F>,
+    base_k: usize,
+    base_c: usize,
+    base_h: usize,
+    c0: usize,
+    tid: usize,
+    #[comptime] chunk: usize,
+    #[comptime] dkp: usize,
+    #[comptime] dt: usize,
+    #[comptime] reverse: bool,
+    #[comptime] h_t: bool,
+    #[comptime] threads: usize,
+) {
+    let ks = comptime!(dkp + PAD);
+    let cs = comptime!(dt + PAD);
+    copy_tile_async::<F, N>(
+        a, oc.a_base, oc.a_st, oc.a_sd, oc.n, oc.da, oc.t0, oc.len, 0, sa, base_k, tid, ks, chunk,
+        dkp, reverse, threads,
+    );
+    copy_tile_async::<F, N>(
+        b, oc.b_base, oc.b_st, oc.b_sd, oc.n, oc.da, oc.t0, oc.len, 0, sb, base_k, tid, ks, chunk,
+        dkp, reverse, threads,
+    );
+    copy_tile_async::<F, N>(
+        c, oc.c_base, oc.c_st, oc.c_sd, oc.n, oc.dc, oc.t0, oc.len, c0, sc, base_c, tid, cs, chunk,
+        dt, reverse, threads,
+    );
+    if h_t {
+        // Rows c0.. of the other scan's H are this scan's columns; zero past its rows.
+        copy_tile_async::<F, N>(
+            h,
+            oc.h_block,
+            oc.h_cols,
+            1,
+            oc.h_rows,
+            dkp,
+            c0,
+            oc.h_rows - c0,
+            0,
+            sh,
+            base_h,
+            tid,
+            ks,
+            dt,
+            dkp,
+            false,
+            threads,
+        );
+    } else {
+        copy_tile_async::<F, N>(
+            h, oc.h_block, oc.h_cols, 1, oc.h_rows, oc.h_cols, 0, oc.h_rows, c0, sh, base_h, tid,
+            cs, dkp, dt, false, threads,
+        );
+    }
+}
+
+/// Chunks' outputs with the scores and outputs in registers: one cube per (`dt` output columns,
+/// `cpc` consecutive chunks, batch x head) of `cpc x chunk / 16 x dt / 64` warps; within its
+/// chunk's `chunk / 16 x dt / 64` warps, warp `w` owns the 16 rows `16 (w % (chunk / 16))..` and
+/// the 64 columns `64 (w / (chunk / 16))..` of the tile.
 /// `O = lambda^(i+1) (A H) + mask(A B^T lambda^(i-j)) C`, the scores' accumulators becoming the
-/// second product's `A` fragments without leaving the registers. Same contract as
-/// [`super::split`]'s `chunk_output_kernel` (`h_t`: `H` is the transposed scan's, whose states
-/// were written with `hdt`-column tiles).
+/// second product's `A` fragments without leaving the registers. With `copy_async` the chunks
+/// are staged by `cp.async` (no staging registers; with `cpc = 2` the cube's 512 units cap the
+/// registers at 128, so one chunk's copies run under the other's products), else through
+/// registers (`cpc = 1`). Same contract as [`super::split`]'s `chunk_output_kernel` (`h_t`: `H`
+/// is the transposed scan's, whose states were written with `hdt`-column tiles).
 #[allow(clippy::too_many_arguments, clippy::manual_div_ceil)]
 #[cube(launch_unchecked)]
 pub(crate) fn chunk_output_mma_kernel<F: Float, N: Size>(
@@ -321,18 +614,22 @@ pub(crate) fn chunk_output_mma_kernel<F: Float, N: Size>(
     #[comptime] dkp: usize,
     #[comptime] dt: usize,
     #[comptime] hdt: usize,
+    #[comptime] cpc: usize,
+    #[comptime] async_copy: bool,
     #[comptime] reverse: bool,
     #[comptime] h_t: bool,
     #[define(F)] _dtype: StorageType,
 ) {
     let mtiles = comptime!(chunk / MM);
-    let threads = comptime!(chunk / MM * (dt / 64) * 32);
+    let chunk_threads = comptime!(chunk / MM * (dt / 64) * 32);
+    let threads = comptime!(cpc * chunk / MM * (dt / 64) * 32);
     let wtiles = comptime!(64 / MN);
     let tid = UNIT_POS_X as usize;
     let lane = tid % 32;
     let g = lane / 4;
     let tq = lane % 4;
-    let warp = tid / 32;
+    let sub = tid / chunk_threads;
+    let warp = (tid % chunk_threads) / 32;
     let mt = warp % mtiles;
     let wcol = (warp / mtiles) * 64;
     let n = a.shape(2);
@@ -341,37 +638,76 @@ pub(crate) fn chunk_output_mma_kernel<F: Float, N: Size>(
     let bh = CUBE_POS_Z as usize;
     let bi = bh / heads;
     let hi = bh % heads;
-    let blk = CUBE_POS_Y as usize;
+    let blk = CUBE_POS_Y as usize * cpc + sub;
     let c0 = CUBE_POS_X as usize * dt;
     let t0 = blk * chunk;
-    let mut len = n - t0;
-    if len > chunk {
-        len = chunk;
+    // 0 for a cube's second chunk past the sequence: it stages nothing and stores nothing.
+    let mut len = 0usize;
+    if t0 < n {
+        len = n - t0;
+        if len > chunk {
+            len = chunk;
+        }
     }
     let sv = f32::cast_from(s[hi * s.stride(0)]);
 
     let ks = comptime!(dkp + PAD);
     let cs = comptime!(dt + PAD);
-    let mut sa = SharedMemory::<F>::new_aligned(chunk * ks, 32usize);
-    let mut sb = SharedMemory::<F>::new_aligned(chunk * ks, 32usize);
-    let mut sc = SharedMemory::<F>::new_aligned(chunk * cs, 32usize);
     // H as `dkp x dt` (row stride `cs`), or with `h_t` as its transpose `dt x dkp` (stride `ks`).
     let sh_len = comptime!(if h_t {
         dt * (dkp + PAD)
     } else {
         dkp * (dt + PAD)
     });
-    let mut sh = SharedMemory::<F>::new_aligned(sh_len, 32usize);
+    let base_k = sub * comptime!(chunk * (dkp + PAD));
+    let base_c = sub * comptime!(chunk * (dt + PAD));
+    let base_h = sub * sh_len;
+    let mut sa = SharedMemory::<F>::new_aligned(comptime!(cpc * chunk * ks), 32usize);
+    let mut sb = SharedMemory::<F>::new_aligned(comptime!(cpc * chunk * ks), 32usize);
+    let mut sc = SharedMemory::<F>::new_aligned(comptime!(cpc * chunk * cs), 32usize);
+    let mut sh = SharedMemory::<F>::new_aligned(comptime!(cpc * sh_len), 32usize);
     let mut pw = SharedMemory::<f32>::new(chunk + 1);
-    decay_powers(&mut pw, sv, chunk, threads);
 
-    let nv = N::value();
-    let mut ra = Array::<Vector<F, N>>::new(comptime!(chunk * dkp / (threads * nv)));
-    stage_output_chunk::<F, N>(
-        a, b, c, h, &mut sa, &mut sb, &mut sc, &mut sh, &mut ra, bh, blk, c0, chunk, dkp, dt, hdt,
-        reverse, h_t, threads,
-    );
-    sync_cube();
+    if async_copy {
+        let barrier = Barrier::shared(threads as u32, tid == 0);
+        if len > 0 {
+            let oc = output_chunk::<F, N>(a, b, c, bh, blk, chunk, hdt, h_t);
+            stage_output_chunk_async::<F, N>(
+                a,
+                b,
+                c,
+                h,
+                &oc,
+                &mut sa,
+                &mut sb,
+                &mut sc,
+                &mut sh,
+                base_k,
+                base_c,
+                base_h,
+                c0,
+                tid % chunk_threads,
+                chunk,
+                dkp,
+                dt,
+                reverse,
+                h_t,
+                chunk_threads,
+            );
+        }
+        decay_powers(&mut pw, sv, chunk, threads);
+        barrier.commit_copy_async();
+        barrier.arrive_and_wait();
+    } else {
+        decay_powers(&mut pw, sv, chunk, threads);
+        let nv = N::value();
+        let mut ra = Array::<Vector<F, N>>::new(comptime!(chunk * dkp / (threads * nv)));
+        stage_output_chunk::<F, N>(
+            a, b, c, h, &mut sa, &mut sb, &mut sc, &mut sh, &mut ra, bh, blk, c0, chunk, dkp, dt,
+            hdt, reverse, h_t, threads,
+        );
+        sync_cube();
+    }
 
     let ktiles = comptime!(chunk / MN);
     let row_lo = mt * MM + g;
@@ -385,11 +721,11 @@ pub(crate) fn chunk_output_mma_kernel<F: Float, N: Size>(
     }
     #[unroll]
     for kk in 0..dkp / MK {
-        let fa = frag_a::<F>(&sa, 0usize, mt * MM, kk * MK, ks, false);
+        let fa = frag_a::<F>(&sa, base_k, mt * MM, kk * MK, ks, false);
         #[unroll]
         for tp in 0..ktiles / 2 {
             if tp <= mt {
-                let fb = frag_b2::<F>(&sb, 0usize, kk * MK, tp * 2 * MN, ks, true);
+                let fb = frag_b2::<F>(&sb, base_k, kk * MK, tp * 2 * MN, ks, true);
                 mma_half::<F>(&fa, &fb, 0usize, &mut sx, 4 * tp);
                 mma_half::<F>(&fa, &fb, 1usize, &mut sx, 4 * tp + 2);
             }
@@ -423,14 +759,14 @@ pub(crate) fn chunk_output_mma_kernel<F: Float, N: Size>(
     }
     #[unroll]
     for kk in 0..dkp / MK {
-        let fa = frag_a::<F>(&sa, 0usize, mt * MM, kk * MK, ks, false);
+        let fa = frag_a::<F>(&sa, base_k, mt * MM, kk * MK, ks, false);
         #[unroll]
         for tp in 0..wtiles / 2 {
             let n0 = wcol + tp * 2 * MN;
             let fb = if h_t {
-                frag_b2::<F>(&sh, 0usize, kk * MK, n0, ks, true)
+                frag_b2::<F>(&sh, base_h, kk * MK, n0, ks, true)
             } else {
-                frag_b2::<F>(&sh, 0usize, kk * MK, n0, cs, false)
+                frag_b2::<F>(&sh, base_h, kk * MK, n0, cs, false)
             };
             mma_half::<F>(&fa, &fb, 0usize, &mut acc, 4 * tp);
             mma_half::<F>(&fa, &fb, 1usize, &mut acc, 4 * tp + 2);
@@ -453,7 +789,7 @@ pub(crate) fn chunk_output_mma_kernel<F: Float, N: Size>(
             }
             #[unroll]
             for tp in 0..wtiles / 2 {
-                let fb = frag_b2::<F>(&sc, 0usize, kv * MK, wcol + tp * 2 * MN, cs, false);
+                let fb = frag_b2::<F>(&sc, base_c, kv * MK, wcol + tp * 2 * MN, cs, false);
                 mma_half::<F>(&fa, &fb, 0usize, &mut acc, 4 * tp);
                 mma_half::<F>(&fa, &fb, 1usize, &mut acc, 4 * tp + 2);
             }

@@ -281,23 +281,22 @@ fn unpack<B: Backend>(packed: Tensor<B, 4>, n: usize, d: usize) -> (Tensor<B, 4>
     (packed.clone().narrow(2, 0, n), packed.narrow(2, n, d))
 }
 
-/// The gradients of lightning attention from three kernel scans (Lightning Attention-2's two
-/// loops, the reverse one split by output): `(dq, dk, dv, ds, d state0)`.
+/// The gradients of lightning attention's output from three kernel scans (Lightning
+/// Attention-2's two loops, the reverse one split by output): `(dq, dk, dv, ds, d state0)` for
+/// the cotangent `d_o` of `o` (the final state's cotangent is [`final_state_grads`]'s).
 ///
-/// `packed` is the forward's packed output (its final state is needed for `ds`), `grad` the
-/// packed cotangent. `ds` uses the identity `ds_h = -sum_t (t+1) (q_t . dq_t - k_t . dk_t)
-/// - n <S_n, dS_n>` summed over the batch, in tensor ops; it loses relative precision like
-/// `1e-7 * seq * s` in f32 (cancellation), so about 1e-3 at 64K tokens and `s = 1`. With
-/// `want_ds = false` (the decays are not trained) `ds` is zeros and costs nothing.
-#[allow(clippy::type_complexity, clippy::too_many_arguments)]
+/// `ds` uses the identity `ds_h = -sum_t (t+1) (q_t . dq_t - k_t . dk_t)` summed over the batch,
+/// in tensor ops; it loses relative precision like `1e-7 * seq * s` in f32 (cancellation), so
+/// about 1e-3 at 64K tokens and `s = 1`. With `want_ds = false` (the decays are not trained)
+/// `ds` is zeros and costs nothing.
+#[allow(clippy::type_complexity)]
 pub fn lightning_grads<B: LightningBackend>(
     q: FloatTensor<B>,
     k: FloatTensor<B>,
     v: FloatTensor<B>,
     s: FloatTensor<B>,
     state: Option<FloatTensor<B>>,
-    packed: FloatTensor<B>,
-    grad: FloatTensor<B>,
+    d_o: FloatTensor<B>,
     want_ds: bool,
 ) -> (
     Tensor<B, 4>,
@@ -307,12 +306,13 @@ pub fn lightning_grads<B: LightningBackend>(
     Option<Tensor<B, 4>>,
 ) {
     let (q, k, v) = (tensor::<B>(q), tensor::<B>(k), tensor::<B>(v));
-    let (packed, grad) = (tensor::<B>(packed), tensor::<B>(grad));
+    let d_o = tensor::<B>(d_o);
     let s = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(s));
-    let [_, heads, n, dk] = q.dims();
+    let [batch, heads, n, dk] = q.dims();
     let dvdim = v.dims()[3];
-    let (d_o, d_state) = unpack(grad, n, dk);
-    let s_final = packed.narrow(2, n, dk);
+    let device = q.device();
+    // The reverse scans start from the final state's cotangent, zero here.
+    let d_state = Tensor::<B, 4>::zeros([batch, heads, dk, dvdim], &device).cast(q.dtype());
     let has_state = state.is_some();
     let sp = || s.clone().into_primitive().tensor();
 
@@ -333,7 +333,7 @@ pub fn lightning_grads<B: LightningBackend>(
         prim(v),
         prim(d_o),
         sp(),
-        prim(d_state.clone()),
+        prim(d_state),
     );
     let (dk_, dv_) = (tensor::<B>(dk_), tensor::<B>(dv_));
     let dq = dq.narrow(2, 0, n);
@@ -341,7 +341,6 @@ pub fn lightning_grads<B: LightningBackend>(
     let (dv_, d_state0) = unpack(dv_, n, dk);
     debug_assert_eq!(dv_.dims()[3], dvdim);
 
-    let device = q.device();
     if !want_ds {
         let ds = Tensor::<B, 1>::zeros([heads], &device).cast(s.dtype());
         return (dq, dk_, dv_, ds, has_state.then_some(d_state0));
@@ -354,33 +353,82 @@ pub fn lightning_grads<B: LightningBackend>(
             .reshape([1, 1, n, 1]),
     );
     let db = (f32_(q) * f32_(dq.clone())).sum_dim(3) - (f32_(k) * f32_(dk_.clone())).sum_dim(3);
-    let ds_tokens = (db * pos).sum_dim(2).sum_dim(0).reshape([heads]);
-    let ds_state = (f32_(s_final) * f32_(d_state))
-        .sum_dim(3)
-        .sum_dim(2)
-        .sum_dim(0)
-        .reshape([heads])
-        * (n as f64);
-    let ds = (ds_tokens + ds_state).neg().cast(s.dtype());
-    (dq, dk_, dv_, ds, has_state.then_some(d_state0))
+    let ds = (db * pos).sum_dim(2).sum_dim(0).reshape([heads]);
+    (
+        dq,
+        dk_,
+        dv_,
+        ds.neg().cast(s.dtype()),
+        has_state.then_some(d_state0),
+    )
 }
 
-/// The backward node of kernel-backed lightning attention under `Autodiff`.
+/// The gradients of the final state `S_n = lambda^n S_0 + sum_t lambda^(n-1-t) k_t^T v_t` for
+/// its cotangent `g`: `(dk, dv, ds, d state0)` (`q` gets none). In tensor ops (two matmuls over
+/// the sequence, f32 weights): the final state takes part in a loss rarely (carried-state
+/// training), and then this costs less than a scan. `ds` only with `want_ds`.
+#[allow(clippy::type_complexity)]
+pub fn final_state_grads<B: Backend>(
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    s: Tensor<B, 1>,
+    state: Option<Tensor<B, 4>>,
+    g: Tensor<B, 4>,
+    want_ds: bool,
+) -> (
+    Tensor<B, 4>,
+    Tensor<B, 4>,
+    Option<Tensor<B, 1>>,
+    Option<Tensor<B, 4>>,
+) {
+    let [_, heads, n, _] = k.dims();
+    let device = k.device();
+    let dtype = k.dtype();
+    let f32_ = |x: Tensor<B, 4>| x.cast(FloatDType::F32);
+    let rate = s.clone().cast(FloatDType::F32).reshape([1, heads, 1, 1]);
+    // lambda^(n-1-t) per head and token.
+    let age = Tensor::<B, 1, Int>::arange(0..n as i64, &device)
+        .float()
+        .cast(FloatDType::F32)
+        .flip([0])
+        .reshape([1, 1, n, 1]);
+    let w = (rate.clone().neg() * age.clone()).exp();
+    let g32 = f32_(g);
+    let dv = (f32_(k.clone()) * w.clone()).matmul(g32.clone());
+    let dk = (f32_(v.clone()) * w).matmul(g32.clone().swap_dims(2, 3));
+    let whole = (rate.neg() * (n as f64)).exp();
+    let d_state0 = state
+        .as_ref()
+        .map(|_| (g32.clone() * whole.clone()).cast(dtype));
+    let ds = want_ds.then(|| {
+        // d<S_n, g>/ds = -sum_t (n-1-t) lambda^(n-1-t) <k_t^T v_t, g> - n lambda^n <S_0, g>,
+        // and lambda^(n-1-t) <k_t^T v_t, g> = dv_t . v_t.
+        let tokens = (dv.clone() * f32_(v)).sum_dim(3) * age;
+        let mut ds = tokens.sum_dim(2).sum_dim(0).reshape([heads]);
+        if let Some(st) = state {
+            let carried = (f32_(st) * g32 * whole).sum_dim(3).sum_dim(2).sum_dim(0);
+            ds = ds + carried.reshape([heads]) * (n as f64);
+        }
+        ds.neg().cast(s.dtype())
+    });
+    (dk.cast(dtype), dv.cast(dtype), ds, d_state0)
+}
+
+/// The backward node of kernel-backed lightning attention's output `o` under `Autodiff`.
 #[derive(Debug)]
 struct LightningBackward;
 
-/// What the backward node keeps: `q, k, v, s`, the initial state if any, the packed output.
-type SavedState<B> = (
+/// What the output's backward node keeps: `q, k, v, s` and the initial state if any.
+type SavedInputs<B> = (
     FloatTensor<B>,
     FloatTensor<B>,
     FloatTensor<B>,
     FloatTensor<B>,
     Option<FloatTensor<B>>,
-    FloatTensor<B>,
 );
 
 impl<B: LightningBackend> Backward<B, 5> for LightningBackward {
-    type State = SavedState<B>;
+    type State = SavedInputs<B>;
 
     fn backward(
         self,
@@ -388,27 +436,63 @@ impl<B: LightningBackend> Backward<B, 5> for LightningBackward {
         grads: &mut Gradients,
         _checkpointer: &mut Checkpointer,
     ) {
-        let [nq, nk, nv, ns, nst] = ops.parents;
         let grad = grads.consume::<B>(&ops.node);
-        let (q, k, v, s, state, packed) = ops.state;
-        // The decay's gradient (four full-size reductions) only when `s` is tracked: MiniMax's
+        let (q, k, v, s, state) = ops.state;
+        // The decay's gradient (two full-size reductions) only when `s` is tracked: MiniMax's
         // decays are fixed.
-        let want_ds = ns.is_some();
-        let (dq, dk, dv, ds, dst) = lightning_grads::<B>(q, k, v, s, state, packed, grad, want_ds);
-        if let Some(node) = nq {
-            grads.register::<B>(node.id, prim(dq));
+        let want_ds = ops.parents[3].is_some();
+        let (dq, dk, dv, ds, dst) = lightning_grads::<B>(q, k, v, s, state, grad, want_ds);
+        let values = [
+            Some(prim(dq)),
+            Some(prim(dk)),
+            Some(prim(dv)),
+            Some(ds.into_primitive().tensor()),
+            dst.map(prim),
+        ];
+        for (node, value) in ops.parents.into_iter().zip(values) {
+            if let (Some(node), Some(value)) = (node, value) {
+                grads.register::<B>(node.id, value);
+            }
         }
-        if let Some(node) = nk {
-            grads.register::<B>(node.id, prim(dk));
-        }
-        if let Some(node) = nv {
-            grads.register::<B>(node.id, prim(dv));
-        }
-        if let Some(node) = ns {
-            grads.register::<B>(node.id, ds.into_primitive().tensor());
-        }
-        if let (Some(node), Some(dst)) = (nst, dst) {
-            grads.register::<B>(node.id, prim(dst));
+    }
+}
+
+/// The backward node of kernel-backed lightning attention's final state under `Autodiff`: a
+/// node of its own, so that a loss on `o` alone never builds the state's cotangent.
+#[derive(Debug)]
+struct FinalStateBackward;
+
+impl<B: LightningBackend> Backward<B, 5> for FinalStateBackward {
+    type State = SavedInputs<B>;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 5>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let g = tensor::<B>(grads.consume::<B>(&ops.node));
+        let (_, k, v, s, state) = ops.state;
+        let want_ds = ops.parents[3].is_some();
+        let (dk, dv, ds, dst) = final_state_grads::<B>(
+            tensor(k),
+            tensor(v),
+            Tensor::from_primitive(TensorPrimitive::Float(s)),
+            state.map(tensor),
+            g,
+            want_ds,
+        );
+        let values = [
+            None,
+            Some(prim(dk)),
+            Some(prim(dv)),
+            ds.map(|x| x.into_primitive().tensor()),
+            dst.map(prim),
+        ];
+        for (node, value) in ops.parents.into_iter().zip(values) {
+            if let (Some(node), Some(value)) = (node, value) {
+                grads.register::<B>(node.id, value);
+            }
         }
     }
 }
@@ -446,36 +530,43 @@ impl<B: LightningBackend, C: CheckpointStrategy> LightningBackend for Autodiff<B
             st.node.clone(),
         ];
         let inner_state = has_state.then(|| st.primitive.clone());
-        let run = |state| {
-            B::lightning_scan(
+        let packed = tensor::<B>(B::lightning_scan(
+            q.primitive.clone(),
+            k.primitive.clone(),
+            v.primitive.clone(),
+            s.primitive.clone(),
+            inner_state.clone(),
+            ScanOptions::default(),
+        ));
+        let (o, last) = unpack(packed, n, dk);
+        let saved = || {
+            (
                 q.primitive.clone(),
                 k.primitive.clone(),
                 v.primitive.clone(),
                 s.primitive.clone(),
-                state,
-                ScanOptions::default(),
+                inner_state.clone(),
             )
         };
-        let packed = match LightningBackward
+        // Two nodes: the output's gradient is the three kernel scans, the final state's two
+        // matmuls, and neither builds the other's cotangent.
+        let o = match LightningBackward
+            .prepare::<C>(nodes.clone())
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(saved(), prim(o)),
+            OpsKind::UnTracked(prep) => prep.finish(prim(o)),
+        };
+        let last = match FinalStateBackward
             .prepare::<C>(nodes)
             .compute_bound()
             .stateful()
         {
-            OpsKind::Tracked(prep) => {
-                let packed = run(inner_state.clone());
-                let saved = (
-                    q.primitive.clone(),
-                    k.primitive.clone(),
-                    v.primitive.clone(),
-                    s.primitive.clone(),
-                    inner_state,
-                    packed.clone(),
-                );
-                prep.finish(saved, packed)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(run(inner_state)),
+            OpsKind::Tracked(prep) => prep.finish(saved(), prim(last)),
+            OpsKind::UnTracked(prep) => prep.finish(prim(last)),
         };
-        unpack(tensor(packed), n, dk)
+        (tensor(o), tensor(last))
     }
 
     /// Decoding is inference: with no input tracked the inner backend's step runs (its kernel);

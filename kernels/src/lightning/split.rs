@@ -391,6 +391,84 @@ fn chunk_states_kernel<F: Float, N: Size>(
     );
 }
 
+/// Where the output pass reads chunk `blk` of one batch x head: the sequence length and widths,
+/// the chunk's first row and length (at most `chunk`), the operands' bases and strides, and the
+/// chunk state `H[blk]` (`h_rows x h_cols` from `h_block`) as the states pass wrote it.
+#[derive(CubeType, Clone, Copy)]
+pub(crate) struct OutputChunk {
+    pub n: usize,
+    pub da: usize,
+    pub dc: usize,
+    pub t0: usize,
+    pub len: usize,
+    pub a_base: usize,
+    pub b_base: usize,
+    pub c_base: usize,
+    pub a_st: usize,
+    pub a_sd: usize,
+    pub b_st: usize,
+    pub b_sd: usize,
+    pub c_st: usize,
+    pub c_sd: usize,
+    pub h_block: usize,
+    pub h_rows: usize,
+    pub h_cols: usize,
+}
+
+/// [`OutputChunk`] of chunk `blk` (which must exist) of batch x head `bh`: `H` written with
+/// `hdt`-column tiles by this scan's states pass or, with `h_t`, the transposed scan's (its rows
+/// this scan's `dc` padded to 16, its columns this `da` to `hdt`).
+#[cube]
+#[allow(clippy::too_many_arguments, clippy::manual_div_ceil)]
+pub(crate) fn output_chunk<F: Float, N: Size>(
+    a: &Tensor<Vector<F, N>>,
+    b: &Tensor<Vector<F, N>>,
+    c: &Tensor<Vector<F, N>>,
+    bh: usize,
+    blk: usize,
+    #[comptime] chunk: usize,
+    #[comptime] hdt: usize,
+    #[comptime] h_t: bool,
+) -> OutputChunk {
+    let n = a.shape(2);
+    let da = a.shape(3);
+    let dc = c.shape(3);
+    let heads = a.shape(1);
+    let bi = bh / heads;
+    let hi = bh % heads;
+    let nblocks = (n + chunk - 1) / chunk;
+    let t0 = blk * chunk;
+    let mut len = n - t0;
+    if len > chunk {
+        len = chunk;
+    }
+    let mut h_rows = (da + T16 - 1) / T16 * T16;
+    let mut h_cols = (dc + hdt - 1) / hdt * hdt;
+    if h_t {
+        h_rows = (dc + T16 - 1) / T16 * T16;
+        h_cols = (da + hdt - 1) / hdt * hdt;
+    }
+    OutputChunk {
+        n,
+        da,
+        dc,
+        t0,
+        len,
+        a_base: bi * a.stride(0) + hi * a.stride(1),
+        b_base: bi * b.stride(0) + hi * b.stride(1),
+        c_base: bi * c.stride(0) + hi * c.stride(1),
+        a_st: a.stride(2),
+        a_sd: a.stride(3),
+        b_st: b.stride(2),
+        b_sd: b.stride(3),
+        c_st: c.stride(2),
+        c_sd: c.stride(3),
+        h_block: (bh * nblocks + blk) * h_rows * h_cols,
+        h_rows,
+        h_cols,
+    }
+}
+
 /// Stages chunk `blk` of batch x head `bh` for the output pass in shared memory: `A` and `B`
 /// (`chunk x dkp`, row stride `dkp + PAD`), `C` (`chunk x dt` from column `c0`, stride `dt + PAD`)
 /// in scan order, zero past the sequence, and the chunk state `H` (`dkp x dt`, stride `dt + PAD`;
@@ -398,7 +476,7 @@ fn chunk_states_kernel<F: Float, N: Size>(
 /// with `hdt`-column tiles. `A` stays in `ra` for a caller that stages it again. Whole chunks of
 /// unpadded inputs skip the bounds tests; the caller syncs before reading.
 #[cube]
-#[allow(clippy::too_many_arguments, clippy::manual_div_ceil)]
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn stage_output_chunk<F: Float, N: Size>(
     a: &Tensor<Vector<F, N>>,
     b: &Tensor<Vector<F, N>>,
@@ -421,35 +499,15 @@ pub(crate) fn stage_output_chunk<F: Float, N: Size>(
     #[comptime] threads: usize,
 ) {
     let nv = N::value();
-    let n = a.shape(2);
-    let da = a.shape(3);
-    let dc = c.shape(3);
-    let heads = a.shape(1);
-    let bi = bh / heads;
-    let hi = bh % heads;
-    let nblocks = (n + chunk - 1) / chunk;
-    let t0 = blk * chunk;
-    let mut len = n - t0;
-    if len > chunk {
-        len = chunk;
-    }
-    // H[blk]: `h_rows x h_cols`, written by the states pass of this scan or, with `h_t`, of the
-    // transposed one (its rows this scan's `dc` padded to 16, its columns this `da` to `hdt`).
-    let mut h_rows = (da + T16 - 1) / T16 * T16;
-    let mut h_cols = (dc + hdt - 1) / hdt * hdt;
-    if h_t {
-        h_rows = (dc + T16 - 1) / T16 * T16;
-        h_cols = (da + hdt - 1) / hdt * hdt;
-    }
-    let h_block = (bh * nblocks + blk) * h_rows * h_cols;
+    let oc = output_chunk::<F, N>(a, b, c, bh, blk, chunk, hdt, h_t);
+    let (n, da, dc, t0, len) = (oc.n, oc.da, oc.dc, oc.t0, oc.len);
+    let (h_block, h_rows, h_cols) = (oc.h_block, oc.h_rows, oc.h_cols);
     let ks = comptime!(dkp + PAD);
     let cs = comptime!(dt + PAD);
-    let a_base = bi * a.stride(0) + hi * a.stride(1);
-    let b_base = bi * b.stride(0) + hi * b.stride(1);
-    let c_base = bi * c.stride(0) + hi * c.stride(1);
-    let (a_st, a_sd) = (a.stride(2), a.stride(3));
-    let (b_st, b_sd) = (b.stride(2), b.stride(3));
-    let (c_st, c_sd) = (c.stride(2), c.stride(3));
+    let (a_base, b_base, c_base) = (oc.a_base, oc.b_base, oc.c_base);
+    let (a_st, a_sd) = (oc.a_st, oc.a_sd);
+    let (b_st, b_sd) = (oc.b_st, oc.b_sd);
+    let (c_st, c_sd) = (oc.c_st, oc.c_sd);
     let mut rb = Array::<Vector<F, N>>::new(comptime!(chunk * dkp / (threads * nv)));
     let mut rc = Array::<Vector<F, N>>::new(comptime!(chunk * dt / (threads * nv)));
     let mut rh = Array::<Vector<F, N>>::new(comptime!(dkp * dt / (threads * nv)));
@@ -742,21 +800,92 @@ fn mma_geometry() -> (usize, usize) {
     })
 }
 
-/// Whether the states pass can keep its state in registers ([`super::mma`]): `mma` on
-/// this device, and 64-row state tiles (whole 16-row tiles per warp) of whole 8-column tiles.
+/// One states cube of [`super::mma`]'s register kernel: `rt` state rows and `dt` state columns,
+/// `warps` warps splitting the columns into `col_groups` groups.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct StatesGeometry {
+    rt: usize,
+    dt: usize,
+    warps: usize,
+    col_groups: usize,
+    depth: usize,
+}
+
+/// The states cubes' shape, for comparing them: `SCALELAB_LIGHTNING_STATES` = `tiles` (64 x 64
+/// state tiles, 4 cubes per 128-wide head), `whole` (one 16-warp cube per head holding the whole
+/// 128 x 128 state) or `auto` (unset: whole where the tiles would not all fit the device at once).
+fn states_shape() -> Option<bool> {
+    static SHAPE: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
+    *SHAPE.get_or_init(
+        || match std::env::var("SCALELAB_LIGHTNING_STATES").as_deref() {
+            Err(_) | Ok("auto") => None,
+            Ok("whole") => Some(true),
+            Ok("tiles") => Some(false),
+            Ok(v) => panic!("SCALELAB_LIGHTNING_STATES={v}: auto, whole or tiles"),
+        },
+    )
+}
+
+/// How many chunks ahead the whole-state cubes fetch their operands:
+/// `SCALELAB_LIGHTNING_STATES_DEPTH` = 1 (default) or 2 (two register sets used in turn). On
+/// the H200 2 did not pay (within 2%): the chain does not wait on its loads.
+fn states_depth() -> usize {
+    static DEPTH: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *DEPTH.get_or_init(
+        || match std::env::var("SCALELAB_LIGHTNING_STATES_DEPTH").as_deref() {
+            Ok("2") => 2,
+            Err(_) | Ok("1") => 1,
+            Ok(v) => panic!("SCALELAB_LIGHTNING_STATES_DEPTH={v}: 1 or 2"),
+        },
+    )
+}
+
+/// The register states kernel's geometry for this scan, if it applies (`mma` on this device,
+/// whole 16-row and 8-column tiles per warp). A 128 x 128 state takes one 16-warp cube per batch x
+/// head where the 64 x 64 tiles (3 four-warp cubes per SM: 168 registers a thread) would need a
+/// second wave: the chain then runs once, and `__launch_bounds__(512)` caps the registers at 128.
 fn mma_states<R: CubeRuntime>(
     client: &ComputeClient<R>,
     dtype: burn::tensor::DType,
     cfg: TiledConfig,
-    rt: usize,
-) -> bool {
+    [bh, dkp, dc]: [usize; 3],
+) -> Option<StatesGeometry> {
     use super::mma::{MK, MM, MN};
-    mma_passes().0
+    let rt = state_rows(dkp);
+    let warps = mma_geometry().0;
+    let usable = mma_passes().0
         && rt == 64
-        && rt % (mma_geometry().0 * MM) == 0
+        && rt % (warps * MM) == 0
         && cfg.dt % MN == 0
         && cfg.chunk % MK == 0
-        && has_mma(client, dtype, cfg)
+        && has_mma(client, dtype, cfg);
+    if !usable {
+        return None;
+    }
+    let sms = client
+        .properties()
+        .hardware
+        .num_streaming_multiprocessors
+        .unwrap_or(1) as usize;
+    let whole_fits = dkp == 128 && dc.div_ceil(cfg.dt) * cfg.dt == 128;
+    let whole = whole_fits && states_shape().unwrap_or(4 * bh > 3 * sms);
+    Some(if whole {
+        StatesGeometry {
+            rt: 128,
+            dt: 128,
+            warps: 16,
+            col_groups: 2,
+            depth: states_depth(),
+        }
+    } else {
+        StatesGeometry {
+            rt,
+            dt: cfg.dt,
+            warps,
+            col_groups: 1,
+            depth: 1,
+        }
+    })
 }
 
 /// The output columns per cube of [`super::mma`]'s output kernel for this scan, if it
@@ -784,6 +913,41 @@ fn mma_output_cols<R: CubeRuntime>(
     .then_some(dt)
 }
 
+/// How the register output kernel stages its chunks: `(chunks per cube, by cp.async)`.
+/// `SCALELAB_LIGHTNING_OUTPUT` = `regs` (unset: one chunk through registers), `async1` (one chunk
+/// by `cp.async`, where the device has it) or `async2` (two chunks per 512-unit cube by
+/// `cp.async`, where both chunks' tiles fit shared memory). On the H200 `async1` ran as fast as
+/// `regs` and `async2` 8% slower (its 128-register cap); `regs` needs no `cp.async`.
+fn output_staging<R: CubeRuntime>(
+    client: &ComputeClient<R>,
+    cfg: TiledConfig,
+    [dkp, dt]: [usize; 2],
+    elem: usize,
+) -> (usize, bool) {
+    static KNOB: std::sync::OnceLock<(usize, bool)> = std::sync::OnceLock::new();
+    let want = *KNOB.get_or_init(
+        || match std::env::var("SCALELAB_LIGHTNING_OUTPUT").as_deref() {
+            Ok("async2") => (2, true),
+            Ok("async1") => (1, true),
+            Err(_) | Ok("regs") => (1, false),
+            Ok(v) => panic!("SCALELAB_LIGHTNING_OUTPUT={v}: async2, async1 or regs"),
+        },
+    );
+    let props = client.properties();
+    if !want.1 || !props.features.copy_async {
+        return (1, false);
+    }
+    let c = cfg.chunk;
+    let tiles =
+        elem * (2 * c * (dkp + PAD) + c * (dt + PAD) + (dkp * (dt + PAD)).max(dt * (dkp + PAD)));
+    let fits = |cpc: usize| cpc * tiles + 4 * (c + 1) + 64 <= props.hardware.max_shared_memory_size;
+    if want.0 == 2 && fits(2) {
+        (2, true)
+    } else {
+        (1, true)
+    }
+}
+
 /// Launches the output pass over `[a, b, c, s, h, out]` (the kernels' arguments, in order), `H`
 /// transposed with `h_t`: [`super::mma`]'s register kernel where [`mma_output_cols`]
 /// allows, else [`chunk_output_kernel`]. `dc` is the output width, `dkp` the contracted one.
@@ -804,10 +968,15 @@ unsafe fn output_pass<R: CubeRuntime>(
 ) {
     let dtype = a.dtype;
     if let Some(dt) = mma_output_cols(client, dtype, cfg, [dkp, dc], nv) {
+        let (cpc, async_copy) = output_staging(client, cfg, [dkp, dt], dtype.size());
         super::mma::chunk_output_mma_kernel::launch_unchecked::<R>(
             client,
-            CubeCount::Static(dc.div_ceil(dt) as u32, nblocks as u32, bh as u32),
-            CubeDim::new_1d((cfg.chunk / 16 * (dt / 64) * 32) as u32),
+            CubeCount::Static(
+                dc.div_ceil(dt) as u32,
+                nblocks.div_ceil(cpc) as u32,
+                bh as u32,
+            ),
+            CubeDim::new_1d((cpc * cfg.chunk / 16 * (dt / 64) * 32) as u32),
             nv,
             a.into_tensor_arg(),
             b.into_tensor_arg(),
@@ -819,6 +988,8 @@ unsafe fn output_pass<R: CubeRuntime>(
             dkp,
             dt,
             cfg.dt,
+            cpc,
+            async_copy,
             reverse,
             h_t,
             dtype.into(),
@@ -846,16 +1017,17 @@ unsafe fn output_pass<R: CubeRuntime>(
     }
 }
 
-/// Launches the states pass over `[b, c, s, state, h, out]` (the kernels' arguments, in order):
-/// [`super::mma`]'s register kernel where [`mma_states`] allows, else
-/// [`chunk_states_kernel`].
+/// Launches the states pass over `[b, c, s, state, h, out]` (the kernels' arguments, in order)
+/// for `bh` batch x heads and `dc` state columns: [`super::mma`]'s register kernel where
+/// [`mma_states`] allows, else [`chunk_states_kernel`]. Either writes `h` as `dkp` rows by
+/// `dc` padded to `cfg.dt` columns per chunk.
 ///
 /// # Safety
 /// As for the kernels: shapes checked by the caller, `h` holding every chunk state the grid writes.
 #[allow(clippy::too_many_arguments)]
 unsafe fn states_pass<R: CubeRuntime>(
     client: &ComputeClient<R>,
-    grid: CubeCount,
+    [bh, dc]: [usize; 2],
     nv: usize,
     [b, c, s, state, h, out]: [CubeTensor<R>; 6],
     cfg: TiledConfig,
@@ -864,14 +1036,11 @@ unsafe fn states_pass<R: CubeRuntime>(
     opts: ScanOptions,
 ) {
     let dtype = b.dtype;
-    let rt = state_rows(dkp);
-    let dim = CubeDim::new_1d(ST_THREADS as u32);
-    if mma_states(client, dtype, cfg, rt) {
-        let warps = mma_geometry().0;
+    if let Some(geo) = mma_states(client, dtype, cfg, [bh, dkp, dc]) {
         super::mma::chunk_states_mma_kernel::launch_unchecked::<R>(
             client,
-            grid,
-            CubeDim::new_1d((warps * 32) as u32),
+            CubeCount::Static(dc.div_ceil(geo.dt) as u32, (dkp / geo.rt) as u32, bh as u32),
+            CubeDim::new_1d((geo.warps * 32) as u32),
             nv,
             b.into_tensor_arg(),
             c.into_tensor_arg(),
@@ -881,9 +1050,11 @@ unsafe fn states_pass<R: CubeRuntime>(
             out.into_tensor_arg(),
             cfg.chunk,
             dkp,
-            rt,
-            cfg.dt,
-            warps,
+            geo.rt,
+            geo.dt,
+            geo.warps,
+            geo.col_groups,
+            geo.depth,
             has_state,
             opts.reverse,
             opts.transpose_state,
@@ -891,10 +1062,11 @@ unsafe fn states_pass<R: CubeRuntime>(
             dtype.into(),
         );
     } else {
+        let rt = state_rows(dkp);
         chunk_states_kernel::launch_unchecked::<R>(
             client,
-            grid,
-            dim,
+            CubeCount::Static(dc.div_ceil(cfg.dt) as u32, (dkp / rt) as u32, bh as u32),
+            CubeDim::new_1d(ST_THREADS as u32),
             nv,
             b.into_tensor_arg(),
             c.into_tensor_arg(),
@@ -928,7 +1100,6 @@ pub(crate) fn launch<R: CubeRuntime>(
     let [batch, heads, n, da] = args.a.meta.shape().dims::<4>();
     let dc = args.c.meta.shape()[3];
     let dkp = padded(da);
-    let rt = state_rows(dkp);
     check_launch(client, cfg, split_smem(cfg, dkp, dtype.size()));
     let nblocks = n.div_ceil(cfg.chunk);
     let col_tiles = dc.div_ceil(cfg.dt);
@@ -959,7 +1130,7 @@ pub(crate) fn launch<R: CubeRuntime>(
     unsafe {
         states_pass(
             client,
-            CubeCount::Static(col_tiles as u32, (dkp / rt) as u32, bh as u32),
+            [bh, dc],
             nv,
             [
                 b.clone(),
@@ -1050,13 +1221,12 @@ pub(crate) fn launch_dk_dv<R: CubeRuntime>(
         (bh * nblocks * dkp).max(1),
         dv.div_ceil(cfg.dt) * cfg.dt,
     ]);
-    let rt = state_rows(dkp);
     // SAFETY: as in `launch`: shapes checked by `dk_dv_with`, every row past `n` and column past
     // the head dims guarded in the kernels; the transposed read of `h` stays inside its rows.
     unsafe {
         states_pass(
             client,
-            CubeCount::Static(dv.div_ceil(cfg.dt) as u32, (dkp / rt) as u32, bh as u32),
+            [bh, dv],
             nv,
             [
                 q.clone(),
