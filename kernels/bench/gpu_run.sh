@@ -18,6 +18,8 @@
 #   ours-async1   the same, one chunk per cube (OUTPUT=async1)
 #   ours-depth2   ours with the whole-state cubes fetching two chunks ahead, not one
 #                 (SCALELAB_LIGHTNING_STATES_DEPTH=2)
+#   ours-hdirect  ours with the states pass storing H straight from its accumulators
+#                 (SCALELAB_LIGHTNING_STATES_H=direct) instead of through shared memory
 #   merge         the merged table: ratios to fla and to the split design's memory floor
 #   check         every output and gradient against the f32 reference (H=64, D=128, T=1000),
 #                 then bf16 kernels against the f32 kernel at B=4, H=32 for CHECK_TS
@@ -79,8 +81,9 @@ has ours-tiles && bench ours-tiles SCALELAB_LIGHTNING_STATES=tiles
 has ours-async2 && bench ours-async2 SCALELAB_LIGHTNING_OUTPUT=async2
 has ours-async1 && bench ours-async1 SCALELAB_LIGHTNING_OUTPUT=async1
 has ours-depth2 && bench ours-depth2 SCALELAB_LIGHTNING_STATES_DEPTH=2
+has ours-hdirect && bench ours-hdirect SCALELAB_LIGHTNING_STATES_H=direct
 if has merge; then
-  for name in ours ours-apart ours-cmma ours-states ours-tiles ours-async2 ours-async1 ours-depth2; do
+  for name in ours ours-apart ours-cmma ours-states ours-tiles ours-async2 ours-async1 ours-depth2 ours-hdirect; do
     [ -s "$OUT/$name.jsonl" ] || continue
     stamp "merged: $name (ms; ratios > 1 are slower)"
     python3 compare_fla.py --from-json "$OUT/fla.jsonl" --scalelab "$OUT/$name.jsonl" \

@@ -5,6 +5,7 @@ use burn::backend::{ndarray::NdArray, Autodiff};
 use burn::tensor::{
     backend::Backend, DType, Distribution, FloatDType, Tensor, TensorData, Tolerance,
 };
+use scalelab_kernels::lightning::final_state_grads;
 use scalelab_kernels::lightning::reference::{
     chunked, naive, recurrent, relative_error as rel_err,
 };
@@ -123,6 +124,60 @@ fn chunked_and_recurrent_equal_naive() {
                     );
                 }
             }
+        }
+    }
+}
+
+/// The closed form the kernel backend's final-state node uses (two matmuls, no scan) gives the
+/// gradients autodiff takes through the naive form, for a loss on the final state alone.
+#[test]
+fn final_state_closed_form_gradients_equal_autodiff() {
+    for (seed, n, with_state) in [
+        (31, 1, false),
+        (32, 17, true),
+        (33, 40, false),
+        (34, 40, true),
+    ] {
+        let x = inputs(seed, 2, 4, n, 8, 6, &DECAYS);
+        let state = with_state.then(|| x.s0.clone());
+        let (_, last) = naive(x.q.clone(), x.k.clone(), x.v.clone(), x.s.clone(), state);
+        let g = (last * x.r_state.clone()).sum().backward();
+        let mut want = vec![
+            x.k.grad(&g).unwrap().into_data(),
+            x.v.grad(&g).unwrap().into_data(),
+            x.s.grad(&g).unwrap().into_data(),
+        ];
+        if with_state {
+            want.push(x.s0.grad(&g).unwrap().into_data());
+        }
+        assert!(
+            x.q.grad(&g)
+                .is_none_or(|dq| dq.abs().max().into_scalar() == 0.0),
+            "the final state does not depend on q"
+        );
+        let (dk, dv, ds, dst) = final_state_grads(
+            x.k.clone().inner(),
+            x.v.clone().inner(),
+            x.s.clone().inner(),
+            with_state.then(|| x.s0.clone().inner()),
+            x.r_state.clone().inner(),
+            true,
+        );
+        let mut got = vec![dk.into_data(), dv.into_data(), ds.unwrap().into_data()];
+        got.extend(dst.map(|d| d.into_data()));
+        let case = format!("final state n={n} state={with_state}");
+        for (i, (a, b)) in want.iter().zip(&got).enumerate() {
+            let names = ["dk", "dv", "ds", "d(initial state)"];
+            let scale = a.iter::<f64>().fold(1e-12_f64, |m, v| m.max(v.abs()));
+            let err = a
+                .iter::<f64>()
+                .zip(b.iter::<f64>())
+                .fold(0.0_f64, |m, (p, q)| m.max((p - q).abs()));
+            assert!(
+                err <= 1e-9 * scale.max(1.0),
+                "{case}: {} differs: max abs err {err:e} (scale {scale:e})",
+                names[i]
+            );
         }
     }
 }

@@ -155,10 +155,12 @@ fn states_step<F: Float, N: Size>(
     rc: &mut Array<Vector<F, N>>,
     sbk: &mut SharedMemory<F>,
     sc: &mut SharedMemory<F>,
+    sh: &mut SharedMemory<Pair<F>>,
     pw: &SharedMemory<f32>,
     blk: usize,
     next: usize,
     at: &StatesStep,
+    #[comptime] stage_h: bool,
     #[comptime] chunk: usize,
     #[comptime] dkp: usize,
     #[comptime] rt: usize,
@@ -187,14 +189,34 @@ fn states_step<F: Float, N: Size>(
     put_v::<F, N>(rc, sc, cb, cs, chunk, dt, threads);
     let whole = Pair::<f32>::new(pw[len]);
     let hb = at.h_base + blk * dkp * at.dcp;
+    // With `stage_h`, H goes out through a shared tile (double-buffered, pair row stride
+    // `(dt + PAD) / 2`), each warp then storing whole 128-byte rows; else straight from the
+    // accumulators (8 rows of 16 bytes per warp store).
+    let sp = comptime!((dt + PAD) / 2);
+    let hoff = (blk % 2) * comptime!(rt * (dt + PAD) / 2);
     #[unroll]
     for i in 0..frags {
         let row = at.wrow + (i / (2 * tiles)) * MM + at.g + (i % 2) * 8;
         let col = at.wcol + ((i / 2) % tiles) * MN + 2 * at.tq;
-        h[(hb + row * at.dcp + col) / 2] = Pair::<F>::cast_from(acc[i]);
+        if stage_h {
+            sh[hoff + row * sp + col / 2] = Pair::<F>::cast_from(acc[i]);
+        } else {
+            h[(hb + row * at.dcp + col) / 2] = Pair::<F>::cast_from(acc[i]);
+        }
         acc[i] = acc[i] * whole;
     }
     sync_cube();
+    if stage_h {
+        let wp = comptime!(dt / 2);
+        let tid = UNIT_POS_X as usize;
+        #[unroll]
+        for r in 0..rt * dt / 2 / threads {
+            let e = tid + r * threads;
+            let row = e / wp;
+            let cp = e % wp;
+            h[(hb + row * at.dcp) / 2 + cp] = sh[hoff + row * sp + cp];
+        }
+    }
 
     if next < nblocks {
         fetch_states_chunk::<F, N>(
@@ -263,6 +285,7 @@ pub(crate) fn chunk_states_mma_kernel<F: Float, N: Size>(
     #[comptime] warps: usize,
     #[comptime] col_groups: usize,
     #[comptime] depth: usize,
+    #[comptime] stage_h: bool,
     #[comptime] has_state: bool,
     #[comptime] reverse: bool,
     #[comptime] transpose_state: bool,
@@ -299,6 +322,8 @@ pub(crate) fn chunk_states_mma_kernel<F: Float, N: Size>(
     let csz = comptime!(chunk * (dt + PAD));
     let mut sbk = SharedMemory::<F>::new_aligned(2 * bsz, 32usize);
     let mut sc = SharedMemory::<F>::new_aligned(2 * csz, 32usize);
+    let sh_len = comptime!(if stage_h { rt * (dt + PAD) } else { 2 });
+    let mut sh = SharedMemory::<Pair<F>>::new_aligned(sh_len, 32usize);
     let mut pw = SharedMemory::<f32>::new(chunk + 1);
     decay_powers(&mut pw, sv, chunk, threads);
 
@@ -371,10 +396,12 @@ pub(crate) fn chunk_states_mma_kernel<F: Float, N: Size>(
                 &mut rc0,
                 &mut sbk,
                 &mut sc,
+                &mut sh,
                 &pw,
                 blk,
                 blk + 2,
                 &at,
+                stage_h,
                 chunk,
                 dkp,
                 rt,
@@ -396,10 +423,12 @@ pub(crate) fn chunk_states_mma_kernel<F: Float, N: Size>(
                     &mut rc1,
                     &mut sbk,
                     &mut sc,
+                    &mut sh,
                     &pw,
                     blk + 1,
                     blk + 3,
                     &at,
+                    stage_h,
                     chunk,
                     dkp,
                     rt,
@@ -424,10 +453,12 @@ pub(crate) fn chunk_states_mma_kernel<F: Float, N: Size>(
                 &mut rc0,
                 &mut sbk,
                 &mut sc,
+                &mut sh,
                 &pw,
                 blk,
                 blk + 1,
                 &at,
+                stage_h,
                 chunk,
                 dkp,
                 rt,

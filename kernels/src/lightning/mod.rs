@@ -365,7 +365,7 @@ pub fn lightning_grads<B: LightningBackend>(
 
 /// The gradients of the final state `S_n = lambda^n S_0 + sum_t lambda^(n-1-t) k_t^T v_t` for
 /// its cotangent `g`: `(dk, dv, ds, d state0)` (`q` gets none). In tensor ops (two matmuls over
-/// the sequence, f32 weights): the final state takes part in a loss rarely (carried-state
+/// the sequence, at least f32): the final state takes part in a loss rarely (carried-state
 /// training), and then this costs less than a scan. `ds` only with `want_ds`.
 #[allow(clippy::type_complexity)]
 pub fn final_state_grads<B: Backend>(
@@ -384,12 +384,18 @@ pub fn final_state_grads<B: Backend>(
     let [_, heads, n, _] = k.dims();
     let device = k.device();
     let dtype = k.dtype();
-    let f32_ = |x: Tensor<B, 4>| x.cast(FloatDType::F32);
-    let rate = s.clone().cast(FloatDType::F32).reshape([1, heads, 1, 1]);
+    // At least f32, whatever the inputs' dtype (f64 stays f64).
+    let wide = if dtype == burn::tensor::DType::F64 {
+        FloatDType::F64
+    } else {
+        FloatDType::F32
+    };
+    let f32_ = |x: Tensor<B, 4>| x.cast(wide);
+    let rate = s.clone().cast(wide).reshape([1, heads, 1, 1]);
     // lambda^(n-1-t) per head and token.
     let age = Tensor::<B, 1, Int>::arange(0..n as i64, &device)
         .float()
-        .cast(FloatDType::F32)
+        .cast(wide)
         .flip([0])
         .reshape([1, 1, n, 1]);
     let w = (rate.clone().neg() * age.clone()).exp();

@@ -809,6 +809,7 @@ struct StatesGeometry {
     warps: usize,
     col_groups: usize,
     depth: usize,
+    stage_h: bool,
 }
 
 /// The states cubes' shape, for comparing them: `SCALELAB_LIGHTNING_STATES` = `tiles` (64 x 64
@@ -836,6 +837,20 @@ fn states_depth() -> usize {
             Ok("2") => 2,
             Err(_) | Ok("1") => 1,
             Ok(v) => panic!("SCALELAB_LIGHTNING_STATES_DEPTH={v}: 1 or 2"),
+        },
+    )
+}
+
+/// Whether the register states kernel writes `H` through shared memory, each warp storing whole
+/// 128-byte rows (`SCALELAB_LIGHTNING_STATES_H=staged`, the default) or straight from its
+/// accumulators, 16 bytes on each of 8 rows per store (`direct`).
+fn stage_h() -> bool {
+    static STAGED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *STAGED.get_or_init(
+        || match std::env::var("SCALELAB_LIGHTNING_STATES_H").as_deref() {
+            Err(_) | Ok("staged") => true,
+            Ok("direct") => false,
+            Ok(v) => panic!("SCALELAB_LIGHTNING_STATES_H={v}: staged or direct"),
         },
     )
 }
@@ -876,6 +891,7 @@ fn mma_states<R: CubeRuntime>(
             warps: 16,
             col_groups: 2,
             depth: states_depth(),
+            stage_h: stage_h(),
         }
     } else {
         StatesGeometry {
@@ -884,6 +900,7 @@ fn mma_states<R: CubeRuntime>(
             warps,
             col_groups: 1,
             depth: 1,
+            stage_h: stage_h(),
         }
     })
 }
@@ -1055,6 +1072,7 @@ unsafe fn states_pass<R: CubeRuntime>(
             geo.warps,
             geo.col_groups,
             geo.depth,
+            geo.stage_h,
             has_state,
             opts.reverse,
             opts.transpose_state,
