@@ -81,6 +81,11 @@ const NAMES: [&str; 7] = [
 ];
 
 fn assert_same(case: &str, a: &[TensorData], b: &[TensorData]) {
+    assert_close(case, &NAMES, a, b);
+}
+
+/// Each of `a` within 1e-9 (relative to its largest magnitude, at least 1) of the same in `b`.
+fn assert_close(case: &str, names: &[&str], a: &[TensorData], b: &[TensorData]) {
     assert_eq!(a.len(), b.len());
     for (i, (x, y)) in a.iter().zip(b).enumerate() {
         let scale = x.iter::<f64>().fold(1e-12_f64, |m, v| m.max(v.abs()));
@@ -91,7 +96,7 @@ fn assert_same(case: &str, a: &[TensorData], b: &[TensorData]) {
         assert!(
             err <= 1e-9 * scale.max(1.0),
             "{case}: {} differs: max abs err {err:e} (scale {scale:e})",
-            NAMES[i]
+            names[i]
         );
     }
 }
@@ -165,20 +170,12 @@ fn final_state_closed_form_gradients_equal_autodiff() {
         );
         let mut got = vec![dk.into_data(), dv.into_data(), ds.unwrap().into_data()];
         got.extend(dst.map(|d| d.into_data()));
-        let case = format!("final state n={n} state={with_state}");
-        for (i, (a, b)) in want.iter().zip(&got).enumerate() {
-            let names = ["dk", "dv", "ds", "d(initial state)"];
-            let scale = a.iter::<f64>().fold(1e-12_f64, |m, v| m.max(v.abs()));
-            let err = a
-                .iter::<f64>()
-                .zip(b.iter::<f64>())
-                .fold(0.0_f64, |m, (p, q)| m.max((p - q).abs()));
-            assert!(
-                err <= 1e-9 * scale.max(1.0),
-                "{case}: {} differs: max abs err {err:e} (scale {scale:e})",
-                names[i]
-            );
-        }
+        assert_close(
+            &format!("final state n={n} state={with_state}"),
+            &["dk", "dv", "ds", "d(initial state)"],
+            &want,
+            &got,
+        );
     }
 }
 

@@ -421,6 +421,17 @@ pub fn final_state_grads<B: Backend>(
     (dk.cast(dtype), dv.cast(dtype), ds, d_state0)
 }
 
+/// Registers each gradient of `values` with its parent node among `parents`, where both exist.
+macro_rules! register_grads {
+    ($b:ty, $grads:expr, $parents:expr, $values:expr) => {
+        for (node, value) in $parents.into_iter().zip($values) {
+            if let (Some(node), Some(value)) = (node, value) {
+                $grads.register::<$b>(node.id, value);
+            }
+        }
+    };
+}
+
 /// The backward node of kernel-backed lightning attention's output `o` under `Autodiff`.
 #[derive(Debug)]
 struct LightningBackward;
@@ -456,11 +467,7 @@ impl<B: LightningBackend> Backward<B, 5> for LightningBackward {
             Some(ds.into_primitive().tensor()),
             dst.map(prim),
         ];
-        for (node, value) in ops.parents.into_iter().zip(values) {
-            if let (Some(node), Some(value)) = (node, value) {
-                grads.register::<B>(node.id, value);
-            }
-        }
+        register_grads!(B, grads, ops.parents, values);
     }
 }
 
@@ -496,11 +503,7 @@ impl<B: LightningBackend> Backward<B, 5> for FinalStateBackward {
             ds.map(|x| x.into_primitive().tensor()),
             dst.map(prim),
         ];
-        for (node, value) in ops.parents.into_iter().zip(values) {
-            if let (Some(node), Some(value)) = (node, value) {
-                grads.register::<B>(node.id, value);
-            }
-        }
+        register_grads!(B, grads, ops.parents, values);
     }
 }
 
