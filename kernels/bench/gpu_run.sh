@@ -20,6 +20,9 @@
 #                 (SCALELAB_LIGHTNING_STATES_DEPTH=2)
 #   ours-hdirect  ours with the states pass storing H straight from its accumulators
 #                 (SCALELAB_LIGHTNING_STATES_H=direct) instead of through shared memory
+#   ours-ostaged  ours with the output pass storing o through shared memory
+#                 (SCALELAB_LIGHTNING_OUTPUT_STORE=staged; not yet run on a GPU)
+#   check-ostaged check-kernels with OUTPUT_STORE=staged
 #   merge         the merged table: ratios to fla and to the split design's memory floor
 #   check         every output and gradient against the f32 reference (H=64, D=128, T=1000),
 #                 then bf16 kernels against the f32 kernel at B=4, H=32 for CHECK_TS
@@ -45,7 +48,8 @@
 # Knobs: TS=2048,8192 (lengths), REFMAX=T (tensor-op reference up to T; 0 = none, the default),
 # CHECK_TS (default 2048,8192), FLA_TIMEOUT, BENCH_TIMEOUT, CHECK_TIMEOUT (seconds).
 # Costs seen on the H200 (session 5): a fresh machine about 30 s; fla about 145 s; ours about 25 s
-# (REFMAX=2048 adds minutes of reference compilation); check-kernels about 45 s; the full check
+# (REFMAX=2048 adds minutes of reference compilation); check-kernels 45 s warm, 180 s as a fresh
+# machine's first step (session 6: compiling every kernel); the full check
 # over 330 s (the tensor-op reference's compilation and autotuning under Autodiff).
 set -uo pipefail
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
@@ -82,8 +86,9 @@ has ours-async2 && bench ours-async2 SCALELAB_LIGHTNING_OUTPUT=async2
 has ours-async1 && bench ours-async1 SCALELAB_LIGHTNING_OUTPUT=async1
 has ours-depth2 && bench ours-depth2 SCALELAB_LIGHTNING_STATES_DEPTH=2
 has ours-hdirect && bench ours-hdirect SCALELAB_LIGHTNING_STATES_H=direct
+has ours-ostaged && bench ours-ostaged SCALELAB_LIGHTNING_OUTPUT_STORE=staged
 if has merge; then
-  for name in ours ours-apart ours-cmma ours-states ours-tiles ours-async2 ours-async1 ours-depth2 ours-hdirect; do
+  for name in ours ours-apart ours-cmma ours-states ours-tiles ours-async2 ours-async1 ours-depth2 ours-hdirect ours-ostaged; do
     [ -s "$OUT/$name.jsonl" ] || continue
     stamp "merged: $name (ms; ratios > 1 are slower)"
     python3 compare_fla.py --from-json "$OUT/fla.jsonl" --scalelab "$OUT/$name.jsonl" \
@@ -114,12 +119,15 @@ check() { # name, then extra environment
 }
 has check && check check
 has check-apart && check check-apart SCALELAB_LIGHTNING_SHARED_DKDV=0
-if has check-kernels; then
-  stamp check-kernels
-  timeout "${CHECK_TIMEOUT:-280}" ./lightning --check-kernels \
-    --check-ts "${CHECK_TS:-2048,8192}" --ts 64 --reference-max 0 > "$OUT/check-kernels.log" 2>&1
-  grep -E "^check|panicked|Error" "$OUT/check-kernels.log"
-fi
+check_kernels() { # name, then extra environment
+  local name=$1; shift
+  stamp "$name"
+  env "$@" timeout "${CHECK_TIMEOUT:-280}" ./lightning --check-kernels \
+    --check-ts "${CHECK_TS:-2048,8192}" --ts 64 --reference-max 0 > "$OUT/$name.log" 2>&1
+  grep -E "^check|panicked|Error" "$OUT/$name.log"
+}
+has check-kernels && check_kernels check-kernels
+has check-ostaged && check_kernels check-ostaged SCALELAB_LIGHTNING_OUTPUT_STORE=staged
 if has ncu; then
   stamp ncu
   timeout "${NCU_TIMEOUT:-300}" ncu --clock-control none --target-processes all \

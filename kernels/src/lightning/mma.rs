@@ -647,6 +647,7 @@ pub(crate) fn chunk_output_mma_kernel<F: Float, N: Size>(
     #[comptime] hdt: usize,
     #[comptime] cpc: usize,
     #[comptime] async_copy: bool,
+    #[comptime] stage_o: bool,
     #[comptime] reverse: bool,
     #[comptime] h_t: bool,
     #[define(F)] _dtype: StorageType,
@@ -697,6 +698,12 @@ pub(crate) fn chunk_output_mma_kernel<F: Float, N: Size>(
     let mut sb = SharedMemory::<F>::new_aligned(comptime!(cpc * chunk * ks), 32usize);
     let mut sc = SharedMemory::<F>::new_aligned(comptime!(cpc * chunk * cs), 32usize);
     let mut sh = SharedMemory::<F>::new_aligned(comptime!(cpc * sh_len), 32usize);
+    let so_len = comptime!(if stage_o {
+        cpc * chunk * (dt + PAD) / 2
+    } else {
+        2
+    });
+    let mut so = SharedMemory::<Pair<F>>::new_aligned(so_len, 32usize);
     let mut pw = SharedMemory::<f32>::new(chunk + 1);
 
     if async_copy {
@@ -827,19 +834,44 @@ pub(crate) fn chunk_output_mma_kernel<F: Float, N: Size>(
         }
     }
 
-    // Rows inside the sequence, columns inside `dc`, one pair per store.
+    // Rows inside the sequence, columns inside `dc`. With `stage_o` through the shared tile `so`
+    // (pair row stride `(dt + PAD) / 2`), each warp then storing 128 contiguous bytes; else one
+    // pair per store straight from the accumulators (16 bytes on each of 8 rows per warp store).
     let o_base = bi * out.stride(0) + hi * out.stride(1);
     let o_st = out.stride(2);
+    let sp = comptime!((dt + PAD) / 2);
+    let so_base = sub * comptime!(chunk * (dt + PAD) / 2);
     #[unroll]
     for t in 0..wtiles {
         #[unroll]
         for half in 0..2usize {
             let i = row_lo + half * 8;
-            let col = c0 + wcol + t * MN + 2 * tq;
-            if i < len && col < dc {
+            if stage_o {
+                let col = wcol + t * MN + 2 * tq;
+                so[so_base + i * sp + col / 2] = Pair::<F>::cast_from(acc[2 * t + half]);
+            } else {
+                let col = c0 + wcol + t * MN + 2 * tq;
+                if i < len && col < dc {
+                    let tt = t0 + i;
+                    let p = if reverse { n - 1 - tt } else { tt };
+                    out[(o_base + p * o_st + col) / 2] = Pair::<F>::cast_from(acc[2 * t + half]);
+                }
+            }
+        }
+    }
+    if stage_o {
+        sync_cube();
+        let wp = comptime!(dt / 2);
+        let lt = tid % chunk_threads;
+        #[unroll]
+        for r in 0..chunk * dt / 2 / chunk_threads {
+            let e = lt + r * chunk_threads;
+            let i = e / wp;
+            let cp = e % wp;
+            if i < len && c0 + 2 * cp < dc {
                 let tt = t0 + i;
                 let p = if reverse { n - 1 - tt } else { tt };
-                out[(o_base + p * o_st + col) / 2] = Pair::<F>::cast_from(acc[2 * t + half]);
+                out[(o_base + p * o_st + c0) / 2 + cp] = so[so_base + i * sp + cp];
             }
         }
     }

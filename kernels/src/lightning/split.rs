@@ -940,6 +940,7 @@ fn output_staging<R: CubeRuntime>(
     cfg: TiledConfig,
     [dkp, dt]: [usize; 2],
     elem: usize,
+    stage_o: bool,
 ) -> (usize, bool) {
     static KNOB: std::sync::OnceLock<(usize, bool)> = std::sync::OnceLock::new();
     let want = *KNOB.get_or_init(
@@ -955,14 +956,34 @@ fn output_staging<R: CubeRuntime>(
         return (1, false);
     }
     let c = cfg.chunk;
-    let tiles =
-        elem * (2 * c * (dkp + PAD) + c * (dt + PAD) + (dkp * (dt + PAD)).max(dt * (dkp + PAD)));
+    let staged = if stage_o { c * (dt + PAD) } else { 0 };
+    let tiles = elem
+        * (2 * c * (dkp + PAD)
+            + c * (dt + PAD)
+            + (dkp * (dt + PAD)).max(dt * (dkp + PAD))
+            + staged);
     let fits = |cpc: usize| cpc * tiles + 4 * (c + 1) + 64 <= props.hardware.max_shared_memory_size;
     if want.0 == 2 && fits(2) {
         (2, true)
     } else {
         (1, true)
     }
+}
+
+/// Whether the register output kernel stores its outputs through shared memory, each warp
+/// writing 128 contiguous bytes (`SCALELAB_LIGHTNING_OUTPUT_STORE=staged`), or straight from its
+/// accumulators, 16 bytes on each of 8 rows per warp store (`direct`, the default). `staged` is
+/// the `H` stores' fix applied to `o`; written after the last device call of session 6, it has
+/// not run on a GPU yet.
+fn stage_o() -> bool {
+    static STAGED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *STAGED.get_or_init(
+        || match std::env::var("SCALELAB_LIGHTNING_OUTPUT_STORE").as_deref() {
+            Ok("staged") => true,
+            Err(_) | Ok("direct") => false,
+            Ok(v) => panic!("SCALELAB_LIGHTNING_OUTPUT_STORE={v}: staged or direct"),
+        },
+    )
 }
 
 /// Launches the output pass over `[a, b, c, s, h, out]` (the kernels' arguments, in order), `H`
@@ -985,7 +1006,8 @@ unsafe fn output_pass<R: CubeRuntime>(
 ) {
     let dtype = a.dtype;
     if let Some(dt) = mma_output_cols(client, dtype, cfg, [dkp, dc], nv) {
-        let (cpc, async_copy) = output_staging(client, cfg, [dkp, dt], dtype.size());
+        let stage_o = stage_o();
+        let (cpc, async_copy) = output_staging(client, cfg, [dkp, dt], dtype.size(), stage_o);
         super::mma::chunk_output_mma_kernel::launch_unchecked::<R>(
             client,
             CubeCount::Static(
@@ -1007,6 +1029,7 @@ unsafe fn output_pass<R: CubeRuntime>(
             cfg.dt,
             cpc,
             async_copy,
+            stage_o,
             reverse,
             h_t,
             dtype.into(),
