@@ -7,17 +7,19 @@
 //! the layout PTX documents for `m16n8k16` (lane `l`: rows `l / 4` and `+ 8`, columns
 //! `2 (l % 4)` and `+ 1` of an accumulator tile), so
 //!
-//! - [`chunk_states_mma_kernel`] keeps each warp's 16 x `dt` slice of the f32 state in registers
-//!   for the whole scan: the decay is a multiply, `H` is written from registers, and the
-//!   double-buffered staging leaves one barrier per chunk;
+//! - [`chunk_states_mma_kernel`] keeps each warp's 16-row slice of the f32 state in registers
+//!   for the whole scan (a whole 128 x 128 state per 16-warp cube where the 64 x 64 tiles would
+//!   take two waves): the decay is a multiply, `H` goes out through a shared tile in whole
+//!   128-byte rows, and the double-buffered staging leaves one barrier per chunk;
 //! - [`chunk_output_mma_kernel`] masks and decays the scores in their accumulators and feeds them
 //!   to the second product as its `A` fragments (the accumulator pairs of two 8-key tiles are the
 //!   `A` fragment of those 16 keys), with 128 output columns per cube for a 128-wide head so the
 //!   scores are computed once.
 //!
-//! Same contracts and grids as `chunk_states_kernel` and `chunk_output_kernel`, which stay the
-//! path on other devices and geometries; `SCALELAB_LIGHTNING_MMA` picks which passes use these
-//! (see `split::mma_passes`). Manual MMA does not exist on wgpu: these kernels are checked on
+//! Same contracts as `chunk_states_kernel` and `chunk_output_kernel`, which stay the path on
+//! other devices and geometries; `SCALELAB_LIGHTNING_MMA` picks which passes use these (see
+//! `split::mma_passes`), and `split`'s other knobs their variants (states tiles, `H` and `o`
+//! stores, `cp.async` staging). Manual MMA does not exist on wgpu: these kernels are checked on
 //! the GPU against the f32 kernel (`lightning --check-kernels`), which the lavapipe tests check
 //! against the references.
 
