@@ -738,20 +738,39 @@ pub(crate) fn states_fit(shape: [usize; 4], dc: usize, cfg: TiledConfig) -> bool
     h_len <= u32::MAX as usize
 }
 
+/// The value of the environment knob `name`: the value of its spelling among `choices`, the
+/// first one's when unset; any other spelling stops with the choices named. The kernels' knobs
+/// exist to compare variants in one build; each caller keeps its answer in a `OnceLock`.
+fn knob<T: Copy>(name: &str, choices: &[(&str, T)]) -> T {
+    let Ok(v) = std::env::var(name) else {
+        return choices[0].1;
+    };
+    choices
+        .iter()
+        .find(|(spelling, _)| *spelling == v)
+        .map(|(_, value)| *value)
+        .unwrap_or_else(|| {
+            let names: Vec<&str> = choices.iter().map(|(spelling, _)| *spelling).collect();
+            panic!("{name}={v}: one of {}", names.join(", "))
+        })
+}
+
 /// Which passes use the register kernels of [`super::mma`] where they apply:
 /// `SCALELAB_LIGHTNING_MMA` = `all` (unset), `states`, `output` or `none`, to compare them with
 /// the shared-memory `cmma` kernels in one build.
 fn mma_passes() -> (bool, bool) {
     static PASSES: std::sync::OnceLock<(bool, bool)> = std::sync::OnceLock::new();
-    *PASSES.get_or_init(
-        || match std::env::var("SCALELAB_LIGHTNING_MMA").as_deref() {
-            Err(_) | Ok("all") => (true, true),
-            Ok("states") => (true, false),
-            Ok("output") => (false, true),
-            Ok("none") => (false, false),
-            Ok(v) => panic!("SCALELAB_LIGHTNING_MMA={v}: all, states, output or none"),
-        },
-    )
+    *PASSES.get_or_init(|| {
+        knob(
+            "SCALELAB_LIGHTNING_MMA",
+            &[
+                ("all", (true, true)),
+                ("states", (true, false)),
+                ("output", (false, true)),
+                ("none", (false, false)),
+            ],
+        )
+    })
 }
 
 /// Whether this device runs `mma.m16n8k16` and `ldmatrix` for `dtype` (f32 accumulators),
@@ -784,18 +803,9 @@ fn has_mma<R: CubeRuntime>(
 fn mma_geometry() -> (usize, usize) {
     static GEOMETRY: std::sync::OnceLock<(usize, usize)> = std::sync::OnceLock::new();
     *GEOMETRY.get_or_init(|| {
-        let knob = |name: &str, default: usize, allowed: [usize; 2]| {
-            let Ok(v) = std::env::var(name) else {
-                return default;
-            };
-            v.parse()
-                .ok()
-                .filter(|x| allowed.contains(x))
-                .unwrap_or_else(|| panic!("{name}={v}: one of {allowed:?}"))
-        };
         (
-            knob("SCALELAB_LIGHTNING_MMA_WARPS", 4, [2, 4]),
-            knob("SCALELAB_LIGHTNING_MMA_COLS", 128, [64, 128]),
+            knob("SCALELAB_LIGHTNING_MMA_WARPS", &[("4", 4), ("2", 2)]),
+            knob("SCALELAB_LIGHTNING_MMA_COLS", &[("128", 128), ("64", 64)]),
         )
     })
 }
@@ -817,14 +827,16 @@ struct StatesGeometry {
 /// 128 x 128 state) or `auto` (unset: whole where the tiles would not all fit the device at once).
 fn states_shape() -> Option<bool> {
     static SHAPE: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
-    *SHAPE.get_or_init(
-        || match std::env::var("SCALELAB_LIGHTNING_STATES").as_deref() {
-            Err(_) | Ok("auto") => None,
-            Ok("whole") => Some(true),
-            Ok("tiles") => Some(false),
-            Ok(v) => panic!("SCALELAB_LIGHTNING_STATES={v}: auto, whole or tiles"),
-        },
-    )
+    *SHAPE.get_or_init(|| {
+        knob(
+            "SCALELAB_LIGHTNING_STATES",
+            &[
+                ("auto", None),
+                ("whole", Some(true)),
+                ("tiles", Some(false)),
+            ],
+        )
+    })
 }
 
 /// How many chunks ahead the whole-state cubes fetch their operands:
@@ -832,13 +844,7 @@ fn states_shape() -> Option<bool> {
 /// the H200 2 did not pay (within 2%): the chain does not wait on its loads.
 fn states_depth() -> usize {
     static DEPTH: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *DEPTH.get_or_init(
-        || match std::env::var("SCALELAB_LIGHTNING_STATES_DEPTH").as_deref() {
-            Ok("2") => 2,
-            Err(_) | Ok("1") => 1,
-            Ok(v) => panic!("SCALELAB_LIGHTNING_STATES_DEPTH={v}: 1 or 2"),
-        },
-    )
+    *DEPTH.get_or_init(|| knob("SCALELAB_LIGHTNING_STATES_DEPTH", &[("1", 1), ("2", 2)]))
 }
 
 /// Whether the register states kernel writes `H` through shared memory, each warp storing whole
@@ -846,13 +852,12 @@ fn states_depth() -> usize {
 /// accumulators, 16 bytes on each of 8 rows per store (`direct`).
 fn stage_h() -> bool {
     static STAGED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *STAGED.get_or_init(
-        || match std::env::var("SCALELAB_LIGHTNING_STATES_H").as_deref() {
-            Err(_) | Ok("staged") => true,
-            Ok("direct") => false,
-            Ok(v) => panic!("SCALELAB_LIGHTNING_STATES_H={v}: staged or direct"),
-        },
-    )
+    *STAGED.get_or_init(|| {
+        knob(
+            "SCALELAB_LIGHTNING_STATES_H",
+            &[("staged", true), ("direct", false)],
+        )
+    })
 }
 
 /// The register states kernel's geometry for this scan, if it applies (`mma` on this device,
@@ -930,44 +935,48 @@ fn mma_output_cols<R: CubeRuntime>(
     .then_some(dt)
 }
 
-/// How the register output kernel stages its chunks: `(chunks per cube, by cp.async)`.
+/// How the register output kernel stages its chunks and stores its outputs: `(chunks per cube,
+/// by cp.async, o through shared memory)`, each as its knob asks where the device allows it
+/// (`cp.async` on the device, the tiles within its shared memory).
 /// `SCALELAB_LIGHTNING_OUTPUT` = `regs` (unset: one chunk through registers), `async1` (one chunk
-/// by `cp.async`, where the device has it) or `async2` (two chunks per 512-unit cube by
-/// `cp.async`, where both chunks' tiles fit shared memory). On the H200 `async1` ran as fast as
-/// `regs` and `async2` 8% slower (its 128-register cap); `regs` needs no `cp.async`.
+/// by `cp.async`) or `async2` (two chunks per 512-unit cube by `cp.async`). On the H200 `async1`
+/// ran as fast as `regs` and `async2` 8% slower (its 128-register cap); `regs` needs no
+/// `cp.async`. The output stores: [`stage_o`].
 fn output_staging<R: CubeRuntime>(
     client: &ComputeClient<R>,
     cfg: TiledConfig,
     [dkp, dt]: [usize; 2],
     elem: usize,
-    stage_o: bool,
-) -> (usize, bool) {
+) -> (usize, bool, bool) {
     static KNOB: std::sync::OnceLock<(usize, bool)> = std::sync::OnceLock::new();
-    let want = *KNOB.get_or_init(
-        || match std::env::var("SCALELAB_LIGHTNING_OUTPUT").as_deref() {
-            Ok("async2") => (2, true),
-            Ok("async1") => (1, true),
-            Err(_) | Ok("regs") => (1, false),
-            Ok(v) => panic!("SCALELAB_LIGHTNING_OUTPUT={v}: async2, async1 or regs"),
-        },
-    );
+    let (cpc_wanted, async_wanted) = *KNOB.get_or_init(|| {
+        knob(
+            "SCALELAB_LIGHTNING_OUTPUT",
+            &[
+                ("regs", (1, false)),
+                ("async1", (1, true)),
+                ("async2", (2, true)),
+            ],
+        )
+    });
     let props = client.properties();
-    if !want.1 || !props.features.copy_async {
-        return (1, false);
-    }
     let c = cfg.chunk;
-    let staged = if stage_o { c * (dt + PAD) } else { 0 };
-    let tiles = elem
-        * (2 * c * (dkp + PAD)
+    let fits = |cpc: usize, stage_o: bool| {
+        let staged = if stage_o { c * (dt + PAD) } else { 0 };
+        let tiles = 2 * c * (dkp + PAD)
             + c * (dt + PAD)
             + (dkp * (dt + PAD)).max(dt * (dkp + PAD))
-            + staged);
-    let fits = |cpc: usize| cpc * tiles + 4 * (c + 1) + 64 <= props.hardware.max_shared_memory_size;
-    if want.0 == 2 && fits(2) {
-        (2, true)
+            + staged;
+        cpc * elem * tiles + 4 * (c + 1) + 64 <= props.hardware.max_shared_memory_size
+    };
+    let stage_o = stage_o() && fits(1, true);
+    let async_copy = async_wanted && props.features.copy_async;
+    let cpc = if async_copy && cpc_wanted == 2 && fits(2, stage_o) {
+        2
     } else {
-        (1, true)
-    }
+        1
+    };
+    (cpc, async_copy, stage_o)
 }
 
 /// Whether the register output kernel stores its outputs through shared memory, each warp
@@ -977,13 +986,12 @@ fn output_staging<R: CubeRuntime>(
 /// not run on a GPU yet.
 fn stage_o() -> bool {
     static STAGED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *STAGED.get_or_init(
-        || match std::env::var("SCALELAB_LIGHTNING_OUTPUT_STORE").as_deref() {
-            Ok("staged") => true,
-            Err(_) | Ok("direct") => false,
-            Ok(v) => panic!("SCALELAB_LIGHTNING_OUTPUT_STORE={v}: staged or direct"),
-        },
-    )
+    *STAGED.get_or_init(|| {
+        knob(
+            "SCALELAB_LIGHTNING_OUTPUT_STORE",
+            &[("direct", false), ("staged", true)],
+        )
+    })
 }
 
 /// Launches the output pass over `[a, b, c, s, h, out]` (the kernels' arguments, in order), `H`
@@ -1006,8 +1014,7 @@ unsafe fn output_pass<R: CubeRuntime>(
 ) {
     let dtype = a.dtype;
     if let Some(dt) = mma_output_cols(client, dtype, cfg, [dkp, dc], nv) {
-        let stage_o = stage_o();
-        let (cpc, async_copy) = output_staging(client, cfg, [dkp, dt], dtype.size(), stage_o);
+        let (cpc, async_copy, stage_o) = output_staging(client, cfg, [dkp, dt], dtype.size());
         super::mma::chunk_output_mma_kernel::launch_unchecked::<R>(
             client,
             CubeCount::Static(
@@ -1323,6 +1330,23 @@ pub(crate) fn launch_dk_dv<R: CubeRuntime>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn knobs_take_their_spellings_and_default_to_the_first() {
+        let choices = [("auto", 0), ("whole", 1), ("tiles", 2)];
+        // Names of this test's own, so no other test reads them.
+        assert_eq!(knob("SCALELAB_TEST_KNOB_UNSET", &choices), 0);
+        std::env::set_var("SCALELAB_TEST_KNOB_SET", "tiles");
+        assert_eq!(knob("SCALELAB_TEST_KNOB_SET", &choices), 2);
+        std::env::set_var("SCALELAB_TEST_KNOB_BAD", "hole");
+        let err = std::panic::catch_unwind(|| knob("SCALELAB_TEST_KNOB_BAD", &choices))
+            .expect_err("an unknown spelling stops");
+        let msg = err.downcast_ref::<String>().expect("a formatted message");
+        assert_eq!(
+            msg,
+            "SCALELAB_TEST_KNOB_BAD=hole: one of auto, whole, tiles"
+        );
+    }
 
     #[test]
     fn chunk_states_beyond_32_bit_indexing_fall_back() {
