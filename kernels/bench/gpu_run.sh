@@ -23,6 +23,10 @@
 #   ours-ostaged  ours with the output pass storing o through shared memory
 #                 (SCALELAB_LIGHTNING_OUTPUT_STORE=staged; not yet run on a GPU)
 #   check-ostaged check-kernels with OUTPUT_STORE=staged
+#   ours-split    ours with the split pair wherever the one-launch kernel would run
+#                 (SCALELAB_LIGHTNING_FUSED=off)
+#   ours-fused    ours with the one-launch kernel wherever it applies (FUSED=on)
+#   check-fused   check-kernels with FUSED=on; check-split with FUSED=off
 #   merge         the merged table: ratios to fla and to the split design's memory floor
 #   check         every output and gradient against the f32 reference (H=64, D=128, T=1000),
 #                 then bf16 kernels against the f32 kernel at B=4, H=32 for CHECK_TS
@@ -40,7 +44,7 @@
 #                 scan kernels at its small shapes, then 14 for the timed forwards at NCU_T, then
 #                 each forward+backward (7: forward, dq, two each; the dk/dv pair three).
 #                 Defaults NCU_SKIP=6 NCU_COUNT=2 (one forward); NCU_SKIP=20 NCU_COUNT=7 (one
-#                 fwd+bwd). Allow NCU_TIMEOUT=240: each profiled kernel is replayed 17 times.
+#                 fwd+bwd); NCU_KERNELS (a regex) narrows the kernels counted. Allow NCU_TIMEOUT=240: each profiled kernel is replayed 17 times.
 #   ncu-time      each kernel's device time (one counter, one replay pass) over `lightning --probe
 #                 --ts NCU_TIME_TS` (default 2048,8192), summed per kernel and grid by
 #                 kernel_times.py (ncu-time.txt): where a forward's or a backward's time goes;
@@ -87,8 +91,10 @@ has ours-async1 && bench ours-async1 SCALELAB_LIGHTNING_OUTPUT=async1
 has ours-depth2 && bench ours-depth2 SCALELAB_LIGHTNING_STATES_DEPTH=2
 has ours-hdirect && bench ours-hdirect SCALELAB_LIGHTNING_STATES_H=direct
 has ours-ostaged && bench ours-ostaged SCALELAB_LIGHTNING_OUTPUT_STORE=staged
+has ours-split && bench ours-split SCALELAB_LIGHTNING_FUSED=off
+has ours-fused && bench ours-fused SCALELAB_LIGHTNING_FUSED=on
 if has merge; then
-  for name in ours ours-apart ours-cmma ours-states ours-tiles ours-async2 ours-async1 ours-depth2 ours-hdirect ours-ostaged; do
+  for name in ours ours-apart ours-cmma ours-states ours-tiles ours-async2 ours-async1 ours-depth2 ours-hdirect ours-ostaged ours-split ours-fused; do
     [ -s "$OUT/$name.jsonl" ] || continue
     stamp "merged: $name (ms; ratios > 1 are slower)"
     python3 compare_fla.py --from-json "$OUT/fla.jsonl" --scalelab "$OUT/$name.jsonl" \
@@ -128,10 +134,12 @@ check_kernels() { # name, then extra environment
 }
 has check-kernels && check_kernels check-kernels
 has check-ostaged && check_kernels check-ostaged SCALELAB_LIGHTNING_OUTPUT_STORE=staged
+has check-fused && check_kernels check-fused SCALELAB_LIGHTNING_FUSED=on
+has check-split && check_kernels check-split SCALELAB_LIGHTNING_FUSED=off
 if has ncu; then
   stamp ncu
   timeout "${NCU_TIMEOUT:-300}" ncu --clock-control none --target-processes all \
-    --kernel-name regex:'chunk_|scan_|decode_' --launch-skip "${NCU_SKIP:-6}" --launch-count "${NCU_COUNT:-2}" \
+    --kernel-name regex:"${NCU_KERNELS:-chunk_|scan_|decode_}" --launch-skip "${NCU_SKIP:-6}" --launch-count "${NCU_COUNT:-2}" \
     --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
     --section MemoryWorkloadAnalysis --section SchedulerStats \
     ./lightning --probe --ts "${NCU_T:-8192}" > "$OUT/ncu.txt" 2>&1

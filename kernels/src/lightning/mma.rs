@@ -42,7 +42,7 @@ pub(crate) const MN: usize = 8;
 pub(crate) const MK: usize = 16;
 
 /// A pair of elements, the unit of `mma` fragments (32-bit registers of f16/bf16).
-type Pair<E> = Vector<E, Const<2>>;
+pub(crate) type Pair<E> = Vector<E, Const<2>>;
 
 /// Four 8x8 matrices of `sm` into the registers of one `mma` operand by `ldmatrix` (`.trans`
 /// with `trans`): lane `l` points at row `l % 8` of matrix `l / 8`, which starts at
@@ -71,7 +71,7 @@ fn ldm<F: Float>(
 /// The `A` fragment (16 x 16) at rows `m0..`, columns `k0..` of a row-major `[m][k]` tile, or
 /// with `stored_t` of `A` stored transposed, a row-major `[k][m]` tile.
 #[cube]
-fn frag_a<F: Float>(
+pub(crate) fn frag_a<F: Float>(
     sm: &SharedMemory<F>,
     base: usize,
     m0: usize,
@@ -90,7 +90,7 @@ fn frag_a<F: Float>(
 /// `[k][n]` tile, or with `stored_t` of `B` stored transposed, a row-major `[n][k]` tile:
 /// registers 0-1 the first tile's, 2-3 the second's.
 #[cube]
-fn frag_b2<F: Float>(
+pub(crate) fn frag_b2<F: Float>(
     sm: &SharedMemory<F>,
     base: usize,
     k0: usize,
@@ -108,7 +108,7 @@ fn frag_b2<F: Float>(
 /// `acc[at..at + 2] += a * b[2 half..2 half + 2]`: one `mma` on an 8-column tile whose `B`
 /// fragment is half `half` of a [`frag_b2`] pair.
 #[cube]
-fn mma_half<F: Float>(
+pub(crate) fn mma_half<F: Float>(
     a: &Array<Pair<F>>,
     b: &Array<Pair<F>>,
     #[comptime] half: usize,
@@ -501,7 +501,7 @@ pub(crate) fn chunk_states_mma_kernel<F: Float, N: Size>(
 /// index among the `threads` that share the tile. The caller commits and waits on a barrier.
 #[cube]
 #[allow(clippy::too_many_arguments, clippy::collapsible_if)]
-fn copy_tile_async<F: Float, N: Size>(
+pub(crate) fn copy_tile_async<F: Float, N: Size>(
     x: &Tensor<Vector<F, N>>,
     base: usize,
     stride_t: usize,

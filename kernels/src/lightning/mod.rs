@@ -11,6 +11,8 @@
 pub mod cube;
 #[cfg(feature = "cubecl")]
 mod mma;
+#[cfg(feature = "cubecl")]
+mod mma_fused;
 pub mod reference;
 #[cfg(feature = "cubecl")]
 pub mod split;

@@ -994,6 +994,102 @@ fn stage_o() -> bool {
     })
 }
 
+/// The one-launch register kernel's geometry ([`super::mma_fused`]): `dt` state and output
+/// columns per cube.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct FusedGeometry {
+    dt: usize,
+}
+
+/// Whether scans run as one launch with the state in registers ([`super::mma_fused`]) instead
+/// of the split pair: `SCALELAB_LIGHTNING_FUSED` = `auto` (unset: where the cubes, one per batch x
+/// head and 128 columns, fill at least three quarters of the SMs), `on` or `off`.
+fn fused_knob() -> Option<bool> {
+    static KNOB: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
+    *KNOB.get_or_init(|| {
+        knob(
+            "SCALELAB_LIGHTNING_FUSED",
+            &[("auto", None), ("on", Some(true)), ("off", Some(false))],
+        )
+    })
+}
+
+/// The geometry of [`super::mma_fused`]'s kernel for this scan, if it applies: `mma` and
+/// `cp.async` on this device, 64-token chunks, pairs aligned (`nv >= 2`), each warp a 32-row
+/// block of whole 16-column state tiles and each unit whole vectors, the tiles within shared
+/// memory; and [`fused_knob`] asking for it.
+pub(crate) fn fused_geometry<R: CubeRuntime>(
+    client: &ComputeClient<R>,
+    dtype: burn::tensor::DType,
+    cfg: TiledConfig,
+    [bh, dkp, dc]: [usize; 3],
+    nv: usize,
+) -> Option<FusedGeometry> {
+    let dt = if dc > 64 { 128 } else { 64 };
+    let (c, warps) = (cfg.chunk, dt / 8);
+    let row_warps = dkp / 32;
+    let props = client.properties();
+    let tiles = 2 * (2 * c * (dkp + PAD) + c * (dt + PAD) + dkp * (dt + PAD)) + c * (c + PAD);
+    let smem = dtype.size() * tiles + 4 * (c + 1) + 64;
+    let fits = c == 64
+        && nv >= 2
+        && dkp <= 128
+        && dkp % 32 == 0
+        && warps % row_warps == 0
+        && (dt / (warps / row_warps)) % 16 == 0
+        && (c * dkp) % (warps * 32 * nv) == 0
+        && smem <= props.hardware.max_shared_memory_size
+        && props.features.copy_async
+        && has_mma(client, dtype, cfg);
+    let sms = props
+        .hardware
+        .num_streaming_multiprocessors
+        .unwrap_or(1) as usize;
+    let wanted = fused_knob().unwrap_or(4 * bh * dc.div_ceil(dt) >= 3 * sms);
+    (fits && wanted).then_some(FusedGeometry { dt })
+}
+
+/// Launches [`super::mma_fused`]'s kernel over `[a, b, c, s, state, out]` (the kernels'
+/// arguments, in order): the outputs and the final state of the whole scan.
+///
+/// # Safety
+/// As for the split kernels: shapes checked by the caller, `geo` from [`fused_geometry`] for
+/// these tensors and `nv`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn fused_scan<R: CubeRuntime>(
+    client: &ComputeClient<R>,
+    geo: FusedGeometry,
+    [bh, dc]: [usize; 2],
+    nv: usize,
+    [a, b, c, s, state, out]: [CubeTensor<R>; 6],
+    cfg: TiledConfig,
+    dkp: usize,
+    has_state: bool,
+    opts: ScanOptions,
+) {
+    let dtype = a.dtype;
+    super::mma_fused::chunk_fused_mma_kernel::launch_unchecked::<R>(
+        client,
+        CubeCount::Static(dc.div_ceil(geo.dt) as u32, 1, bh as u32),
+        CubeDim::new_1d((geo.dt * 4) as u32),
+        nv,
+        a.into_tensor_arg(),
+        b.into_tensor_arg(),
+        c.into_tensor_arg(),
+        s.into_tensor_arg(),
+        state.into_tensor_arg(),
+        out.into_tensor_arg(),
+        cfg.chunk,
+        dkp,
+        geo.dt,
+        has_state,
+        opts.reverse,
+        opts.transpose_state,
+        opts.state_exp0,
+        dtype.into(),
+    );
+}
+
 /// Launches the output pass over `[a, b, c, s, h, out]` (the kernels' arguments, in order), `H`
 /// transposed with `h_t`: [`super::mma`]'s register kernel where [`mma_output_cols`]
 /// allows, else [`chunk_output_kernel`]. `dc` is the output width, `dkp` the contracted one.
@@ -1166,6 +1262,24 @@ pub(crate) fn launch<R: CubeRuntime>(
     } else {
         1
     };
+    if let Some(geo) = fused_geometry(client, dtype, cfg, [bh, dkp, dc], nv) {
+        // SAFETY: shapes checked by `scan_with`; the kernel tests rows past `n` and columns
+        // past `da`/`dc` before every read and write.
+        unsafe {
+            fused_scan(
+                client,
+                geo,
+                [bh, dc],
+                nv,
+                [a, b, c, args.s, args.state, args.out],
+                cfg,
+                dkp,
+                args.has_state,
+                opts,
+            );
+        }
+        return;
+    }
     let h = empty_device_contiguous_dtype::<R>(
         client.clone(),
         a.device.clone(),
@@ -1263,6 +1377,54 @@ pub(crate) fn launch_dk_dv<R: CubeRuntime>(
     } else {
         1
     };
+    let fused = (
+        fused_geometry(client, dtype, cfg, [bh, dkp, dv], nv),
+        fused_geometry(client, dtype, cfg, [bh, dvp, dk], nv),
+    );
+    if let (Some(dv_geo), Some(dk_geo)) = fused {
+        // Two one-launch scans: each keeps its own state in registers, no `H` to share.
+        let reverse = ScanOptions {
+            reverse: true,
+            transpose_state: false,
+            state_exp0: true,
+        };
+        // SAFETY: as below; each scan's shapes are the dv and dk scans' of `dk_dv_with`.
+        unsafe {
+            fused_scan(
+                client,
+                dv_geo,
+                [bh, dv],
+                nv,
+                [
+                    k,
+                    q.clone(),
+                    d_o.clone(),
+                    args.s.clone(),
+                    args.d_state.clone(),
+                    dv_out.clone(),
+                ],
+                cfg,
+                dkp,
+                true,
+                reverse,
+            );
+            fused_scan(
+                client,
+                dk_geo,
+                [bh, dk],
+                nv,
+                [v, d_o, q, args.s, args.d_state, dk_out.clone()],
+                cfg,
+                dvp,
+                true,
+                ScanOptions {
+                    transpose_state: true,
+                    ..reverse
+                },
+            );
+        }
+        return (dk_out, dv_out);
+    }
     let h = empty([
         1,
         1,
