@@ -30,6 +30,8 @@ type Bf = Cuda<bf16>;
 type F32 = Cuda<f32>;
 /// f32 CUDA without Burn's fusion layer: the decode kernel's own launch cost.
 type F32Direct = burn_cubecl::CubeBackend<CudaRuntime, f32, i32, u8>;
+/// bf16 CUDA without the fusion layer: the forward's cost outside the kernels.
+type BfDirect = burn_cubecl::CubeBackend<CudaRuntime, bf16, i32, u8>;
 
 fn sync<B: Backend>(device: &B::Device) {
     B::sync(device).expect("device sync");
@@ -285,6 +287,45 @@ fn check(device: &CudaDevice, ts: &[usize], reference: bool) {
     }
 }
 
+/// The decode kernel against the recurrent reference on the device, f32, at the MiniMax head
+/// shape (H=64, D=128) for a batch of 4 and of 256, three steps with each state fed forward:
+/// the largest relative error of `o` and of the state over the steps.
+fn check_decode(device: &CudaDevice) {
+    let (h, d) = (64, 128);
+    let slopes: Vec<f32> = (0..h)
+        .map(|i| 2f32.powf(-8.0 * (i + 1) as f32 / h as f32))
+        .collect();
+    let s = Tensor::<F32, 1>::from_floats(slopes.as_slice(), device);
+    for batch in [4, 256] {
+        let rnd = |shape: [usize; 4]| {
+            Tensor::<F32, 4>::random(shape, Distribution::Normal(0.0, 0.3), device)
+        };
+        let mut kernel_state = rnd([batch, h, d, d]);
+        let mut reference_state = kernel_state.clone();
+        let (mut e_o, mut e_state) = (0f64, 0f64);
+        for _ in 0..3 {
+            let (q, k, v) = (
+                rnd([batch, h, 1, d]),
+                rnd([batch, h, 1, d]),
+                rnd([batch, h, 1, d]),
+            );
+            let (o, next) =
+                F32::lightning_decode(q.clone(), k.clone(), v.clone(), s.clone(), kernel_state);
+            let (want_o, want_next) =
+                reference::recurrent(q, k, v, s.clone(), Some(reference_state));
+            e_o = e_o.max(rel_err(o.into_data(), want_o.into_data()));
+            e_state = e_state.max(rel_err(
+                next.clone().into_data(),
+                want_next.clone().into_data(),
+            ));
+            (kernel_state, reference_state) = (next, want_next);
+        }
+        println!(
+            "check decode f32 vs reference B={batch} H={h} D={d}, 3 steps: o {e_o:.1e} state {e_state:.1e}"
+        );
+    }
+}
+
 /// One forward scan at a time, bf16, small to large, each compared with the reference, then
 /// forward and forward+backward timings at B=4, H=32, D=128 (progress on stderr): the first thing
 /// to run on a new device or after a kernel change.
@@ -397,6 +438,7 @@ fn main() {
     if reference || args.iter().any(|a| a == "--check-kernels") {
         let ts = list_arg(&args, "--check-ts").unwrap_or_else(|| vec![2048, 8192]);
         check(&device, &ts, reference);
+        check_decode(&device);
     }
 
     let (b, h, d) = (4usize, 32usize, 128usize);
@@ -456,6 +498,31 @@ fn main() {
                 bytes: bytes_fwd,
             }
             .print(&mut json);
+            if kernel {
+                let direct =
+                    |x: &Tensor<Bf, 4>| Tensor::<BfDirect, 4>::from_data(x.to_data(), &device);
+                let (dq, dk, dv) = (direct(&q), direct(&k), direct(&v));
+                let ds = Tensor::<BfDirect, 1>::from_data(s.to_data(), &device);
+                let timing = time::<BfDirect>(&device, &device, reps, || {
+                    drop(BfDirect::lightning_attention(
+                        dq.clone(),
+                        dk.clone(),
+                        dv.clone(),
+                        ds.clone(),
+                        None,
+                        64,
+                    ));
+                });
+                Row {
+                    what: "forward".into(),
+                    t,
+                    impl_: "no-fusion",
+                    time: timing,
+                    flop: flop_fwd,
+                    bytes: bytes_fwd,
+                }
+                .print(&mut json);
+            }
             if !kernel && t > ref_max.min(4096) {
                 continue;
             }

@@ -356,24 +356,29 @@ pub(crate) fn store_state<F: Float>(
     }
 }
 
-/// One decode step, one cube per (32 value columns, batch x head): 8 groups of 32 threads split
-/// the state's rows; `S' = lambda S + k^T v`, `o = q S'`, in f32.
+/// One decode step, one cube per (`32 N` value columns, batch x head): 8 groups of 32 threads
+/// split the state's rows (group `g`: rows `g, g + 8, ..`, `rows` of them); `S' = lambda S +
+/// k^T v`, `o = q S'`, in f32. Each unit moves `N` state columns per access (16 bytes of an f32
+/// state on CUDA) and loads all its rows before writing any, so a step keeps `rows` loads in
+/// flight per unit: the step is bound by the state's bytes, read once and written once.
 ///
 /// `q, k: [B, H, 1, dk]`, `v: [B, H, 1, dv]`, `state: [B, H, dk, dv]` in its own dtype `S`
 /// (f32 under bf16 inputs); writes `o: [B, H, 1, dv]` and `state_out: [B, H, dk, dv]` (dtype `S`).
 #[allow(clippy::too_many_arguments)]
 #[cube(launch_unchecked)]
-fn decode_kernel<F: Float, S: Float>(
+fn decode_kernel<F: Float, S: Float, N: Size>(
     q: &Tensor<F>,
     k: &Tensor<F>,
-    v: &Tensor<F>,
+    v: &Tensor<Vector<F, N>>,
     s: &Tensor<F>,
-    state: &Tensor<S>,
-    o: &mut Tensor<F>,
-    state_out: &mut Tensor<S>,
+    state: &Tensor<Vector<S, N>>,
+    o: &mut Tensor<Vector<F, N>>,
+    state_out: &mut Tensor<Vector<S, N>>,
+    #[comptime] rows: usize,
     #[define(F)] _dtype: StorageType,
     #[define(S)] _state_dtype: StorageType,
 ) {
+    let nv = N::value();
     let tid = UNIT_POS_X as usize;
     let lane = tid % 32;
     let group = tid / 32;
@@ -383,41 +388,51 @@ fn decode_kernel<F: Float, S: Float>(
     let bh = CUBE_POS_Y as usize;
     let bi = bh / heads;
     let hi = bh % heads;
-    let col = CUBE_POS_X as usize * 32 + lane;
+    let col = (CUBE_POS_X as usize * 32 + lane) * nv;
 
-    let mut partial = SharedMemory::<f32>::new(THREADS);
-    let mut acc = 0.0f32;
+    let mut partial = SharedMemory::<Vector<f32, N>>::new(THREADS);
+    let mut acc = Vector::<f32, N>::new(0.0);
     if col < dv {
-        let lambda = f32::exp(-f32::cast_from(s[hi * s.stride(0)]));
-        let vj = f32::cast_from(v[bi * v.stride(0) + hi * v.stride(1) + col * v.stride(3)]);
+        let lambda = Vector::<f32, N>::new(f32::exp(-f32::cast_from(s[hi * s.stride(0)])));
+        let vj = Vector::<f32, N>::cast_from(
+            v[(bi * v.stride(0) + hi * v.stride(1) + col * v.stride(3)) / nv],
+        );
         let qb = bi * q.stride(0) + hi * q.stride(1);
         let kb = bi * k.stride(0) + hi * k.stride(1);
         let sb = bi * state.stride(0) + hi * state.stride(1) + col * state.stride(3);
         let ob = bi * state_out.stride(0) + hi * state_out.stride(1) + col * state_out.stride(3);
-        let k_sd = k.stride(3);
-        let q_sd = q.stride(3);
         let s_sr = state.stride(2);
         let o_sr = state_out.stride(2);
-        let mut r = group;
-        while r < dk {
-            let kr = f32::cast_from(k[kb + r * k_sd]);
-            let qr = f32::cast_from(q[qb + r * q_sd]);
-            let new = lambda * f32::cast_from(state[sb + r * s_sr]) + kr * vj;
-            state_out[ob + r * o_sr] = S::cast_from(new);
-            acc += qr * new;
-            r += 8;
+        let mut old = Array::<Vector<S, N>>::new(rows);
+        #[unroll]
+        for i in 0..rows {
+            let r = group + 8 * i;
+            if r < dk {
+                old[i] = state[(sb + r * s_sr) / nv];
+            }
+        }
+        #[unroll]
+        for i in 0..rows {
+            let r = group + 8 * i;
+            if r < dk {
+                let kr = Vector::<f32, N>::new(f32::cast_from(k[kb + r * k.stride(3)]));
+                let qr = Vector::<f32, N>::new(f32::cast_from(q[qb + r * q.stride(3)]));
+                let new = lambda * Vector::<f32, N>::cast_from(old[i]) + kr * vj;
+                state_out[(ob + r * o_sr) / nv] = Vector::<S, N>::cast_from(new);
+                acc += qr * new;
+            }
         }
     }
     partial[tid] = acc;
     sync_cube();
     if group == 0 && col < dv {
-        let mut sum = 0.0f32;
+        let mut sum = Vector::<f32, N>::new(0.0);
         #[unroll]
         for g in 0..8usize {
-            let idx = g * 32usize + lane;
-            sum += partial[idx];
+            sum += partial[g * 32usize + lane];
         }
-        o[bi * o.stride(0) + hi * o.stride(1) + col * o.stride(3)] = F::cast_from(sum);
+        o[(bi * o.stride(0) + hi * o.stride(1) + col * o.stride(3)) / nv] =
+            Vector::<F, N>::cast_from(sum);
     }
 }
 
@@ -738,13 +753,26 @@ pub fn decode<R: CubeRuntime>(
         Shape::new([batch, heads, dk, dv]),
         state_dtype,
     );
-    let cube_count = CubeCount::Static(dv.div_ceil(32) as u32, (batch * heads) as u32, 1);
-    // SAFETY: the kernel tests `col < dv` and walks rows below `dk`, the shapes checked above.
+    // The widest state access of at most 16 bytes that every row, `v` and `o` allow.
+    let nv = [4, 2]
+        .into_iter()
+        .find(|&nv| {
+            nv * state_dtype.size() <= 16
+                && dv % nv == 0
+                && [&v, &state, &o, &state_out]
+                    .iter()
+                    .all(|t| super::split::vector_aligned(t, nv))
+        })
+        .unwrap_or(1);
+    let cube_count = CubeCount::Static(dv.div_ceil(32 * nv) as u32, (batch * heads) as u32, 1);
+    // SAFETY: the kernel tests `col < dv` and `r < dk`, the shapes checked above; `nv` divides
+    // `dv` and every stride and offset of the vector tensors.
     unsafe {
         decode_kernel::launch_unchecked::<R>(
             &client,
             cube_count,
             CubeDim::new_1d(THREADS as u32),
+            nv,
             q.into_tensor_arg(),
             k.into_tensor_arg(),
             v.into_tensor_arg(),
@@ -752,6 +780,7 @@ pub fn decode<R: CubeRuntime>(
             state.into_tensor_arg(),
             o.clone().into_tensor_arg(),
             state_out.clone().into_tensor_arg(),
+            dk.div_ceil(8),
             dtype.into(),
             state_dtype.into(),
         );

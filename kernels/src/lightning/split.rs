@@ -712,7 +712,7 @@ fn tile_vector<R: CubeRuntime>(
 
 /// Whether every access to `t` can move `nv` elements at once: unit stride along the last dim,
 /// every other stride and the buffer offset multiples of `nv` elements.
-fn vector_aligned<R: CubeRuntime>(t: &CubeTensor<R>, nv: usize) -> bool {
+pub(crate) fn vector_aligned<R: CubeRuntime>(t: &CubeTensor<R>, nv: usize) -> bool {
     let strides = t.meta.strides();
     let offset = t.handle.offset_start.unwrap_or(0) as usize;
     strides[3] == 1
@@ -1002,8 +1002,8 @@ pub(crate) struct FusedGeometry {
 }
 
 /// Whether scans run as one launch with the state in registers ([`super::mma_fused`]) instead
-/// of the split pair: `SCALELAB_LIGHTNING_FUSED` = `auto` (unset: where the cubes, one per batch x
-/// head and 128 columns, fill at least three quarters of the SMs), `on` or `off`.
+/// of the split pair: `SCALELAB_LIGHTNING_FUSED` = `auto` (unset: where its cubes, one per batch x
+/// head and 128 columns, keep at least 70% of the SMs busy over their waves), `on` or `off`.
 fn fused_knob() -> Option<bool> {
     static KNOB: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
     *KNOB.get_or_init(|| {
@@ -1041,11 +1041,13 @@ pub(crate) fn fused_geometry<R: CubeRuntime>(
         && smem <= props.hardware.max_shared_memory_size
         && props.features.copy_async
         && has_mma(client, dtype, cfg);
-    let sms = props
-        .hardware
-        .num_streaming_multiprocessors
-        .unwrap_or(1) as usize;
-    let wanted = fused_knob().unwrap_or(4 * bh * dc.div_ceil(dt) >= 3 * sms);
+    let sms = props.hardware.num_streaming_multiprocessors.unwrap_or(1) as usize;
+    // One cube per SM: the cubes' waves take as long as a full one, so it pays where they
+    // keep at least 70% of the SMs busy over all waves (the split pair runs at about 1.4x its
+    // time on a full device, in proportion to the batch x heads).
+    let cubes = bh * dc.div_ceil(dt);
+    let busy = cubes as f64 / (cubes.div_ceil(sms) * sms) as f64;
+    let wanted = fused_knob().unwrap_or(busy >= 0.7);
     (fits && wanted).then_some(FusedGeometry { dt })
 }
 
