@@ -323,9 +323,9 @@ fn decode_matches<B: LightningBackend>(run: DecodeRun) {
     }
 }
 
-/// f32 decodes (a head dim not a multiple of 32, and MiniMax's 128), then f16 inputs with an
-/// f32 state, a few steps each.
-fn decode_runs() -> [DecodeRun; 3] {
+/// f32 decodes (head dims not multiples of 32 or 8, value dims that allow vectors of 4, 2 and 1
+/// state columns, and MiniMax's 128), then f16 inputs with an f32 state, a few steps each.
+fn decode_runs() -> [DecodeRun; 5] {
     let f32_run = |seed, shape: (usize, usize, usize, usize)| DecodeRun {
         input: FloatDType::F32,
         seed,
@@ -335,6 +335,8 @@ fn decode_runs() -> [DecodeRun; 3] {
     };
     [
         f32_run(900, (3, 2, 16, 40)),
+        f32_run(905, (2, 2, 20, 38)),
+        f32_run(907, (1, 2, 12, 33)),
         f32_run(910, (2, 4, 128, 128)),
         DecodeRun {
             input: FloatDType::F16,

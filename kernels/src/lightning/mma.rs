@@ -127,6 +127,50 @@ pub(crate) fn mma_half<F: Float>(
     acc[at + 1] = fc[1];
 }
 
+/// The row within a warp's block of the state of its accumulator pair `i` (16-row tile
+/// `i / (2 tiles)` of `tiles` 8-column tiles, lane group `g`, upper half `i % 2`).
+#[cube]
+pub(crate) fn state_row(i: usize, g: usize, #[comptime] tiles: usize) -> usize {
+    (i / (2 * tiles)) * MM + g + (i % 2) * 8
+}
+
+/// The first column within a warp's block of the state of its accumulator pair `i` (8-column
+/// tile `(i / 2) % tiles`, lane `tq` of its group).
+#[cube]
+pub(crate) fn state_col(i: usize, tq: usize, #[comptime] tiles: usize) -> usize {
+    ((i / 2) % tiles) * MN + 2 * tq
+}
+
+/// The initial state's elements (`row`, `col`) and (`row`, `col + 1`) in f32, times `scale`,
+/// from `state[s_base..]` (`[da, dc]`, or `[dc, da]` with `transpose_state`); zero outside
+/// `da x dc`.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn initial_pair<F: Float>(
+    state: &Tensor<F>,
+    s_base: usize,
+    row: usize,
+    col: usize,
+    da: usize,
+    dc: usize,
+    scale: f32,
+    #[comptime] transpose_state: bool,
+) -> Pair<f32> {
+    let mut v = Pair::<f32>::new(0.0);
+    #[unroll]
+    for j in 0..2usize {
+        if row < da && col + j < dc {
+            let idx = if transpose_state {
+                s_base + (col + j) * state.stride(2) + row * state.stride(3)
+            } else {
+                s_base + row * state.stride(2) + (col + j) * state.stride(3)
+            };
+            v[j] = f32::cast_from(state[idx]) * scale;
+        }
+    }
+    v
+}
+
 /// Where one states cube's warp keeps its slice of the state and writes `H`: `h_base` (this
 /// cube's tile of chunk 0), the padded state width `dcp`, the cube's first row and column, the
 /// warp's first row and column within the cube, and the lane's accumulator row and pair.
@@ -198,8 +242,8 @@ fn states_step<F: Float, N: Size>(
     let hoff = (blk % 2) * comptime!(rt * (dt + PAD) / 2);
     #[unroll]
     for i in 0..frags {
-        let row = at.wrow + (i / (2 * tiles)) * MM + at.g + (i % 2) * 8;
-        let col = at.wcol + ((i / 2) % tiles) * MN + 2 * at.tq;
+        let row = at.wrow + state_row(i, at.g, tiles);
+        let col = at.wcol + state_col(i, at.tq, tiles);
         if stage_h {
             sh[hoff + row * sp + col / 2] = Pair::<F>::cast_from(acc[i]);
         } else {
@@ -338,21 +382,11 @@ pub(crate) fn chunk_states_mma_kernel<F: Float, N: Size>(
     let s_base = bi * state.stride(0) + hi * state.stride(1);
     #[unroll]
     for i in 0..frags {
-        let row = r0 + wrow + (i / (2 * tiles)) * MM + g + (i % 2) * 8;
-        let col = c0 + wcol + ((i / 2) % tiles) * MN + 2 * tq;
+        let row = r0 + wrow + state_row(i, g, tiles);
+        let col = c0 + wcol + state_col(i, tq, tiles);
         let mut v = Pair::<f32>::new(0.0);
         if has_state {
-            #[unroll]
-            for j in 0..2usize {
-                if row < da && col + j < dc {
-                    let idx = if transpose_state {
-                        s_base + (col + j) * state.stride(2) + row * state.stride(3)
-                    } else {
-                        s_base + row * state.stride(2) + (col + j) * state.stride(3)
-                    };
-                    v[j] = f32::cast_from(state[idx]) * scale;
-                }
-            }
+            v = initial_pair::<F>(state, s_base, row, col, da, dc, scale, transpose_state);
         }
         acc[i] = v;
     }
@@ -482,8 +516,8 @@ pub(crate) fn chunk_states_mma_kernel<F: Float, N: Size>(
     let o_base = bi * out.stride(0) + hi * out.stride(1) + n * out.stride(2);
     #[unroll]
     for i in 0..frags {
-        let row = r0 + wrow + (i / (2 * tiles)) * MM + g + (i % 2) * 8;
-        let col = c0 + wcol + ((i / 2) % tiles) * MN + 2 * tq;
+        let row = r0 + wrow + state_row(i, g, tiles);
+        let col = c0 + wcol + state_col(i, tq, tiles);
         let v = acc[i];
         #[unroll]
         for j in 0..2usize {

@@ -14,6 +14,9 @@
 //! and read once (linear in `n`); the gain is that the sequential chain per chunk shrinks from
 //! four products and four barriers to one product and two barriers, and the output products fill
 //! the GPU whatever the batch.
+//!
+//! Where the batch x heads fill the device, [`launch`] runs the one-launch kernel of
+//! [`super::mma_fused`] instead (the state in registers, no `H`): see [`fused_geometry`].
 
 use burn::tensor::Shape;
 use burn_cubecl::{
@@ -1042,13 +1045,17 @@ pub(crate) fn fused_geometry<R: CubeRuntime>(
         && props.features.copy_async
         && has_mma(client, dtype, cfg);
     let sms = props.hardware.num_streaming_multiprocessors.unwrap_or(1) as usize;
-    // One cube per SM: the cubes' waves take as long as a full one, so it pays where they
-    // keep at least 70% of the SMs busy over all waves (the split pair runs at about 1.4x its
-    // time on a full device, in proportion to the batch x heads).
-    let cubes = bh * dc.div_ceil(dt);
-    let busy = cubes as f64 / (cubes.div_ceil(sms) * sms) as f64;
-    let wanted = fused_knob().unwrap_or(busy >= 0.7);
+    let wanted = fused_knob().unwrap_or(fills_device(bh * dc.div_ceil(dt), sms));
     (fits && wanted).then_some(FusedGeometry { dt })
+}
+
+/// Whether `cubes` one-per-SM cubes keep at least 70% of `sms` busy over their waves: a wave
+/// takes as long whether full or not, and the split pair, which has no such steps, runs at about
+/// 1.4x the one-launch kernel's time on a full device (H200, session 7), in proportion to the
+/// batch x heads.
+fn fills_device(cubes: usize, sms: usize) -> bool {
+    let slots = cubes.div_ceil(sms.max(1)) * sms.max(1);
+    cubes > 0 && 10 * cubes >= 7 * slots
 }
 
 /// Launches [`super::mma_fused`]'s kernel over `[a, b, c, s, state, out]` (the kernels'
@@ -1494,6 +1501,18 @@ pub(crate) fn launch_dk_dv<R: CubeRuntime>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_launch_scans_where_their_waves_fill_the_device() {
+        // B=4 at H=32 and H=64 (D=128) on the H200's 132 SMs: one wave, two.
+        assert!(fills_device(128, 132));
+        assert!(fills_device(256, 132));
+        // A second wave a fifth full, a quarter of the device, nothing.
+        assert!(!fills_device(160, 132));
+        assert!(!fills_device(32, 132));
+        assert!(!fills_device(0, 132));
+        assert!(fills_device(93, 132) && !fills_device(92, 132));
+    }
 
     #[test]
     fn knobs_take_their_spellings_and_default_to_the_first() {
