@@ -54,7 +54,10 @@
 # Costs seen on the H200 (session 5): a fresh machine about 30 s; fla about 145 s; ours about 25 s
 # (REFMAX=2048 adds minutes of reference compilation); check-kernels 45 s warm, 180 s as a fresh
 # machine's first step (session 6: compiling every kernel); the full check
-# over 330 s (the tensor-op reference's compilation and autotuning under Autodiff).
+# over 330 s (the tensor-op reference's compilation and autotuning under Autodiff). Session 7:
+# fla 150-190 s, ours 15-30 s, check-kernels (or check-fused) 180 s first, ncu on one kernel
+# about 110 s, ncu-time at one length about 130 s; a call of check,fla,ours,ours-split,merge and
+# ncu-time took 556 s.
 set -uo pipefail
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 export PYTHONUNBUFFERED=1
