@@ -26,7 +26,10 @@
 #   ours-split    ours with the split pair wherever the one-launch kernel would run
 #                 (SCALELAB_LIGHTNING_FUSED=off)
 #   ours-fused    ours with the one-launch kernel wherever it applies (FUSED=on)
-#   check-fused   check-kernels with FUSED=on; check-split with FUSED=off
+#   ours-fused32  ours with the one-launch kernel's 32-token, 64-column tile, two cubes per SM
+#                 (SCALELAB_LIGHTNING_FUSED_TILE=32x64; not yet run on a GPU)
+#   check-fused   check-kernels with FUSED=on; check-split with FUSED=off; check-fused32 with
+#                 FUSED=on FUSED_TILE=32x64
 #   merge         the merged table: ratios to fla and to the split design's memory floor
 #   check         every output and gradient against the f32 reference (H=64, D=128, T=1000),
 #                 then bf16 kernels against the f32 kernel at B=4, H=32 for CHECK_TS
@@ -96,8 +99,9 @@ has ours-hdirect && bench ours-hdirect SCALELAB_LIGHTNING_STATES_H=direct
 has ours-ostaged && bench ours-ostaged SCALELAB_LIGHTNING_OUTPUT_STORE=staged
 has ours-split && bench ours-split SCALELAB_LIGHTNING_FUSED=off
 has ours-fused && bench ours-fused SCALELAB_LIGHTNING_FUSED=on
+has ours-fused32 && bench ours-fused32 SCALELAB_LIGHTNING_FUSED_TILE=32x64
 if has merge; then
-  for name in ours ours-apart ours-cmma ours-states ours-tiles ours-async2 ours-async1 ours-depth2 ours-hdirect ours-ostaged ours-split ours-fused; do
+  for name in ours ours-apart ours-cmma ours-states ours-tiles ours-async2 ours-async1 ours-depth2 ours-hdirect ours-ostaged ours-split ours-fused ours-fused32; do
     [ -s "$OUT/$name.jsonl" ] || continue
     stamp "merged: $name (ms; ratios > 1 are slower)"
     python3 compare_fla.py --from-json "$OUT/fla.jsonl" --scalelab "$OUT/$name.jsonl" \
@@ -139,6 +143,7 @@ has check-kernels && check_kernels check-kernels
 has check-ostaged && check_kernels check-ostaged SCALELAB_LIGHTNING_OUTPUT_STORE=staged
 has check-fused && check_kernels check-fused SCALELAB_LIGHTNING_FUSED=on
 has check-split && check_kernels check-split SCALELAB_LIGHTNING_FUSED=off
+has check-fused32 && check_kernels check-fused32 SCALELAB_LIGHTNING_FUSED=on SCALELAB_LIGHTNING_FUSED_TILE=32x64
 if has ncu; then
   stamp ncu
   timeout "${NCU_TIMEOUT:-300}" ncu --clock-control none --target-processes all \

@@ -997,30 +997,46 @@ fn stage_o() -> bool {
     })
 }
 
-/// The one-launch register kernel's geometry ([`super::mma_fused`]): `dt` state and output
-/// columns per cube.
+/// The one-launch register kernel's geometry ([`super::mma_fused`]): tokens per chunk, state
+/// and output columns per cube, and units per cube.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct FusedGeometry {
+    chunk: usize,
     dt: usize,
+    threads: usize,
 }
 
+/// A one-launch tile: tokens per chunk, columns per cube.
+type FusedTile = (usize, usize);
+
 /// Whether scans run as one launch with the state in registers ([`super::mma_fused`]) instead
-/// of the split pair: `SCALELAB_LIGHTNING_FUSED` = `auto` (unset: where its cubes, one per batch x
-/// head and 128 columns, keep at least 70% of the SMs busy over their waves), `on` or `off`.
-fn fused_knob() -> Option<bool> {
-    static KNOB: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
-    *KNOB.get_or_init(|| {
-        knob(
-            "SCALELAB_LIGHTNING_FUSED",
-            &[("auto", None), ("on", Some(true)), ("off", Some(false))],
+/// of the split pair: `SCALELAB_LIGHTNING_FUSED` = `auto` (unset: where its cubes keep at least
+/// 70% of the device's cube slots busy over their waves), `on` or `off`; and its tile,
+/// `SCALELAB_LIGHTNING_FUSED_TILE` = `64x128` (unset: 64-token chunks, 128 columns per cube, or
+/// 64 for a head dim of 64 or less; one cube per SM) or `32x64` (32-token chunks, 64 columns:
+/// 84 KB of shared memory, two cubes per SM whose barriers can overlap, at the price of the
+/// scores computed and `q`, `k` read once per 64 columns; not yet run on a GPU).
+fn fused_knobs() -> (Option<bool>, Option<FusedTile>) {
+    static KNOBS: std::sync::OnceLock<(Option<bool>, Option<FusedTile>)> =
+        std::sync::OnceLock::new();
+    *KNOBS.get_or_init(|| {
+        (
+            knob(
+                "SCALELAB_LIGHTNING_FUSED",
+                &[("auto", None), ("on", Some(true)), ("off", Some(false))],
+            ),
+            knob(
+                "SCALELAB_LIGHTNING_FUSED_TILE",
+                &[("64x128", None), ("32x64", Some((32, 64)))],
+            ),
         )
     })
 }
 
 /// The geometry of [`super::mma_fused`]'s kernel for this scan, if it applies: `mma` and
-/// `cp.async` on this device, 64-token chunks, pairs aligned (`nv >= 2`), each warp a 32-row
-/// block of whole 16-column state tiles and each unit whole vectors, the tiles within shared
-/// memory; and [`fused_knob`] asking for it.
+/// `cp.async` on this device, pairs aligned (`nv >= 2`), each warp a 32-row block of whole
+/// 16-column state tiles and each unit whole vectors, the tiles within shared memory; and
+/// [`fused_knobs`] asking for it.
 pub(crate) fn fused_geometry<R: CubeRuntime>(
     client: &ComputeClient<R>,
     dtype: burn::tensor::DType,
@@ -1028,14 +1044,14 @@ pub(crate) fn fused_geometry<R: CubeRuntime>(
     [bh, dkp, dc]: [usize; 3],
     nv: usize,
 ) -> Option<FusedGeometry> {
-    let dt = if dc > 64 { 128 } else { 64 };
-    let (c, warps) = (cfg.chunk, dt / 8);
+    let (mode, tile) = fused_knobs();
+    let (c, dt) = tile.unwrap_or((64, if dc > 64 { 128 } else { 64 }));
+    let warps = c / 16 * (dt / 32);
     let row_warps = dkp / 32;
     let props = client.properties();
     let tiles = 2 * (2 * c * (dkp + PAD) + c * (dt + PAD) + dkp * (dt + PAD)) + c * (c + PAD);
     let smem = dtype.size() * tiles + 4 * (c + 1) + 64;
-    let fits = c == 64
-        && nv >= 2
+    let fits = nv >= 2
         && dkp <= 128
         && dkp % 32 == 0
         && warps % row_warps == 0
@@ -1045,17 +1061,26 @@ pub(crate) fn fused_geometry<R: CubeRuntime>(
         && props.features.copy_async
         && has_mma(client, dtype, cfg);
     let sms = props.hardware.num_streaming_multiprocessors.unwrap_or(1) as usize;
-    let wanted = fused_knob().unwrap_or(fills_device(bh * dc.div_ceil(dt), sms));
-    (fits && wanted).then_some(FusedGeometry { dt })
+    // An SM's shared memory is the most one cube may take plus the 1 KB the driver keeps per
+    // cube (Hopper: 227 + 1 KB; Ampere: 163 + 1 KB).
+    let per_sm = ((props.hardware.max_shared_memory_size + 1024) / (smem + 1024))
+        .min(2048 / (warps * 32))
+        .max(1);
+    let wanted = mode.unwrap_or(fills_device(bh * dc.div_ceil(dt), sms * per_sm));
+    (fits && wanted).then_some(FusedGeometry {
+        chunk: c,
+        dt,
+        threads: warps * 32,
+    })
 }
 
-/// Whether `cubes` one-per-SM cubes keep at least 70% of `sms` busy over their waves: a wave
-/// takes as long whether full or not, and the split pair, which has no such steps, runs at about
-/// 1.4x the one-launch kernel's time on a full device (H200, session 7), in proportion to the
-/// batch x heads.
-fn fills_device(cubes: usize, sms: usize) -> bool {
-    let slots = cubes.div_ceil(sms.max(1)) * sms.max(1);
-    cubes > 0 && 10 * cubes >= 7 * slots
+/// Whether `cubes` keep at least 70% of a device's `slots` (cubes resident at once) busy over
+/// their waves: a wave takes as long whether full or not, and the split pair, which has no such
+/// steps, runs at about 1.4x the one-launch kernel's time on a full device (H200, session 7), in
+/// proportion to the batch x heads.
+fn fills_device(cubes: usize, slots: usize) -> bool {
+    let slots = slots.max(1);
+    cubes > 0 && 10 * cubes >= 7 * cubes.div_ceil(slots) * slots
 }
 
 /// Launches [`super::mma_fused`]'s kernel over `[a, b, c, s, state, out]` (the kernels'
@@ -1071,7 +1096,6 @@ unsafe fn fused_scan<R: CubeRuntime>(
     [bh, dc]: [usize; 2],
     nv: usize,
     [a, b, c, s, state, out]: [CubeTensor<R>; 6],
-    cfg: TiledConfig,
     dkp: usize,
     has_state: bool,
     opts: ScanOptions,
@@ -1080,7 +1104,7 @@ unsafe fn fused_scan<R: CubeRuntime>(
     super::mma_fused::chunk_fused_mma_kernel::launch_unchecked::<R>(
         client,
         CubeCount::Static(dc.div_ceil(geo.dt) as u32, 1, bh as u32),
-        CubeDim::new_1d((geo.dt * 4) as u32),
+        CubeDim::new_1d(geo.threads as u32),
         nv,
         a.into_tensor_arg(),
         b.into_tensor_arg(),
@@ -1088,7 +1112,7 @@ unsafe fn fused_scan<R: CubeRuntime>(
         s.into_tensor_arg(),
         state.into_tensor_arg(),
         out.into_tensor_arg(),
-        cfg.chunk,
+        geo.chunk,
         dkp,
         geo.dt,
         has_state,
@@ -1281,7 +1305,6 @@ pub(crate) fn launch<R: CubeRuntime>(
                 [bh, dc],
                 nv,
                 [a, b, c, args.s, args.state, args.out],
-                cfg,
                 dkp,
                 args.has_state,
                 opts,
@@ -1412,7 +1435,6 @@ pub(crate) fn launch_dk_dv<R: CubeRuntime>(
                     args.d_state.clone(),
                     dv_out.clone(),
                 ],
-                cfg,
                 dkp,
                 true,
                 reverse,
@@ -1423,7 +1445,6 @@ pub(crate) fn launch_dk_dv<R: CubeRuntime>(
                 [bh, dk],
                 nv,
                 [v, d_o, q, args.s, args.d_state, dk_out.clone()],
-                cfg,
                 dvp,
                 true,
                 ScanOptions {
@@ -1504,7 +1525,7 @@ mod tests {
 
     #[test]
     fn one_launch_scans_where_their_waves_fill_the_device() {
-        // B=4 at H=32 and H=64 (D=128) on the H200's 132 SMs: one wave, two.
+        // B=4 at H=32 and H=64 (D=128) on the H200's 132 SMs, one cube each: one wave, two.
         assert!(fills_device(128, 132));
         assert!(fills_device(256, 132));
         // A second wave a fifth full, a quarter of the device, nothing.
@@ -1512,6 +1533,8 @@ mod tests {
         assert!(!fills_device(32, 132));
         assert!(!fills_device(0, 132));
         assert!(fills_device(93, 132) && !fills_device(92, 132));
+        // Two cubes per SM: B=4, H=32 in 64-column cubes fills one wave of 264 slots.
+        assert!(fills_device(256, 264) && !fills_device(128, 264));
     }
 
     #[test]
