@@ -16,13 +16,8 @@
 #   ours-async2   ours with the output pass staged by cp.async, two chunks per 512-unit cube
 #                 (SCALELAB_LIGHTNING_OUTPUT=async2) instead of through registers
 #   ours-async1   the same, one chunk per cube (OUTPUT=async1)
-#   ours-depth2   ours with the whole-state cubes fetching two chunks ahead, not one
-#                 (SCALELAB_LIGHTNING_STATES_DEPTH=2)
 #   ours-hdirect  ours with the states pass storing H straight from its accumulators
 #                 (SCALELAB_LIGHTNING_STATES_H=direct) instead of through shared memory
-#   ours-ostaged  ours with the output pass storing o through shared memory
-#                 (SCALELAB_LIGHTNING_OUTPUT_STORE=staged; not yet run on a GPU)
-#   check-ostaged check-kernels with OUTPUT_STORE=staged
 #   ours-split    ours with the split pair wherever the one-launch kernel would run
 #                 (SCALELAB_LIGHTNING_FUSED=off)
 #   ours-fused    ours with the one-launch kernel wherever it applies (FUSED=on)
@@ -94,14 +89,12 @@ has ours-states && bench ours-states SCALELAB_LIGHTNING_MMA=states
 has ours-tiles && bench ours-tiles SCALELAB_LIGHTNING_STATES=tiles
 has ours-async2 && bench ours-async2 SCALELAB_LIGHTNING_OUTPUT=async2
 has ours-async1 && bench ours-async1 SCALELAB_LIGHTNING_OUTPUT=async1
-has ours-depth2 && bench ours-depth2 SCALELAB_LIGHTNING_STATES_DEPTH=2
 has ours-hdirect && bench ours-hdirect SCALELAB_LIGHTNING_STATES_H=direct
-has ours-ostaged && bench ours-ostaged SCALELAB_LIGHTNING_OUTPUT_STORE=staged
 has ours-split && bench ours-split SCALELAB_LIGHTNING_FUSED=off
 has ours-fused && bench ours-fused SCALELAB_LIGHTNING_FUSED=on
 has ours-fused32 && bench ours-fused32 SCALELAB_LIGHTNING_FUSED_TILE=32x64
 if has merge; then
-  for name in ours ours-apart ours-cmma ours-states ours-tiles ours-async2 ours-async1 ours-depth2 ours-hdirect ours-ostaged ours-split ours-fused ours-fused32; do
+  for name in ours ours-apart ours-cmma ours-states ours-tiles ours-async2 ours-async1 ours-hdirect ours-split ours-fused ours-fused32; do
     [ -s "$OUT/$name.jsonl" ] || continue
     stamp "merged: $name (ms; ratios > 1 are slower)"
     python3 compare_fla.py --from-json "$OUT/fla.jsonl" --scalelab "$OUT/$name.jsonl" \
@@ -140,7 +133,6 @@ check_kernels() { # name, then extra environment
   grep -E "^check|panicked|Error" "$OUT/$name.log"
 }
 has check-kernels && check_kernels check-kernels
-has check-ostaged && check_kernels check-ostaged SCALELAB_LIGHTNING_OUTPUT_STORE=staged
 has check-fused && check_kernels check-fused SCALELAB_LIGHTNING_FUSED=on
 has check-split && check_kernels check-split SCALELAB_LIGHTNING_FUSED=off
 has check-fused32 && check_kernels check-fused32 SCALELAB_LIGHTNING_FUSED=on SCALELAB_LIGHTNING_FUSED_TILE=32x64

@@ -403,6 +403,7 @@ fn decode_kernel<F: Float, S: Float, N: Size>(
         let ob = bi * state_out.stride(0) + hi * state_out.stride(1) + col * state_out.stride(3);
         let s_sr = state.stride(2);
         let o_sr = state_out.stride(2);
+        let (k_sd, q_sd) = (k.stride(3), q.stride(3));
         let mut old = Array::<Vector<S, N>>::new(rows);
         #[unroll]
         for i in 0..rows {
@@ -415,8 +416,8 @@ fn decode_kernel<F: Float, S: Float, N: Size>(
         for i in 0..rows {
             let r = group + 8 * i;
             if r < dk {
-                let kr = Vector::<f32, N>::new(f32::cast_from(k[kb + r * k.stride(3)]));
-                let qr = Vector::<f32, N>::new(f32::cast_from(q[qb + r * q.stride(3)]));
+                let kr = Vector::<f32, N>::new(f32::cast_from(k[kb + r * k_sd]));
+                let qr = Vector::<f32, N>::new(f32::cast_from(q[qb + r * q_sd]));
                 let new = lambda * Vector::<f32, N>::cast_from(old[i]) + kr * vj;
                 state_out[(ob + r * o_sr) / nv] = Vector::<S, N>::cast_from(new);
                 acc += qr * new;

@@ -18,7 +18,7 @@
 //!
 //! Same contracts as `chunk_states_kernel` and `chunk_output_kernel`, which stay the path on
 //! other devices and geometries; `SCALELAB_LIGHTNING_MMA` picks which passes use these (see
-//! `split::mma_passes`), and `split`'s other knobs their variants (states tiles, `H` and `o`
+//! `split::mma_passes`), and `split`'s other knobs their variants (states tiles, `H`
 //! stores, `cp.async` staging). Manual MMA does not exist on wgpu: these kernels are checked on
 //! the GPU against the f32 kernel (`lightning --check-kernels`), which the lavapipe tests check
 //! against the references.
@@ -330,7 +330,6 @@ pub(crate) fn chunk_states_mma_kernel<F: Float, N: Size>(
     #[comptime] dt: usize,
     #[comptime] warps: usize,
     #[comptime] col_groups: usize,
-    #[comptime] depth: usize,
     #[comptime] stage_h: bool,
     #[comptime] has_state: bool,
     #[comptime] reverse: bool,
@@ -391,23 +390,14 @@ pub(crate) fn chunk_states_mma_kernel<F: Float, N: Size>(
         acc[i] = v;
     }
 
-    // The chunks' operands arrive in registers `depth` chunks ahead (two sets with `depth = 2`,
-    // used in turn), so each fetch has `depth` steps of the chain to land.
+    // Each chunk's operands arrive in registers one chunk ahead, under the previous chunk's
+    // update (two chunks ahead, two register sets in turn, measured no faster on the H200).
     let nv = N::value();
-    let mut rb0 = Array::<Vector<F, N>>::new(comptime!(chunk * rt / (threads * nv)));
-    let mut rc0 = Array::<Vector<F, N>>::new(comptime!(chunk * dt / (threads * nv)));
-    let mut rb1 = Array::<Vector<F, N>>::new(comptime!(chunk * rt / (threads * nv)));
-    let mut rc1 = Array::<Vector<F, N>>::new(comptime!(chunk * dt / (threads * nv)));
+    let mut rb = Array::<Vector<F, N>>::new(comptime!(chunk * rt / (threads * nv)));
+    let mut rc = Array::<Vector<F, N>>::new(comptime!(chunk * dt / (threads * nv)));
     fetch_states_chunk::<F, N>(
-        b, c, &ops, 0, r0, c0, &mut rb0, &mut rc0, chunk, rt, dt, reverse, threads,
+        b, c, &ops, 0, r0, c0, &mut rb, &mut rc, chunk, rt, dt, reverse, threads,
     );
-    if depth == 2 {
-        if nblocks > 1 {
-            fetch_states_chunk::<F, N>(
-                b, c, &ops, chunk, r0, c0, &mut rb1, &mut rc1, chunk, rt, dt, reverse, threads,
-            );
-        }
-    }
     sync_cube();
     let at = StatesStep {
         h_base,
@@ -419,93 +409,33 @@ pub(crate) fn chunk_states_mma_kernel<F: Float, N: Size>(
         g,
         tq,
     };
-    if depth == 2 {
-        for pair in 0..(nblocks + 1) / 2 {
-            let blk = 2 * pair;
-            states_step::<F, N>(
-                b,
-                c,
-                &ops,
-                h,
-                &mut acc,
-                &mut rb0,
-                &mut rc0,
-                &mut sbk,
-                &mut sc,
-                &mut sh,
-                &pw,
-                blk,
-                blk + 2,
-                &at,
-                stage_h,
-                chunk,
-                dkp,
-                rt,
-                dt,
-                tiles,
-                mtw,
-                frags,
-                reverse,
-                threads,
-            );
-            if blk + 1 < nblocks {
-                states_step::<F, N>(
-                    b,
-                    c,
-                    &ops,
-                    h,
-                    &mut acc,
-                    &mut rb1,
-                    &mut rc1,
-                    &mut sbk,
-                    &mut sc,
-                    &mut sh,
-                    &pw,
-                    blk + 1,
-                    blk + 3,
-                    &at,
-                    stage_h,
-                    chunk,
-                    dkp,
-                    rt,
-                    dt,
-                    tiles,
-                    mtw,
-                    frags,
-                    reverse,
-                    threads,
-                );
-            }
-        }
-    } else {
-        for blk in 0..nblocks {
-            states_step::<F, N>(
-                b,
-                c,
-                &ops,
-                h,
-                &mut acc,
-                &mut rb0,
-                &mut rc0,
-                &mut sbk,
-                &mut sc,
-                &mut sh,
-                &pw,
-                blk,
-                blk + 1,
-                &at,
-                stage_h,
-                chunk,
-                dkp,
-                rt,
-                dt,
-                tiles,
-                mtw,
-                frags,
-                reverse,
-                threads,
-            );
-        }
+    for blk in 0..nblocks {
+        states_step::<F, N>(
+            b,
+            c,
+            &ops,
+            h,
+            &mut acc,
+            &mut rb,
+            &mut rc,
+            &mut sbk,
+            &mut sc,
+            &mut sh,
+            &pw,
+            blk,
+            blk + 1,
+            &at,
+            stage_h,
+            chunk,
+            dkp,
+            rt,
+            dt,
+            tiles,
+            mtw,
+            frags,
+            reverse,
+            threads,
+        );
     }
 
     // The final state, from the accumulators.
@@ -683,7 +613,6 @@ pub(crate) fn chunk_output_mma_kernel<F: Float, N: Size>(
     #[comptime] hdt: usize,
     #[comptime] cpc: usize,
     #[comptime] async_copy: bool,
-    #[comptime] stage_o: bool,
     #[comptime] reverse: bool,
     #[comptime] h_t: bool,
     #[define(F)] _dtype: StorageType,
@@ -734,12 +663,6 @@ pub(crate) fn chunk_output_mma_kernel<F: Float, N: Size>(
     let mut sb = SharedMemory::<F>::new_aligned(comptime!(cpc * chunk * ks), 32usize);
     let mut sc = SharedMemory::<F>::new_aligned(comptime!(cpc * chunk * cs), 32usize);
     let mut sh = SharedMemory::<F>::new_aligned(comptime!(cpc * sh_len), 32usize);
-    let so_len = comptime!(if stage_o {
-        cpc * chunk * (dt + PAD) / 2
-    } else {
-        2
-    });
-    let mut so = SharedMemory::<Pair<F>>::new_aligned(so_len, 32usize);
     let mut pw = SharedMemory::<f32>::new(chunk + 1);
 
     if async_copy {
@@ -870,44 +793,21 @@ pub(crate) fn chunk_output_mma_kernel<F: Float, N: Size>(
         }
     }
 
-    // Rows inside the sequence, columns inside `dc`. With `stage_o` through the shared tile `so`
-    // (pair row stride `(dt + PAD) / 2`), each warp then storing 128 contiguous bytes; else one
-    // pair per store straight from the accumulators (16 bytes on each of 8 rows per warp store).
+    // Rows inside the sequence, columns inside `dc`: one pair per store straight from the
+    // accumulators (16 bytes on each of 8 rows per warp store; staging them through shared
+    // memory for whole 128-byte rows measured 3-13% slower on the H200).
     let o_base = bi * out.stride(0) + hi * out.stride(1);
     let o_st = out.stride(2);
-    let sp = comptime!((dt + PAD) / 2);
-    let so_base = sub * comptime!(chunk * (dt + PAD) / 2);
     #[unroll]
     for t in 0..wtiles {
         #[unroll]
         for half in 0..2usize {
             let i = row_lo + half * 8;
-            if stage_o {
-                let col = wcol + t * MN + 2 * tq;
-                so[so_base + i * sp + col / 2] = Pair::<F>::cast_from(acc[2 * t + half]);
-            } else {
-                let col = c0 + wcol + t * MN + 2 * tq;
-                if i < len && col < dc {
-                    let tt = t0 + i;
-                    let p = if reverse { n - 1 - tt } else { tt };
-                    out[(o_base + p * o_st + col) / 2] = Pair::<F>::cast_from(acc[2 * t + half]);
-                }
-            }
-        }
-    }
-    if stage_o {
-        sync_cube();
-        let wp = comptime!(dt / 2);
-        let lt = tid % chunk_threads;
-        #[unroll]
-        for r in 0..chunk * dt / 2 / chunk_threads {
-            let e = lt + r * chunk_threads;
-            let i = e / wp;
-            let cp = e % wp;
-            if i < len && c0 + 2 * cp < dc {
+            let col = c0 + wcol + t * MN + 2 * tq;
+            if i < len && col < dc {
                 let tt = t0 + i;
                 let p = if reverse { n - 1 - tt } else { tt };
-                out[(o_base + p * o_st + c0) / 2 + cp] = so[so_base + i * sp + cp];
+                out[(o_base + p * o_st + col) / 2] = Pair::<F>::cast_from(acc[2 * t + half]);
             }
         }
     }

@@ -821,7 +821,6 @@ struct StatesGeometry {
     dt: usize,
     warps: usize,
     col_groups: usize,
-    depth: usize,
     stage_h: bool,
 }
 
@@ -840,14 +839,6 @@ fn states_shape() -> Option<bool> {
             ],
         )
     })
-}
-
-/// How many chunks ahead the whole-state cubes fetch their operands:
-/// `SCALELAB_LIGHTNING_STATES_DEPTH` = 1 (default) or 2 (two register sets used in turn). On
-/// the H200 2 did not pay (within 2%): the chain does not wait on its loads.
-fn states_depth() -> usize {
-    static DEPTH: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *DEPTH.get_or_init(|| knob("SCALELAB_LIGHTNING_STATES_DEPTH", &[("1", 1), ("2", 2)]))
 }
 
 /// Whether the register states kernel writes `H` through shared memory, each warp storing whole
@@ -898,7 +889,6 @@ fn mma_states<R: CubeRuntime>(
             dt: 128,
             warps: 16,
             col_groups: 2,
-            depth: states_depth(),
             stage_h: stage_h(),
         }
     } else {
@@ -907,7 +897,6 @@ fn mma_states<R: CubeRuntime>(
             dt: cfg.dt,
             warps,
             col_groups: 1,
-            depth: 1,
             stage_h: stage_h(),
         }
     })
@@ -938,19 +927,18 @@ fn mma_output_cols<R: CubeRuntime>(
     .then_some(dt)
 }
 
-/// How the register output kernel stages its chunks and stores its outputs: `(chunks per cube,
-/// by cp.async, o through shared memory)`, each as its knob asks where the device allows it
-/// (`cp.async` on the device, the tiles within its shared memory).
-/// `SCALELAB_LIGHTNING_OUTPUT` = `regs` (unset: one chunk through registers), `async1` (one chunk
-/// by `cp.async`) or `async2` (two chunks per 512-unit cube by `cp.async`). On the H200 `async1`
-/// ran as fast as `regs` and `async2` 8% slower (its 128-register cap); `regs` needs no
-/// `cp.async`. The output stores: [`stage_o`].
+/// How the register output kernel stages its chunks: `(chunks per cube, by cp.async)`, as
+/// `SCALELAB_LIGHTNING_OUTPUT` asks where the device allows it (`cp.async` on the device, the
+/// tiles within its shared memory): `regs` (unset: one chunk through registers), `async1` (one
+/// chunk by `cp.async`) or `async2` (two chunks per 512-unit cube by `cp.async`). On the H200
+/// `async1` ran as fast as `regs` and `async2` 8% slower (its 128-register cap); `regs` needs no
+/// `cp.async`.
 fn output_staging<R: CubeRuntime>(
     client: &ComputeClient<R>,
     cfg: TiledConfig,
     [dkp, dt]: [usize; 2],
     elem: usize,
-) -> (usize, bool, bool) {
+) -> (usize, bool) {
     static KNOB: std::sync::OnceLock<(usize, bool)> = std::sync::OnceLock::new();
     let (cpc_wanted, async_wanted) = *KNOB.get_or_init(|| {
         knob(
@@ -964,37 +952,15 @@ fn output_staging<R: CubeRuntime>(
     });
     let props = client.properties();
     let c = cfg.chunk;
-    let fits = |cpc: usize, stage_o: bool| {
-        let staged = if stage_o { c * (dt + PAD) } else { 0 };
-        let tiles = 2 * c * (dkp + PAD)
-            + c * (dt + PAD)
-            + (dkp * (dt + PAD)).max(dt * (dkp + PAD))
-            + staged;
-        cpc * elem * tiles + 4 * (c + 1) + 64 <= props.hardware.max_shared_memory_size
-    };
-    let stage_o = stage_o() && fits(1, true);
+    let tiles = 2 * c * (dkp + PAD) + c * (dt + PAD) + (dkp * (dt + PAD)).max(dt * (dkp + PAD));
+    let two_fit = 2 * elem * tiles + 4 * (c + 1) + 64 <= props.hardware.max_shared_memory_size;
     let async_copy = async_wanted && props.features.copy_async;
-    let cpc = if async_copy && cpc_wanted == 2 && fits(2, stage_o) {
+    let cpc = if async_copy && cpc_wanted == 2 && two_fit {
         2
     } else {
         1
     };
-    (cpc, async_copy, stage_o)
-}
-
-/// Whether the register output kernel stores its outputs through shared memory, each warp
-/// writing 128 contiguous bytes (`SCALELAB_LIGHTNING_OUTPUT_STORE=staged`), or straight from its
-/// accumulators, 16 bytes on each of 8 rows per warp store (`direct`, the default). `staged` is
-/// the `H` stores' fix applied to `o`; written after the last device call of session 6, it has
-/// not run on a GPU yet.
-fn stage_o() -> bool {
-    static STAGED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *STAGED.get_or_init(|| {
-        knob(
-            "SCALELAB_LIGHTNING_OUTPUT_STORE",
-            &[("direct", false), ("staged", true)],
-        )
-    })
+    (cpc, async_copy)
 }
 
 /// The one-launch register kernel's geometry ([`super::mma_fused`]): tokens per chunk, state
@@ -1143,7 +1109,7 @@ unsafe fn output_pass<R: CubeRuntime>(
 ) {
     let dtype = a.dtype;
     if let Some(dt) = mma_output_cols(client, dtype, cfg, [dkp, dc], nv) {
-        let (cpc, async_copy, stage_o) = output_staging(client, cfg, [dkp, dt], dtype.size());
+        let (cpc, async_copy) = output_staging(client, cfg, [dkp, dt], dtype.size());
         super::mma::chunk_output_mma_kernel::launch_unchecked::<R>(
             client,
             CubeCount::Static(
@@ -1165,7 +1131,6 @@ unsafe fn output_pass<R: CubeRuntime>(
             cfg.dt,
             cpc,
             async_copy,
-            stage_o,
             reverse,
             h_t,
             dtype.into(),
@@ -1230,7 +1195,6 @@ unsafe fn states_pass<R: CubeRuntime>(
             geo.dt,
             geo.warps,
             geo.col_groups,
-            geo.depth,
             geo.stage_h,
             has_state,
             opts.reverse,
