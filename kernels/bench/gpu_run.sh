@@ -47,6 +47,8 @@
 #                 --ts NCU_TIME_TS` (default 2048,8192), summed per kernel and grid by
 #                 kernel_times.py (ncu-time.txt): where a forward's or a backward's time goes;
 #                 NCU_TIME_KERNELS (a regex, default our kernels; "." for every kernel)
+#   overhead      `lightning --overhead T` for T in OVERHEAD_TS (default 2048,65536): forwards
+#                 through the fusion layer and without it, 5 to 1000 calls back to back
 # Knobs: TS=2048,8192 (lengths), REFMAX=T (tensor-op reference up to T; 0 = none, the default),
 # CHECK_TS (default 2048,8192), FLA_TIMEOUT, BENCH_TIMEOUT, CHECK_TIMEOUT (seconds).
 # Costs seen on the H200 (session 5): a fresh machine about 30 s; fla about 145 s; ours about 25 s
@@ -80,7 +82,7 @@ bench() { # name, then extra environment
   stamp "$name"
   env "$@" timeout "${BENCH_TIMEOUT:-360}" ./lightning --ts "$TS" --reference-max "${REFMAX:-0}" \
     --json "$OUT/$name.jsonl" > "$OUT/$name.log" 2>&1
-  grep -v "^\s*$" "$OUT/$name.log" | tail -14
+  grep -v "^\s*$" "$OUT/$name.log" | tail -40
 }
 has ours && bench ours
 has ours-apart && bench ours-apart SCALELAB_LIGHTNING_SHARED_DKDV=0
@@ -152,6 +154,13 @@ if has ncu-time; then
     --kernel-name regex:"${NCU_TIME_KERNELS:-chunk_|scan_|decode_|tiled_}" --metrics gpu__time_duration.sum \
     ./lightning --probe --ts "${NCU_TIME_TS:-2048,8192}" > "$OUT/ncu-time-raw.txt" 2>&1
   python3 kernel_times.py "$OUT/ncu-time-raw.txt" | tee "$OUT/ncu-time.txt"
+fi
+if has overhead; then
+  stamp overhead
+  ts=${OVERHEAD_TS:-2048,65536}
+  for t in ${ts//,/ }; do
+    timeout 120 ./lightning --overhead "$t" 2>&1 | grep -E "overhead|panicked" | tee -a "$OUT/overhead.txt"
+  done
 fi
 stamp done
 # The device tool brings back only a few files per call: one archive holds them all.

@@ -7,10 +7,11 @@
 //! [--check | --check-kernels [--check-ts T,..]] [--probe] [--ts T,..] [--reference-max T]`;
 //! `--check` first compares kernels and reference at H=64, D=128, then the bf16 kernels with the
 //! f32 kernel at the benchmark shape; `--check-kernels` compares the bf16 kernels with the f32
-//! kernel at both; `--probe` runs the quick correctness-and-speed probe only.
+//! kernel at both; `--probe` runs the quick correctness-and-speed probe only; `--overhead T`
+//! times forwards with and without the fusion layer over runs of 5 to 1000 calls.
 //!
-//! Timing: two warm-up runs (the first compiles and autotunes), then `reps` runs issued back to
-//! back with one sync (the reported ms: device time per call, as fla's CUDA-event timing
+//! Timing: two warm-up runs (the first compiles and autotunes), then runs issued back to back
+//! for about 200 ms with one sync (the reported ms: device time per call, as fla's CUDA-event timing
 //! measures it) and `reps` runs each ending in a sync (the last column: adds the host's launch
 //! cost and the sync round trip). Peak memory: the pool's reserved bytes after the run, the pool
 //! cleaned before it.
@@ -53,8 +54,8 @@ fn pool_reserved(device: &CudaDevice) -> f64 {
     usage.bytes_reserved as f64
 }
 
-/// One workload's times: `stream` is the mean over `reps` calls issued back to back with one sync
-/// at the end (the device's time per call, the host's launch cost hidden behind the queue, as
+/// One workload's times: `stream` is the mean over calls issued back to back for about
+/// [`STREAM_MS`] (at least `reps`) with one sync at the end (the device's time per call, the host's launch cost hidden behind the queue, as
 /// fla's `triton.testing.do_bench` events measure), `synced` the median of `reps` calls each
 /// followed by a sync (adds the host's launch cost and the sync round trip), `peak` the pool's
 /// reserved bytes.
@@ -63,6 +64,12 @@ struct Timing {
     synced: f64,
     peak: f64,
 }
+
+/// How long the back-to-back run lasts, as `triton.testing.do_bench(rep=200)`: the queue's
+/// start-up and the final sync are a few hundred microseconds, which a run of a handful of calls
+/// would spread over each call (seen as 50 us per forward through the fusion layer's two
+/// batching threads).
+const STREAM_MS: f64 = 200.0;
 
 /// [`Timing`] of `f` after two warm-ups (the first compiles), and two more back to back before
 /// the timed back-to-back run.
@@ -90,14 +97,16 @@ fn time<B: Backend>(
         f();
     }
     sync::<B>(device);
+    let synced = median(ts);
+    let calls = ((STREAM_MS / synced).ceil() as usize).clamp(reps, 4000);
     let t = Instant::now();
-    for _ in 0..reps {
+    for _ in 0..calls {
         f();
     }
     sync::<B>(device);
     Timing {
-        stream: t.elapsed().as_secs_f64() * 1e3 / reps as f64,
-        synced: median(ts),
+        stream: t.elapsed().as_secs_f64() * 1e3 / calls as f64,
+        synced,
         peak: pool_reserved(cuda),
     }
 }
@@ -396,6 +405,52 @@ fn probe(device: &CudaDevice, ts: &[usize]) {
     }
 }
 
+/// The fusion layer's cost per forward call against the number of calls issued back to back
+/// (B=4, H=32, D=128, bf16, at T): a cost that shrinks as the run grows is the queue's start-up
+/// spread over few calls, not a cost each call pays.
+fn overhead(device: &CudaDevice, t: usize) {
+    let (b, h, d) = (4, 32, 128);
+    let rnd =
+        |shape: [usize; 4]| Tensor::<Bf, 4>::random(shape, Distribution::Normal(0.0, 0.3), device);
+    let (q, k, v) = (rnd([b, h, t, d]), rnd([b, h, t, d]), rnd([b, h, t, d]));
+    let slopes: Vec<f32> = (0..h)
+        .map(|i| 2f32.powf(-8.0 * (i + 1) as f32 / h as f32))
+        .collect();
+    let s = Tensor::<Bf, 1>::from_floats(slopes.as_slice(), device);
+    let direct = |x: &Tensor<Bf, 4>| Tensor::<BfDirect, 4>::from_data(x.to_data(), device);
+    let (dq, dk, dv) = (direct(&q), direct(&k), direct(&v));
+    let ds = Tensor::<BfDirect, 1>::from_data(s.to_data(), device);
+    let fused = || {
+        let (q, k, v, s) = (q.clone(), k.clone(), v.clone(), s.clone());
+        drop(Bf::lightning_attention(q, k, v, s, None, 64))
+    };
+    let plain = || {
+        let (q, k, v, s) = (dq.clone(), dk.clone(), dv.clone(), ds.clone());
+        drop(BfDirect::lightning_attention(q, k, v, s, None, 64))
+    };
+    let per_call = |f: &dyn Fn(), sync: &dyn Fn(), calls: usize| {
+        for _ in 0..3 {
+            f();
+        }
+        sync();
+        let start = Instant::now();
+        for _ in 0..calls {
+            f();
+        }
+        sync();
+        start.elapsed().as_secs_f64() * 1e3 / calls as f64
+    };
+    for calls in [5, 20, 100, 1000] {
+        let with = per_call(&fused, &|| sync::<Bf>(device), calls);
+        let without = per_call(&plain, &|| sync::<BfDirect>(device), calls);
+        eprintln!(
+            "overhead T={t}, {calls} calls back to back: {with:.3} ms per call through fusion, \
+             {without:.3} without, difference {:.1} us",
+            (with - without) * 1e3
+        );
+    }
+}
+
 /// The sequence lengths given as `NAME 2048,8192`, if given.
 fn list_arg(args: &[String], name: &str) -> Option<Vec<usize>> {
     args.iter().position(|a| a == name).map(|i| {
@@ -432,6 +487,14 @@ fn main() {
     if args.iter().any(|a| a == "--probe") {
         let ts = list_arg(&args, "--ts").unwrap_or_else(|| vec![2048, 8192, 32768]);
         probe(&device, &ts);
+        return;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--overhead") {
+        let t = args
+            .get(i + 1)
+            .and_then(|x| x.parse().ok())
+            .expect("--overhead: a sequence length, such as 4096");
+        overhead(&device, t);
         return;
     }
     let reference = args.iter().any(|a| a == "--check");
