@@ -11,8 +11,8 @@ D=128. SDPA: causal, bf16, [B, H, T, D]. Times are medians of CUDA-event-timed r
 device-to-device copy (bytes read plus written) and an 8192^3 bf16 matrix product on random data.
 
 Prints one table, last, with scalelab / fla ratios (> 1: slower) and each of our times over the
-split design's memory floor: the bytes its kernels must move through DRAM (each input read once,
-each output and chunk state written once; `floor_bytes`) over the measured copy rate.
+memory floor of our one-launch kernels: the bytes they must move through DRAM (each input read
+once, each output written once; `floor_bytes`) over the measured copy rate.
 """
 
 import argparse
@@ -35,18 +35,15 @@ B, H, D, CHUNK = 4, 32, 128, 64
 
 
 def floor_bytes(what, t):
-    """DRAM bytes the split kernels move at least, bf16, B=4, H=32, D=128, 64-token chunks.
+    """DRAM bytes the one-launch kernels move at least, bf16, B=4, H=32, D=128.
 
-    X is one [B, H, T, D] tensor; the chunk states H are D/CHUNK = 2 X. Forward: the states pass
-    reads k, v and writes H (4 X), the output pass reads q, k, v, H and writes o (6 X). The
-    backward runs three such scans (dq, dk, dv): 30 X. fla moves the same 10 X forward and about
-    19 X backward (h recomputed, dh, one fused dq/dk/dv pass).
+    X is one [B, H, T, D] tensor. Each scan keeps its state on chip, so it reads its three inputs
+    once and writes its output once: the forward 4 X; forward+backward adds the dq, dk and dv
+    scans, 16 X. (The split pair also writes and reads every chunk's state, 2 X per scan at
+    D=128 and 64-token chunks: 10 X forward. fla moves about 10 X forward and 19 X backward.)
     """
-    x = B * H * t * D * 2
-    states = 2 * x + (D // CHUNK) * x
-    output = 3 * x + (D // CHUNK) * x + x
-    fwd = states + output
-    return {"forward": fwd, "fwd+bwd": 4 * fwd}.get(what)
+    scan = 4 * B * H * t * D * 2
+    return {"forward": scan, "fwd+bwd": 4 * scan}.get(what)
 
 
 def main():

@@ -49,6 +49,8 @@
 #                 NCU_TIME_KERNELS (a regex, default our kernels; "." for every kernel)
 #   overhead      `lightning --overhead T` for T in OVERHEAD_TS (default 2048,65536): forwards
 #                 through the fusion layer and without it, 5 to 1000 calls back to back
+#   decode-ncu    batch-256 decode steps alone (decode.log), then one under Nsight Compute with
+#                 its DRAM bytes read and written (decode-ncu.txt)
 # Knobs: TS=2048,8192 (lengths), REFMAX=T (tensor-op reference up to T; 0 = none, the default),
 # CHECK_TS (default 2048,8192), FLA_TIMEOUT, BENCH_TIMEOUT, CHECK_TIMEOUT (seconds).
 # Costs seen on the H200 (session 5): a fresh machine about 30 s; fla about 145 s; ours about 25 s
@@ -144,9 +146,12 @@ if has ncu; then
     --kernel-name regex:"${NCU_KERNELS:-chunk_|scan_|decode_}" --launch-skip "${NCU_SKIP:-6}" --launch-count "${NCU_COUNT:-2}" \
     --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
     --section MemoryWorkloadAnalysis --section SchedulerStats \
+    --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio" \
     ./lightning --probe --ts "${NCU_T:-8192}" > "$OUT/ncu.txt" 2>&1
   grep -E "^\s+(chunk_|scan_|tiled_)|Duration|Registers Per|Achieved Occupancy|Compute \(SM\) Throughput|Memory Throughput" \
     "$OUT/ncu.txt" | head -60
+  # The stall reasons, largest first (warps stalled per issued instruction).
+  grep -E "issue_stalled" "$OUT/ncu.txt" | sort -k3 -g -r | head -12
 fi
 if has ncu-time; then
   stamp ncu-time
@@ -161,6 +166,18 @@ if has overhead; then
   for t in ${ts//,/ }; do
     timeout 120 ./lightning --overhead "$t" 2>&1 | grep -E "overhead|panicked" | tee -a "$OUT/overhead.txt"
   done
+fi
+if has decode-ncu; then
+  # Batch-256 decode alone, then one step under Nsight Compute: the DRAM bytes it moves against
+  # the 2.15 GB of state it reads and writes (a step faster than the copy rate moves fewer).
+  stamp decode-ncu
+  timeout 120 ./lightning --decode 256 > "$OUT/decode.log" 2>&1
+  grep -E "decode|panicked" "$OUT/decode.log"
+  timeout "${NCU_TIMEOUT:-240}" ncu --clock-control none --kernel-name regex:decode_ --launch-skip 5 \
+    --launch-count 1 --section SpeedOfLight --section MemoryWorkloadAnalysis \
+    --metrics dram__bytes_read.sum,dram__bytes_write.sum,gpu__time_duration.sum \
+    ./lightning --decode 256 > "$OUT/decode-ncu.txt" 2>&1
+  grep -E "dram__bytes|gpu__time|DRAM Throughput|Memory Throughput|Compression" "$OUT/decode-ncu.txt"
 fi
 stamp done
 # The device tool brings back only a few files per call: one archive holds them all.

@@ -4,7 +4,8 @@
 //! object per measurement, which `kernels/bench/compare_fla.py` reads.
 //!
 //! `cargo bench -p scalelab-kernels --features cuda --bench lightning -- [--quick] [--json PATH]
-//! [--check | --check-kernels [--check-ts T,..]] [--probe] [--ts T,..] [--reference-max T]`;
+//! [--check | --check-kernels [--check-ts T,..]] [--probe] [--ts T,..] [--reference-max T]
+//! [--decode B,..]`; `--decode` times decode steps alone, at these batch sizes;
 //! `--check` first compares kernels and reference at H=64, D=128, then the bf16 kernels with the
 //! f32 kernel at the benchmark shape; `--check-kernels` compares the bf16 kernels with the f32
 //! kernel at both; `--probe` runs the quick correctness-and-speed probe only; `--overhead T`
@@ -20,7 +21,8 @@ use std::io::Write;
 use std::time::Instant;
 
 use burn::backend::cuda::CudaDevice;
-use burn::backend::{Autodiff, Cuda};
+use burn::backend::ndarray::NdArrayDevice;
+use burn::backend::{Autodiff, Cuda, NdArray};
 use burn::tensor::{backend::Backend, bf16, Distribution, Tensor, TensorData};
 use cubecl::cuda::CudaRuntime;
 use cubecl::Runtime;
@@ -175,8 +177,7 @@ fn attention_and_grads<B: LightningBackend>(
             64,
         )
     } else {
-        // The quadratic form: a handful of matmuls, so far less to compile and autotune on the
-        // device than the chunked form's loop (the check's reference took about 4 minutes).
+        // The quadratic form: a handful of matmuls, independent of the chunked algorithm.
         reference::naive(q.clone(), k.clone(), v.clone(), s.clone(), Some(st.clone()))
     };
     let loss = (o.clone() * t4(ro)).sum() + last.clone().sum();
@@ -236,7 +237,8 @@ fn check_row(what: &str, got: Quantities, want: &Quantities) {
     );
 }
 
-/// Kernels against the f32 tensor-op reference on the device at the MiniMax head shape (B=2,
+/// Kernels against the f32 tensor-op reference (on the host's CPUs, `NdArray`: compiling and
+/// autotuning it on the device took minutes) at the MiniMax head shape (B=2,
 /// H=64, D=128, T=1000: 15 chunks and a tail, MiniMax's slopes, an initial state): outputs, final
 /// states and every gradient. The bf16 kernels get bf16-rounded inputs and are compared with the
 /// f32 reference on the same rounded inputs, so the figure is the kernel's own error.
@@ -251,7 +253,11 @@ fn check_row(what: &str, got: Quantities, want: &Quantities) {
 fn check(device: &CudaDevice, ts: &[usize], reference: bool) {
     let (b, h, n, d) = (2, 64, 1000, 128);
     let inputs = check_data(device, b, h, n, d);
-    let want = attention_and_grads::<F32>(device, &inputs, !reference);
+    let want = if reference {
+        attention_and_grads::<NdArray<f32>>(&NdArrayDevice::Cpu, &inputs, false)
+    } else {
+        attention_and_grads::<F32>(device, &inputs, true)
+    };
     eprintln!(
         "check: {} done; shared-state dk/dv pair {}",
         if reference { "reference" } else { "f32 kernel" },
@@ -505,8 +511,12 @@ fn main() {
     }
 
     let (b, h, d) = (4usize, 32usize, 128usize);
+    // `--decode 1,256`: only the decode rows, at these batches.
+    let decode_batches = list_arg(&args, "--decode");
     let ts: Vec<usize> = if let Some(ts) = list_arg(&args, "--ts") {
         ts
+    } else if decode_batches.is_some() {
+        vec![]
     } else if quick {
         vec![2048, 8192]
     } else {
@@ -630,7 +640,7 @@ fn main() {
     let slopes: Vec<f32> = (0..h)
         .map(|i| 2f32.powf(-8.0 * (i + 1) as f32 / h as f32))
         .collect();
-    for batch in [1usize, 256] {
+    for batch in decode_batches.unwrap_or_else(|| vec![1, 256]) {
         let bytes = (batch * h) as f64 * (2.0 * (d * d) as f64 + 4.0 * d as f64) * 4.0;
         let flop = (batch * h) as f64 * 4.0 * (d * d) as f64;
         let runs: [(&'static str, DecodeStep); 3] = [
