@@ -23,7 +23,7 @@ use std::time::Instant;
 use burn::backend::cuda::CudaDevice;
 use burn::backend::ndarray::NdArrayDevice;
 use burn::backend::{Autodiff, Cuda, NdArray};
-use burn::tensor::{backend::Backend, bf16, Distribution, Tensor, TensorData};
+use burn::tensor::{backend::Backend, bf16, DType, Distribution, Element, Tensor, TensorData};
 use cubecl::cuda::CudaRuntime;
 use cubecl::Runtime;
 use scalelab_kernels::lightning::reference::relative_error as rel_err;
@@ -35,6 +35,14 @@ type F32 = Cuda<f32>;
 type F32Direct = burn_cubecl::CubeBackend<CudaRuntime, f32, i32, u8>;
 /// bf16 CUDA without the fusion layer: the forward's cost outside the kernels.
 type BfDirect = burn_cubecl::CubeBackend<CudaRuntime, bf16, i32, u8>;
+
+/// Creation options in backend `B`'s own float dtype. Burn 0.21 fixes a device's default float
+/// dtype at the first tensor any backend type creates on it, and converts later creations to
+/// it: without these, `Cuda<f32>` tensors made after `Cuda<bf16>` ones are bf16, and the
+/// reverse.
+fn own<B: Backend>(device: &B::Device) -> (&B::Device, DType) {
+    (device, <B::FloatElem as Element>::dtype())
+}
 
 fn sync<B: Backend>(device: &B::Device) {
     B::sync(device).expect("device sync");
@@ -158,7 +166,7 @@ fn attention_and_grads<B: LightningBackend>(
     kernel: bool,
 ) -> Quantities {
     type A<B> = Autodiff<B>;
-    let t4 = |x: &TensorData| Tensor::<A<B>, 4>::from_data(x.clone(), device);
+    let t4 = |x: &TensorData| Tensor::<A<B>, 4>::from_data(x.clone(), own::<B>(device));
     let [q, k, v, st, s, ro] = inputs;
     let (q, k, v, st) = (
         t4(q).require_grad(),
@@ -166,7 +174,12 @@ fn attention_and_grads<B: LightningBackend>(
         t4(v).require_grad(),
         t4(st).require_grad(),
     );
-    let s = Tensor::<A<B>, 1>::from_data(s.clone(), device).require_grad();
+    let s = Tensor::<A<B>, 1>::from_data(s.clone(), own::<B>(device)).require_grad();
+    assert_eq!(
+        q.dtype(),
+        <B::FloatElem as Element>::dtype(),
+        "check inputs in the backend's own dtype"
+    );
     let (o, last) = if kernel {
         A::<B>::lightning_attention(
             q.clone(),
@@ -208,7 +221,7 @@ fn check_data_with(
     slope: impl Fn(usize) -> f32,
 ) -> [TensorData; 6] {
     let rnd = |shape: [usize; 4]| {
-        Tensor::<F32, 4>::random(shape, Distribution::Normal(0.0, 0.3), device)
+        Tensor::<F32, 4>::random(shape, Distribution::Normal(0.0, 0.3), own::<F32>(device))
             .into_data()
             .convert::<bf16>()
             .convert::<f32>()
@@ -310,10 +323,10 @@ fn check_decode(device: &CudaDevice) {
     let slopes: Vec<f32> = (0..h)
         .map(|i| 2f32.powf(-8.0 * (i + 1) as f32 / h as f32))
         .collect();
-    let s = Tensor::<F32, 1>::from_floats(slopes.as_slice(), device);
+    let s = Tensor::<F32, 1>::from_data(TensorData::from(slopes.as_slice()), own::<F32>(device));
     for batch in [4, 256] {
         let rnd = |shape: [usize; 4]| {
-            Tensor::<F32, 4>::random(shape, Distribution::Normal(0.0, 0.3), device)
+            Tensor::<F32, 4>::random(shape, Distribution::Normal(0.0, 0.3), own::<F32>(device))
         };
         let mut kernel_state = rnd([batch, h, d, d]);
         let mut reference_state = kernel_state.clone();
@@ -348,11 +361,11 @@ fn probe(device: &CudaDevice, ts: &[usize]) {
     let d = 128;
     for (b, h, t) in [(1, 1, 64), (1, 2, 200), (4, 32, 2048)] {
         let rnd = |shape: [usize; 4]| {
-            Tensor::<Bf, 4>::random(shape, Distribution::Normal(0.0, 0.3), device)
+            Tensor::<Bf, 4>::random(shape, Distribution::Normal(0.0, 0.3), own::<Bf>(device))
         };
         let (q, k, v) = (rnd([b, h, t, d]), rnd([b, h, t, d]), rnd([b, h, t, d]));
         let slopes: Vec<f32> = (0..h).map(|i| 0.1 * (i + 1) as f32).collect();
-        let s = Tensor::<Bf, 1>::from_floats(slopes.as_slice(), device);
+        let s = Tensor::<Bf, 1>::from_data(TensorData::from(slopes.as_slice()), own::<Bf>(device));
         let start = Instant::now();
         let (o, _) = Bf::lightning_attention(q.clone(), k.clone(), v.clone(), s.clone(), None, 64);
         sync::<Bf>(device);
@@ -366,13 +379,13 @@ fn probe(device: &CudaDevice, ts: &[usize]) {
     let (b, h) = (4, 32);
     for &t in ts {
         let rnd = |shape: [usize; 4]| {
-            Tensor::<Bf, 4>::random(shape, Distribution::Normal(0.0, 0.3), device)
+            Tensor::<Bf, 4>::random(shape, Distribution::Normal(0.0, 0.3), own::<Bf>(device))
         };
         let (q, k, v) = (rnd([b, h, t, d]), rnd([b, h, t, d]), rnd([b, h, t, d]));
         let slopes: Vec<f32> = (0..h)
             .map(|i| 2f32.powf(-8.0 * (i + 1) as f32 / h as f32))
             .collect();
-        let s = Tensor::<Bf, 1>::from_floats(slopes.as_slice(), device);
+        let s = Tensor::<Bf, 1>::from_data(TensorData::from(slopes.as_slice()), own::<Bf>(device));
         let fwd = time::<Bf>(device, device, 5, || {
             drop(Bf::lightning_attention(
                 q.clone(),
@@ -416,16 +429,18 @@ fn probe(device: &CudaDevice, ts: &[usize]) {
 /// spread over few calls, not a cost each call pays.
 fn overhead(device: &CudaDevice, t: usize) {
     let (b, h, d) = (4, 32, 128);
-    let rnd =
-        |shape: [usize; 4]| Tensor::<Bf, 4>::random(shape, Distribution::Normal(0.0, 0.3), device);
+    let rnd = |shape: [usize; 4]| {
+        Tensor::<Bf, 4>::random(shape, Distribution::Normal(0.0, 0.3), own::<Bf>(device))
+    };
     let (q, k, v) = (rnd([b, h, t, d]), rnd([b, h, t, d]), rnd([b, h, t, d]));
     let slopes: Vec<f32> = (0..h)
         .map(|i| 2f32.powf(-8.0 * (i + 1) as f32 / h as f32))
         .collect();
-    let s = Tensor::<Bf, 1>::from_floats(slopes.as_slice(), device);
-    let direct = |x: &Tensor<Bf, 4>| Tensor::<BfDirect, 4>::from_data(x.to_data(), device);
+    let s = Tensor::<Bf, 1>::from_data(TensorData::from(slopes.as_slice()), own::<Bf>(device));
+    let direct =
+        |x: &Tensor<Bf, 4>| Tensor::<BfDirect, 4>::from_data(x.to_data(), own::<BfDirect>(device));
     let (dq, dk, dv) = (direct(&q), direct(&k), direct(&v));
-    let ds = Tensor::<BfDirect, 1>::from_data(s.to_data(), device);
+    let ds = Tensor::<BfDirect, 1>::from_data(s.to_data(), own::<BfDirect>(device));
     let fused = || {
         let (q, k, v, s) = (q.clone(), k.clone(), v.clone(), s.clone());
         drop(Bf::lightning_attention(q, k, v, s, None, 64))
@@ -545,10 +560,10 @@ fn main() {
         let bytes_fwd = tokens * 4.0 * d as f64 * 2.0;
         let bytes_bwd = bytes_fwd + tokens * 7.0 * d as f64 * 2.0;
         let rnd = |shape: [usize; 4]| {
-            Tensor::<Bf, 4>::random(shape, Distribution::Normal(0.0, 0.3), &device)
+            Tensor::<Bf, 4>::random(shape, Distribution::Normal(0.0, 0.3), own::<Bf>(&device))
         };
         let (q, k, v) = (rnd([b, h, t, d]), rnd([b, h, t, d]), rnd([b, h, t, d]));
-        let s = Tensor::<Bf, 1>::from_floats(slopes.as_slice(), &device);
+        let s = Tensor::<Bf, 1>::from_data(TensorData::from(slopes.as_slice()), own::<Bf>(&device));
         for kernel in [true, false] {
             let impl_ = if kernel { "kernel" } else { "reference" };
             if !kernel && t > ref_max {
@@ -572,10 +587,11 @@ fn main() {
             }
             .print(&mut json);
             if kernel {
-                let direct =
-                    |x: &Tensor<Bf, 4>| Tensor::<BfDirect, 4>::from_data(x.to_data(), &device);
+                let direct = |x: &Tensor<Bf, 4>| {
+                    Tensor::<BfDirect, 4>::from_data(x.to_data(), own::<BfDirect>(&device))
+                };
                 let (dq, dk, dv) = (direct(&q), direct(&k), direct(&v));
-                let ds = Tensor::<BfDirect, 1>::from_data(s.to_data(), &device);
+                let ds = Tensor::<BfDirect, 1>::from_data(s.to_data(), own::<BfDirect>(&device));
                 let timing = time::<BfDirect>(&device, &device, reps, || {
                     drop(BfDirect::lightning_attention(
                         dq.clone(),
@@ -677,14 +693,15 @@ fn decode_ms<B: LightningBackend<Device = CudaDevice>>(
     reps: usize,
 ) -> Timing {
     let h = slopes.len();
-    let rnd =
-        |shape: [usize; 4]| Tensor::<B, 4>::random(shape, Distribution::Normal(0.0, 0.3), device);
+    let rnd = |shape: [usize; 4]| {
+        Tensor::<B, 4>::random(shape, Distribution::Normal(0.0, 0.3), own::<B>(device))
+    };
     let (q, k, v) = (
         rnd([batch, h, 1, d]),
         rnd([batch, h, 1, d]),
         rnd([batch, h, 1, d]),
     );
-    let s = Tensor::<B, 1>::from_floats(slopes, device);
+    let s = Tensor::<B, 1>::from_data(TensorData::from(slopes), own::<B>(device));
     let state0 = rnd([batch, h, d, d]);
     let steps = 50;
     let per_run = time::<B>(device, device, reps, || {

@@ -526,7 +526,9 @@ impl<B: LightningBackend, C: CheckpointStrategy> LightningBackend for Autodiff<B
         let dv = v.dims()[3];
         let has_state = state.is_some();
         // An untracked zero tensor stands in for a missing state: the node always has 5 parents.
-        let state = state.unwrap_or_else(|| Tensor::zeros([batch, heads, dk, dv], &q.device()));
+        // In q's dtype, not the device's default (Burn fixes that per device at first use).
+        let state = state
+            .unwrap_or_else(|| Tensor::zeros([batch, heads, dk, dv], (&q.device(), q.dtype())));
         let (q, k, v, s, st) = (
             prim(q),
             prim(k),
