@@ -153,6 +153,10 @@ def report(rows, args):
         if w in ("copy", "matmul"):
             unit = "TB/s" if w == "copy" else "TFLOP/s"
             print(f"ceiling {w}: {t / ms / 1e9:.2f} {unit}")
+    ours_copy = ours.get(("copy", 1, "cubecl"))
+    if ours_copy:
+        # The bench's own element-wise pass over 1 GiB of f32 (2 GiB moved) on CubeCL's buffers.
+        print(f"ceiling copy through CubeCL: {2 * 4 * 2**28 / (ours_copy * 1e-3) / 1e12:.2f} TB/s")
 
     print(
         f"{'what':<10} {'T':>6} {'fla ms':>9} {'sdpa ms':>9} {'ours ms':>9} {'ref ms':>9} {'ours/fla':>9}"

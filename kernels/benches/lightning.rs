@@ -651,6 +651,25 @@ fn main() {
         }
     }
 
+    // The copy rate through CubeCL's own buffers, the decode step's bandwidth limit: one
+    // element-wise pass (read and write) over as many f32 bytes as the batch-256 state.
+    let x = Tensor::<F32Direct, 1>::random(
+        [1usize << 28],
+        Distribution::Normal(0.0, 1.0),
+        own::<F32Direct>(&device),
+    );
+    let timing = time::<F32Direct>(&device, &device, reps, || drop(x.clone().neg()));
+    Row {
+        what: "copy".into(),
+        t: 1,
+        impl_: "cubecl",
+        time: timing,
+        flop: 0.0,
+        bytes: 2.0 * 4.0 * (1u64 << 28) as f64,
+    }
+    .print(&mut json);
+    drop(x);
+
     // Decode: H=64, D=128, f32 state; one step reads and writes the whole state.
     let (h, d) = (64usize, 128usize);
     let slopes: Vec<f32> = (0..h)
