@@ -378,14 +378,7 @@ fn probe(device: &CudaDevice, ts: &[usize]) {
     }
     let (b, h) = (4, 32);
     for &t in ts {
-        let rnd = |shape: [usize; 4]| {
-            Tensor::<Bf, 4>::random(shape, Distribution::Normal(0.0, 0.3), own::<Bf>(device))
-        };
-        let (q, k, v) = (rnd([b, h, t, d]), rnd([b, h, t, d]), rnd([b, h, t, d]));
-        let slopes: Vec<f32> = (0..h)
-            .map(|i| 2f32.powf(-8.0 * (i + 1) as f32 / h as f32))
-            .collect();
-        let s = Tensor::<Bf, 1>::from_data(TensorData::from(slopes.as_slice()), own::<Bf>(device));
+        let (q, k, v, s) = bench_inputs(device, [b, h, t, d]);
         let fwd = time::<Bf>(device, device, 5, || {
             drop(Bf::lightning_attention(
                 q.clone(),
@@ -424,19 +417,31 @@ fn probe(device: &CudaDevice, ts: &[usize]) {
     }
 }
 
+/// `q`, `k`, `v` (normal, std 0.3) and MiniMax's decay rates at a bf16 benchmark shape.
+fn bench_inputs(
+    device: &CudaDevice,
+    [b, h, t, d]: [usize; 4],
+) -> (Tensor<Bf, 4>, Tensor<Bf, 4>, Tensor<Bf, 4>, Tensor<Bf, 1>) {
+    let rnd = || {
+        Tensor::<Bf, 4>::random(
+            [b, h, t, d],
+            Distribution::Normal(0.0, 0.3),
+            own::<Bf>(device),
+        )
+    };
+    let slopes: Vec<f32> = (0..h)
+        .map(|i| 2f32.powf(-8.0 * (i + 1) as f32 / h as f32))
+        .collect();
+    let s = Tensor::<Bf, 1>::from_data(TensorData::from(slopes.as_slice()), own::<Bf>(device));
+    (rnd(), rnd(), rnd(), s)
+}
+
 /// The fusion layer's cost per forward call against the number of calls issued back to back
 /// (B=4, H=32, D=128, bf16, at T): a cost that shrinks as the run grows is the queue's start-up
 /// spread over few calls, not a cost each call pays.
 fn overhead(device: &CudaDevice, t: usize) {
     let (b, h, d) = (4, 32, 128);
-    let rnd = |shape: [usize; 4]| {
-        Tensor::<Bf, 4>::random(shape, Distribution::Normal(0.0, 0.3), own::<Bf>(device))
-    };
-    let (q, k, v) = (rnd([b, h, t, d]), rnd([b, h, t, d]), rnd([b, h, t, d]));
-    let slopes: Vec<f32> = (0..h)
-        .map(|i| 2f32.powf(-8.0 * (i + 1) as f32 / h as f32))
-        .collect();
-    let s = Tensor::<Bf, 1>::from_data(TensorData::from(slopes.as_slice()), own::<Bf>(device));
+    let (q, k, v, s) = bench_inputs(device, [b, h, t, d]);
     let direct =
         |x: &Tensor<Bf, 4>| Tensor::<BfDirect, 4>::from_data(x.to_data(), own::<BfDirect>(device));
     let (dq, dk, dv) = (direct(&q), direct(&k), direct(&v));
@@ -547,9 +552,6 @@ fn main() {
             args[i + 1].parse().expect("--reference-max: a length")
         });
     let chunk = 64.0;
-    let slopes: Vec<f32> = (0..h)
-        .map(|i| 2f32.powf(-8.0 * (i + 1) as f32 / h as f32))
-        .collect();
     println!(
         "{:<10} {:>6} {:<9} {:>13} {:>16} {:>13} {:>12} {:>13}",
         "what", "T", "impl", "time", "rate", "bytes", "pool", "synced"
@@ -559,11 +561,7 @@ fn main() {
         let flop_fwd = 2.0 * tokens * (chunk * 2.0 * d as f64 + 2.0 * (d * d) as f64);
         let bytes_fwd = tokens * 4.0 * d as f64 * 2.0;
         let bytes_bwd = bytes_fwd + tokens * 7.0 * d as f64 * 2.0;
-        let rnd = |shape: [usize; 4]| {
-            Tensor::<Bf, 4>::random(shape, Distribution::Normal(0.0, 0.3), own::<Bf>(&device))
-        };
-        let (q, k, v) = (rnd([b, h, t, d]), rnd([b, h, t, d]), rnd([b, h, t, d]));
-        let s = Tensor::<Bf, 1>::from_data(TensorData::from(slopes.as_slice()), own::<Bf>(&device));
+        let (q, k, v, s) = bench_inputs(&device, [b, h, t, d]);
         for kernel in [true, false] {
             let impl_ = if kernel { "kernel" } else { "reference" };
             if !kernel && t > ref_max {
