@@ -147,11 +147,14 @@ if has ncu; then
     --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
     --section MemoryWorkloadAnalysis --section SchedulerStats \
     --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio" \
+    --metrics smsp__sass_inst_executed_op_local_ld.sum,smsp__sass_inst_executed_op_local_st.sum \
     ./lightning --probe --ts "${NCU_T:-8192}" > "$OUT/ncu.txt" 2>&1
   grep -E "^\s+(chunk_|scan_|tiled_)|Duration|Registers Per|Achieved Occupancy|Compute \(SM\) Throughput|Memory Throughput" \
     "$OUT/ncu.txt" | head -60
   # The stall reasons, largest first (warps stalled per issued instruction).
   grep -E "issue_stalled" "$OUT/ncu.txt" | sort -k3 -g -r | head -12
+  # Register spills: local-memory loads and stores executed.
+  grep -E "op_local_(ld|st)" "$OUT/ncu.txt"
 fi
 if has ncu-time; then
   stamp ncu-time
