@@ -12,9 +12,9 @@
 //! times forwards with and without the fusion layer over runs of 5 to 1000 calls.
 //!
 //! Timing: two warm-up runs (the first compiles and autotunes), then runs issued back to back
-//! for about 200 ms with one sync (the reported ms: device time per call, as fla's CUDA-event timing
-//! measures it) and `reps` runs each ending in a sync (the last column: adds the host's launch
-//! cost and the sync round trip). Peak memory: the pool's reserved bytes after the run, the pool
+//! for about 200 ms with one sync (the reported ms: device time per call, as fla's CUDA-event
+//! timing measures it) and `reps` runs each ending in a sync (the last column: adds the host's
+//! launch cost and the sync round trip). Peak memory: the pool's reserved bytes after the run, the pool
 //! cleaned before it.
 
 use std::io::Write;
@@ -65,10 +65,10 @@ fn pool_reserved(device: &CudaDevice) -> f64 {
 }
 
 /// One workload's times: `stream` is the mean over calls issued back to back for about
-/// [`STREAM_MS`] (at least `reps`) with one sync at the end (the device's time per call, the host's launch cost hidden behind the queue, as
-/// fla's `triton.testing.do_bench` events measure), `synced` the median of `reps` calls each
-/// followed by a sync (adds the host's launch cost and the sync round trip), `peak` the pool's
-/// reserved bytes.
+/// [`STREAM_MS`] (at least `reps`) with one sync at the end (the device's time per call, the
+/// host's launch cost hidden behind the queue, as fla's `triton.testing.do_bench` events
+/// measure), `synced` the median of `reps` calls each followed by a sync (adds the host's launch
+/// cost and the sync round trip), `peak` the pool's reserved bytes.
 struct Timing {
     stream: f64,
     synced: f64,
@@ -251,9 +251,9 @@ fn check_row(what: &str, got: Quantities, want: &Quantities) {
 }
 
 /// Kernels against the f32 tensor-op reference (on the host's CPUs, `NdArray`: compiling and
-/// autotuning it on the device took minutes) at the MiniMax head shape (B=2,
-/// H=64, D=128, T=1000: 15 chunks and a tail, MiniMax's slopes, an initial state): outputs, final
-/// states and every gradient. The bf16 kernels get bf16-rounded inputs and are compared with the
+/// autotuning it on the device took minutes) at the MiniMax head shape (B=2, H=64, D=128,
+/// T=1000: 15 chunks and a tail, MiniMax's slopes, an initial state): outputs, final states and
+/// every gradient. The bf16 kernels get bf16-rounded inputs and are compared with the
 /// f32 reference on the same rounded inputs, so the figure is the kernel's own error.
 ///
 /// Then the benchmark shape (B=4, H=32, D=128) at each length of `ts`, where the quadratic
