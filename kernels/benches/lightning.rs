@@ -14,8 +14,8 @@
 //! Timing: two warm-up runs (the first compiles and autotunes), then runs issued back to back
 //! for about 200 ms with one sync (the reported ms: device time per call, as fla's CUDA-event
 //! timing measures it) and `reps` runs each ending in a sync (the last column: adds the host's
-//! launch cost and the sync round trip). Peak memory: the pool's reserved bytes after the run, the pool
-//! cleaned before it.
+//! launch cost and the sync round trip). Peak memory: the pool's reserved bytes after the run,
+//! the pool cleaned before it.
 
 use std::io::Write;
 use std::time::Instant;
