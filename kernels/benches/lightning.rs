@@ -232,7 +232,10 @@ fn check_data_with(
         rnd([b, h, n, d]),
         rnd([b, h, n, d]),
         rnd([b, h, d, d]),
-        TensorData::from(slopes.as_slice()),
+        // Rounded too: a bf16 kernel reads its decay rates in bf16, up to 2e-3 away from f32's.
+        TensorData::from(slopes.as_slice())
+            .convert::<bf16>()
+            .convert::<f32>(),
         rnd([b, h, n, d]),
     ]
 }
