@@ -5,7 +5,8 @@
 //!
 //! `cargo bench -p scalelab-kernels --features cuda --bench lightning -- [--quick] [--json PATH]
 //! [--check | --check-kernels [--check-ts T,..]] [--probe] [--ts T,..] [--reference-max T]
-//! [--decode B,..]`; `--decode` times decode steps alone, at these batch sizes;
+//! [--decode B,..]`; `--decode` checks the decode kernel, then times decode steps alone, at these
+//! batch sizes;
 //! `--check` first compares kernels and reference at H=64, D=128, then the bf16 kernels with the
 //! f32 kernel at the benchmark shape; `--check-kernels` compares the bf16 kernels with the f32
 //! kernel at both; `--probe` runs the quick correctness-and-speed probe only; `--overhead T`
@@ -527,15 +528,19 @@ fn main() {
         return;
     }
     let reference = args.iter().any(|a| a == "--check");
-    if reference || args.iter().any(|a| a == "--check-kernels") {
+    let checked = reference || args.iter().any(|a| a == "--check-kernels");
+    if checked {
         let ts = list_arg(&args, "--check-ts").unwrap_or_else(|| vec![2048, 8192]);
         check(&device, &ts, reference);
         check_decode(&device);
     }
 
     let (b, h, d) = (4usize, 32usize, 128usize);
-    // `--decode 1,256`: only the decode rows, at these batches.
+    // `--decode 1,256`: only the decode rows, at these batches, after the decode check.
     let decode_batches = list_arg(&args, "--decode");
+    if decode_batches.is_some() && !checked {
+        check_decode(&device);
+    }
     let ts: Vec<usize> = if let Some(ts) = list_arg(&args, "--ts") {
         ts
     } else if decode_batches.is_some() {

@@ -612,3 +612,58 @@ fn decode_under_autodiff_runs_the_kernel_or_records_gradients() {
     let want = st_kernel.inner().sum_dim(3).swap_dims(2, 3);
     check("autodiff decode dq", dq.to_data(), want.to_data(), TOL);
 }
+
+#[test]
+fn half_precision_decay_gradient_matches_reference() {
+    // `ds` weights each token's `q . dq - k . dk` by its position and sums: from half-precision
+    // `dq` and `dk`, their rounding would come back multiplied by up to `seq` against a `ds`
+    // that steep decays keep small. Five chunks, decays gentle to steep, f16 inputs against the
+    // f64 reference on the same rounded inputs.
+    type A = Autodiff<Cube>;
+    let device = Default::default();
+    let mut seed = 1200;
+    let (b, h, n, d) = (1, 3, 320, 32);
+    let round = |x: TensorData| x.convert::<f16>().convert::<f64>();
+    let s = round(TensorData::from([0.02f64, 0.5, 3.0].as_slice()));
+    let q = round(data(&mut seed, [b, h, n, d], 0.5));
+    let k = round(data(&mut seed, [b, h, n, d], 0.5));
+    let v = round(data(&mut seed, [b, h, n, d], 0.5));
+    let ro = round(data(&mut seed, [b, h, n, d], 1.0));
+
+    let rd = Default::default();
+    let rs = Tensor::<Ref, 1>::from_data(s.clone(), &rd).require_grad();
+    let (o, _) = reference::naive(
+        Tensor::<Ref, 4>::from_data(q.clone(), &rd),
+        Tensor::from_data(k.clone(), &rd),
+        Tensor::from_data(v.clone(), &rd),
+        rs.clone(),
+        None,
+    );
+    let g = (o * Tensor::from_data(ro.clone(), &rd)).sum().backward();
+    let want = rs.grad(&g).unwrap().into_data();
+
+    let half = |x: &TensorData| on::<A, 4>(x, &device).cast(FloatDType::F16);
+    let ks = on::<A, 1>(&s, &device).cast(FloatDType::F16).require_grad();
+    let (q, k, v) = (half(&q), half(&k), half(&v));
+    assert_eq!(q.dtype(), DType::F16, "the test's inputs are f16");
+    let (o, _) = A::lightning_attention(q, k, v, ks.clone(), None, 64);
+    let g = (o.cast(FloatDType::F32) * on::<A, 4>(&ro, &device))
+        .sum()
+        .backward();
+    // Head by head: a steep head's `ds` is far smaller than a gentle one's.
+    let got: Vec<f64> = ks
+        .grad(&g)
+        .unwrap()
+        .into_data()
+        .convert::<f64>()
+        .to_vec()
+        .unwrap();
+    let want: Vec<f64> = want.to_vec().unwrap();
+    for (head, (got, want)) in got.iter().zip(&want).enumerate() {
+        let e = (got - want).abs() / want.abs();
+        assert!(
+            e < 2e-3,
+            "f16 ds of head {head}: {got:e}, reference {want:e}, relative error {e:e}"
+        );
+    }
+}

@@ -356,8 +356,8 @@ pub(crate) fn store_state<F: Float>(
     }
 }
 
-/// One decode step, one cube per (`32 N` value columns, batch x head): 8 groups of 32 threads
-/// split the state's rows (group `g`: rows `g, g + 8, ..`, `rows` of them); `S' = lambda S +
+/// One decode step, one cube per (`32 N` value columns, batch x head): `groups` groups of 32
+/// threads split the state's rows (group `g`: rows `g, g + groups, ..`, `rows` of them); `S' = lambda S +
 /// k^T v`, `o = q S'`, in f32. Each unit moves `N` state columns per access (16 bytes of an f32
 /// state on CUDA) and loads all its rows before writing any, so a step keeps `rows` loads in
 /// flight per unit: the step is bound by the state's bytes, read once and written once.
@@ -375,6 +375,7 @@ fn decode_kernel<F: Float, S: Float, N: Size>(
     o: &mut Tensor<Vector<F, N>>,
     state_out: &mut Tensor<Vector<S, N>>,
     #[comptime] rows: usize,
+    #[comptime] groups: usize,
     #[define(F)] _dtype: StorageType,
     #[define(S)] _state_dtype: StorageType,
 ) {
@@ -390,7 +391,7 @@ fn decode_kernel<F: Float, S: Float, N: Size>(
     let hi = bh % heads;
     let col = (CUBE_POS_X as usize * 32 + lane) * nv;
 
-    let mut partial = SharedMemory::<Vector<f32, N>>::new(THREADS);
+    let mut partial = SharedMemory::<Vector<f32, N>>::new(32 * groups);
     let mut acc = Vector::<f32, N>::new(0.0);
     if col < dv {
         let lambda = Vector::<f32, N>::new(f32::exp(-f32::cast_from(s[hi * s.stride(0)])));
@@ -407,14 +408,14 @@ fn decode_kernel<F: Float, S: Float, N: Size>(
         let mut old = Array::<Vector<S, N>>::new(rows);
         #[unroll]
         for i in 0..rows {
-            let r = group + 8 * i;
+            let r = group + groups * i;
             if r < dk {
                 old[i] = state[(sb + r * s_sr) / nv];
             }
         }
         #[unroll]
         for i in 0..rows {
-            let r = group + 8 * i;
+            let r = group + groups * i;
             if r < dk {
                 let kr = Vector::<f32, N>::new(f32::cast_from(k[kb + r * k_sd]));
                 let qr = Vector::<f32, N>::new(f32::cast_from(q[qb + r * q_sd]));
@@ -429,7 +430,7 @@ fn decode_kernel<F: Float, S: Float, N: Size>(
     if group == 0 && col < dv {
         let mut sum = Vector::<f32, N>::new(0.0);
         #[unroll]
-        for g in 0..8usize {
+        for g in 0..groups {
             sum += partial[g * 32usize + lane];
         }
         o[(bi * o.stride(0) + hi * o.stride(1) + col * o.stride(3)) / nv] =
@@ -718,6 +719,18 @@ pub fn dk_dv_with<R: CubeRuntime>(
     super::split::launch_dk_dv(&client, args, cfg)
 }
 
+/// Warps per [`decode_kernel`] cube, for comparing them: `SCALELAB_LIGHTNING_DECODE_GROUPS` =
+/// `8` (unset), `4`, `16` or `32`; more warps hold fewer state rows each in registers.
+fn decode_groups() -> usize {
+    static GROUPS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *GROUPS.get_or_init(|| {
+        super::split::knob(
+            "SCALELAB_LIGHTNING_DECODE_GROUPS",
+            &[("8", 8), ("4", 4), ("16", 16), ("32", 32)],
+        )
+    })
+}
+
 /// Runs [`decode_kernel`]: one recurrent step, `(o [B, H, 1, dv], new state [B, H, dk, dv])`;
 /// the state may have its own float dtype (the new state keeps it).
 pub fn decode<R: CubeRuntime>(
@@ -766,13 +779,14 @@ pub fn decode<R: CubeRuntime>(
         })
         .unwrap_or(1);
     let cube_count = CubeCount::Static(dv.div_ceil(32 * nv) as u32, (batch * heads) as u32, 1);
+    let groups = decode_groups();
     // SAFETY: the kernel tests `col < dv` and `r < dk`, the shapes checked above; `nv` divides
     // `dv` and every stride and offset of the vector tensors.
     unsafe {
         decode_kernel::launch_unchecked::<R>(
             &client,
             cube_count,
-            CubeDim::new_1d(THREADS as u32),
+            CubeDim::new_1d(32 * groups as u32),
             nv,
             q.into_tensor_arg(),
             k.into_tensor_arg(),
@@ -781,7 +795,8 @@ pub fn decode<R: CubeRuntime>(
             state.into_tensor_arg(),
             o.clone().into_tensor_arg(),
             state_out.clone().into_tensor_arg(),
-            dk.div_ceil(8),
+            dk.div_ceil(groups),
+            groups,
             dtype.into(),
             state_dtype.into(),
         );

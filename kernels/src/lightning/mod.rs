@@ -25,7 +25,9 @@ use burn::backend::autodiff::{
     ops::{Backward, Ops, OpsKind},
     Autodiff,
 };
-use burn::tensor::{backend::Backend, ops::FloatTensor, FloatDType, Int, Tensor, TensorPrimitive};
+use burn::tensor::{
+    backend::Backend, ops::FloatTensor, DType, FloatDType, Int, Tensor, TensorPrimitive,
+};
 
 /// How one [`LightningBackend::lightning_scan`] runs; [`reference::scan`] gives the function.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -290,7 +292,9 @@ fn unpack<B: Backend>(packed: Tensor<B, 4>, n: usize, d: usize) -> (Tensor<B, 4>
 ///
 /// `ds` uses the identity `ds_h = -sum_t (t+1) (q_t . dq_t - k_t . dk_t)` summed over the batch,
 /// in tensor ops; it loses relative precision like `1e-7 * seq * s` in f32 (cancellation), so
-/// about 1e-3 at 64K tokens and `s = 1`. With `want_ds = false` (the decays are not trained)
+/// about 1e-3 at 64K tokens and `s = 1`. Under f16/bf16 inputs its `dq` and `dk` come from two
+/// more scans in f32 ([`ds_scans`]): from the half-precision ones it was off by 4e-2 to 8e-2 at
+/// 2K tokens under MiniMax's decays and by over 100% under steep ones (H200, session 9). With `want_ds = false` (the decays are not trained)
 /// `ds` is zeros and costs nothing.
 #[allow(clippy::type_complexity)]
 pub fn lightning_grads<B: LightningBackend>(
@@ -317,6 +321,7 @@ pub fn lightning_grads<B: LightningBackend>(
     // The reverse scans start from the final state's cotangent, zero here.
     let d_state = Tensor::<B, 4>::zeros([batch, heads, dk, dvdim], &device).cast(q.dtype());
     let has_state = state.is_some();
+    let state_in = state.clone();
     let sp = || s.clone().into_primitive().tensor();
 
     let dq = tensor(B::lightning_scan(
@@ -333,8 +338,8 @@ pub fn lightning_grads<B: LightningBackend>(
     let (dk_, dv_) = B::lightning_dk_dv(
         prim(q.clone()),
         prim(k.clone()),
-        prim(v),
-        prim(d_o),
+        prim(v.clone()),
+        prim(d_o.clone()),
         sp(),
         prim(d_state),
     );
@@ -355,7 +360,15 @@ pub fn lightning_grads<B: LightningBackend>(
             .float()
             .reshape([1, 1, n, 1]),
     );
-    let db = (f32_(q) * f32_(dq.clone())).sum_dim(3) - (f32_(k) * f32_(dk_.clone())).sum_dim(3);
+    let (dq_f32, dk_f32) = if matches!(q.dtype(), DType::F16 | DType::BF16) {
+        let s = s.clone().cast(FloatDType::F32);
+        let state = state_in.map(|st| f32_(tensor::<B>(st)));
+        let (q, k, v, d_o) = (f32_(q.clone()), f32_(k.clone()), f32_(v), f32_(d_o));
+        ds_scans::<B>(q, k, v, d_o, s, state)
+    } else {
+        (f32_(dq.clone()), f32_(dk_.clone()))
+    };
+    let db = (f32_(q) * dq_f32).sum_dim(3) - (f32_(k) * dk_f32).sum_dim(3);
     let ds = (db * pos).sum_dim(2).sum_dim(0).reshape([heads]);
     (
         dq,
@@ -363,6 +376,52 @@ pub fn lightning_grads<B: LightningBackend>(
         dv_,
         ds.neg().cast(s.dtype()),
         has_state.then_some(d_state0),
+    )
+}
+
+/// `dq` and `dk` again from scans of f32 inputs, for [`lightning_grads`]'s `ds` under f16/bf16
+/// inputs: the identity weights each token by its position, so the half-precision scans'
+/// rounding (outputs, and the states and scores their tensor-core products take in the input
+/// dtype) would reach `ds` multiplied by up to `seq`, where `ds` itself stays small under steep
+/// decays. Costs two f32 scans, only when the decays are trained.
+fn ds_scans<B: LightningBackend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    d_o: Tensor<B, 4>,
+    s: Tensor<B, 1>,
+    state: Option<Tensor<B, 4>>,
+) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    let [batch, heads, n, dk] = q.dims();
+    let dv = v.dims()[3];
+    let d_state = Tensor::<B, 4>::zeros([batch, heads, dk, dv], &q.device()).cast(FloatDType::F32);
+    let sp = || s.clone().into_primitive().tensor();
+    let dq = B::lightning_scan(
+        prim(d_o.clone()),
+        prim(v.clone()),
+        prim(k),
+        sp(),
+        state.map(prim),
+        ScanOptions {
+            transpose_state: true,
+            ..Default::default()
+        },
+    );
+    let dk_ = B::lightning_scan(
+        prim(v),
+        prim(d_o),
+        prim(q),
+        sp(),
+        Some(prim(d_state)),
+        ScanOptions {
+            reverse: true,
+            transpose_state: true,
+            state_exp0: true,
+        },
+    );
+    (
+        tensor::<B>(dq).narrow(2, 0, n),
+        tensor::<B>(dk_).narrow(2, 0, n),
     )
 }
 

@@ -744,7 +744,7 @@ pub(crate) fn states_fit(shape: [usize; 4], dc: usize, cfg: TiledConfig) -> bool
 /// The value of the environment knob `name`: the value of its spelling among `choices`, the
 /// first one's when unset; any other spelling stops with the choices named. The kernels' knobs
 /// exist to compare variants in one build; each caller keeps its answer in a `OnceLock`.
-fn knob<T: Copy>(name: &str, choices: &[(&str, T)]) -> T {
+pub(super) fn knob<T: Copy>(name: &str, choices: &[(&str, T)]) -> T {
     let Ok(v) = std::env::var(name) else {
         return choices[0].1;
     };
