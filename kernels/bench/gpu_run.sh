@@ -49,9 +49,9 @@
 #                 NCU_TIME_KERNELS (a regex, default our kernels; "." for every kernel)
 #   overhead      `lightning --overhead T` for T in OVERHEAD_TS (default 2048,65536): forwards
 #                 through the fusion layer and without it, 5 to 1000 calls back to back
-#   decode-groups `lightning --decode 1,256` (the decode check, the copy row, then decode steps)
-#                 for each SCALELAB_LIGHTNING_DECODE_GROUPS in DECODE_GROUPS (default 8,4,16,32):
-#                 warps per decode cube (decode-g<N>.log)
+#   decode-variants `lightning --decode 1,256` (the decode check, the copy row, then decode
+#                 steps) for each SCALELAB_LIGHTNING_DECODE in DECODE_VARIANTS (default
+#                 cube8,warp16,warp8,warp32): the decode kernel and its geometry (decode-<name>.log)
 #   decode-ncu    batch-256 decode steps alone (decode.log), then one under Nsight Compute with
 #                 its DRAM bytes read and written (decode-ncu.txt)
 # Knobs: TS=2048,8192 (lengths), REFMAX=T (tensor-op reference up to T; 0 = none, the default),
@@ -173,12 +173,11 @@ if has overhead; then
     timeout 120 ./lightning --overhead "$t" 2>&1 | grep -E "overhead|panicked" | tee -a "$OUT/overhead.txt"
   done
 fi
-if has decode-groups; then
-  for g in $(echo "${DECODE_GROUPS:-8,4,16,32}" | tr , ' '); do
-    stamp "decode groups $g"
-    SCALELAB_LIGHTNING_DECODE_GROUPS=$g timeout 120 ./lightning --decode 1,256 \
-      > "$OUT/decode-g$g.log" 2>&1
-    grep -E "check|decode|copy|panicked" "$OUT/decode-g$g.log"
+if has decode-variants; then
+  for d in $(echo "${DECODE_VARIANTS:-cube8,warp16,warp8,warp32}" | tr , ' '); do
+    stamp "decode $d"
+    SCALELAB_LIGHTNING_DECODE=$d timeout 120 ./lightning --decode 1,256 > "$OUT/decode-$d.log" 2>&1
+    grep -E "check|decode|copy|panicked" "$OUT/decode-$d.log"
   done
 fi
 if has decode-ncu; then

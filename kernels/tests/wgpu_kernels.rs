@@ -266,6 +266,20 @@ struct DecodeRun {
 /// run's input dtype), step after step. The state stays f32 whatever the inputs' dtype and
 /// matches to f32 precision; `o` comes back in the inputs' dtype.
 fn decode_matches<B: LightningBackend>(run: DecodeRun) {
+    decode_matches_with::<B>(run, &B::lightning_decode);
+}
+
+/// One decode step on `B`: `(q, k, v, s, state) -> (o, state')`.
+type DecodeStep<'a, B> = &'a dyn Fn(
+    Tensor<B, 4>,
+    Tensor<B, 4>,
+    Tensor<B, 4>,
+    Tensor<B, 1>,
+    Tensor<B, 4>,
+) -> (Tensor<B, 4>, Tensor<B, 4>);
+
+/// [`decode_matches`] with the step given.
+fn decode_matches_with<B: LightningBackend>(run: DecodeRun, step_fn: DecodeStep<B>) {
     let device = Default::default();
     let mut seed = run.seed;
     let (b, h, dk, dv) = run.shape;
@@ -296,7 +310,7 @@ fn decode_matches<B: LightningBackend>(run: DecodeRun) {
             Some(st_ref),
         );
         poison::<B>(&device, b * h * dk * dv);
-        let (o, next) = B::lightning_decode(
+        let (o, next) = step_fn(
             narrow(&q),
             narrow(&k),
             narrow(&v),
@@ -351,6 +365,29 @@ fn decode_runs() -> [DecodeRun; 5] {
 #[test]
 fn decode_kernel_matches_reference() {
     decode_runs().into_iter().for_each(decode_matches::<Cube>);
+}
+
+#[test]
+fn every_decode_kernel_matches_reference() {
+    use burn::tensor::TensorPrimitive;
+    use scalelab_kernels::lightning::cube::{decode_with, DecodeKernel};
+    for kernel in [
+        DecodeKernel::Cube { groups: 4 },
+        DecodeKernel::Cube { groups: 32 },
+        DecodeKernel::Warp { rows: 16 },
+        DecodeKernel::Warp { rows: 8 },
+    ] {
+        let step = |q, k, v, s: Tensor<Cube, 1>, st| {
+            let p = |x: Tensor<Cube, 4>| x.into_primitive().tensor();
+            let s = s.into_primitive().tensor();
+            let (o, st) = decode_with(p(q), p(k), p(v), s, p(st), kernel);
+            let t = |x| Tensor::from_primitive(TensorPrimitive::Float(x));
+            (t(o), t(st))
+        };
+        decode_runs()
+            .into_iter()
+            .for_each(|run| decode_matches_with::<Cube>(run, &step));
+    }
 }
 
 #[test]

@@ -438,6 +438,72 @@ fn decode_kernel<F: Float, S: Float, N: Size>(
     }
 }
 
+/// One decode step, one warp per (`32 N` value columns, batch x head) and `CUBE_DIM_Y` warps per
+/// cube, each on its own state: the warp walks the state's rows `rows` at a time (all loaded
+/// before any is written), so no barrier or shared memory ties warps together and each retires
+/// on its own. Same contract as [`decode_kernel`].
+#[allow(clippy::too_many_arguments)]
+#[cube(launch_unchecked)]
+fn decode_warp_kernel<F: Float, S: Float, N: Size>(
+    q: &Tensor<F>,
+    k: &Tensor<F>,
+    v: &Tensor<Vector<F, N>>,
+    s: &Tensor<F>,
+    state: &Tensor<Vector<S, N>>,
+    o: &mut Tensor<Vector<F, N>>,
+    state_out: &mut Tensor<Vector<S, N>>,
+    #[comptime] rows: usize,
+    #[define(F)] _dtype: StorageType,
+    #[define(S)] _state_dtype: StorageType,
+) {
+    let nv = N::value();
+    let heads = q.shape(1);
+    let dk = q.shape(3);
+    let dv = v.shape(3);
+    let bh = CUBE_POS_Y as usize * CUBE_DIM_Y as usize + UNIT_POS_Y as usize;
+    let col = (CUBE_POS_X as usize * 32 + UNIT_POS_X as usize) * nv;
+    if bh < q.shape(0) * heads && col < dv {
+        let bi = bh / heads;
+        let hi = bh % heads;
+        let lambda = Vector::<f32, N>::new(f32::exp(-f32::cast_from(s[hi * s.stride(0)])));
+        let vj = Vector::<f32, N>::cast_from(
+            v[(bi * v.stride(0) + hi * v.stride(1) + col * v.stride(3)) / nv],
+        );
+        let qb = bi * q.stride(0) + hi * q.stride(1);
+        let kb = bi * k.stride(0) + hi * k.stride(1);
+        let sb = bi * state.stride(0) + hi * state.stride(1) + col * state.stride(3);
+        let ob = bi * state_out.stride(0) + hi * state_out.stride(1) + col * state_out.stride(3);
+        let s_sr = state.stride(2);
+        let o_sr = state_out.stride(2);
+        let (k_sd, q_sd) = (k.stride(3), q.stride(3));
+        let mut acc = Vector::<f32, N>::new(0.0);
+        let mut r0 = 0;
+        while r0 < dk {
+            let mut old = Array::<Vector<S, N>>::new(rows);
+            #[unroll]
+            for i in 0..rows {
+                if r0 + i < dk {
+                    old[i] = state[(sb + (r0 + i) * s_sr) / nv];
+                }
+            }
+            #[unroll]
+            for i in 0..rows {
+                let r = r0 + i;
+                if r < dk {
+                    let kr = Vector::<f32, N>::new(f32::cast_from(k[kb + r * k_sd]));
+                    let qr = Vector::<f32, N>::new(f32::cast_from(q[qb + r * q_sd]));
+                    let new = lambda * Vector::<f32, N>::cast_from(old[i]) + kr * vj;
+                    state_out[(ob + r * o_sr) / nv] = Vector::<S, N>::cast_from(new);
+                    acc += qr * new;
+                }
+            }
+            r0 += rows;
+        }
+        o[(bi * o.stride(0) + hi * o.stride(1) + col * o.stride(3)) / nv] =
+            Vector::<F, N>::cast_from(acc);
+    }
+}
+
 /// `SCALELAB_LIGHTNING_SCAN=plain` keeps every scan on the plain kernel (to compare the two).
 fn force_plain() -> bool {
     static PLAIN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -719,26 +785,65 @@ pub fn dk_dv_with<R: CubeRuntime>(
     super::split::launch_dk_dv(&client, args, cfg)
 }
 
-/// Warps per [`decode_kernel`] cube, for comparing them: `SCALELAB_LIGHTNING_DECODE_GROUPS` =
-/// `8` (unset), `4`, `16` or `32`; more warps hold fewer state rows each in registers.
-fn decode_groups() -> usize {
-    static GROUPS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *GROUPS.get_or_init(|| {
+/// Warps per [`decode_warp_kernel`] cube (each on its own state).
+const DECODE_WARPS: usize = 4;
+
+/// Which decode kernel runs, and its geometry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecodeKernel {
+    /// [`decode_kernel`]: `groups` warps per cube share one state's rows, then add their `o`.
+    Cube {
+        /// Warps per cube (each unit holds `dk / groups` state rows).
+        groups: usize,
+    },
+    /// [`decode_warp_kernel`]: one warp per state, walking its rows `rows` at a time.
+    Warp {
+        /// State rows each unit loads before writing any.
+        rows: usize,
+    },
+}
+
+/// The decode kernel [`decode`] runs: `SCALELAB_LIGHTNING_DECODE` = `cube8` (unset), `cube4`,
+/// `cube16`, `cube32`, `warp16`, `warp8` or `warp32`, to compare them in one build.
+fn decode_choice() -> DecodeKernel {
+    static CHOICE: std::sync::OnceLock<DecodeKernel> = std::sync::OnceLock::new();
+    *CHOICE.get_or_init(|| {
+        use DecodeKernel::{Cube, Warp};
         super::split::knob(
-            "SCALELAB_LIGHTNING_DECODE_GROUPS",
-            &[("8", 8), ("4", 4), ("16", 16), ("32", 32)],
+            "SCALELAB_LIGHTNING_DECODE",
+            &[
+                ("cube8", Cube { groups: 8 }),
+                ("cube4", Cube { groups: 4 }),
+                ("cube16", Cube { groups: 16 }),
+                ("cube32", Cube { groups: 32 }),
+                ("warp16", Warp { rows: 16 }),
+                ("warp8", Warp { rows: 8 }),
+                ("warp32", Warp { rows: 32 }),
+            ],
         )
     })
 }
 
-/// Runs [`decode_kernel`]: one recurrent step, `(o [B, H, 1, dv], new state [B, H, dk, dv])`;
-/// the state may have its own float dtype (the new state keeps it).
+/// One recurrent step, `(o [B, H, 1, dv], new state [B, H, dk, dv])`; the state may have its own
+/// float dtype (the new state keeps it). Runs [`decode_choice`]'s kernel.
 pub fn decode<R: CubeRuntime>(
     q: CubeTensor<R>,
     k: CubeTensor<R>,
     v: CubeTensor<R>,
     s: CubeTensor<R>,
     state: CubeTensor<R>,
+) -> (CubeTensor<R>, CubeTensor<R>) {
+    decode_with(q, k, v, s, state, decode_choice())
+}
+
+/// [`decode`] with the kernel chosen by the caller.
+pub fn decode_with<R: CubeRuntime>(
+    q: CubeTensor<R>,
+    k: CubeTensor<R>,
+    v: CubeTensor<R>,
+    s: CubeTensor<R>,
+    state: CubeTensor<R>,
+    kernel: DecodeKernel,
 ) -> (CubeTensor<R>, CubeTensor<R>) {
     let dtype = check_same_float(&[&q, &k, &v, &s]);
     let state_dtype = state.dtype;
@@ -778,28 +883,56 @@ pub fn decode<R: CubeRuntime>(
                     .all(|t| super::split::vector_aligned(t, nv))
         })
         .unwrap_or(1);
-    let cube_count = CubeCount::Static(dv.div_ceil(32 * nv) as u32, (batch * heads) as u32, 1);
-    let groups = decode_groups();
-    // SAFETY: the kernel tests `col < dv` and `r < dk`, the shapes checked above; `nv` divides
-    // `dv` and every stride and offset of the vector tensors.
-    unsafe {
-        decode_kernel::launch_unchecked::<R>(
-            &client,
-            cube_count,
-            CubeDim::new_1d(32 * groups as u32),
-            nv,
-            q.into_tensor_arg(),
-            k.into_tensor_arg(),
-            v.into_tensor_arg(),
-            s.into_tensor_arg(),
-            state.into_tensor_arg(),
-            o.clone().into_tensor_arg(),
-            state_out.clone().into_tensor_arg(),
-            dk.div_ceil(groups),
-            groups,
-            dtype.into(),
-            state_dtype.into(),
-        );
+    let col_cubes = dv.div_ceil(32 * nv) as u32;
+    let args = (
+        q.into_tensor_arg(),
+        k.into_tensor_arg(),
+        v.into_tensor_arg(),
+        s.into_tensor_arg(),
+        state.into_tensor_arg(),
+        o.clone().into_tensor_arg(),
+        state_out.clone().into_tensor_arg(),
+    );
+    // SAFETY: the kernels test `col < dv`, `r < dk` (and the warp kernel `bh < B H`), the shapes
+    // checked above; `nv` divides `dv` and every stride and offset of the vector tensors.
+    match kernel {
+        DecodeKernel::Cube { groups } => unsafe {
+            decode_kernel::launch_unchecked::<R>(
+                &client,
+                CubeCount::Static(col_cubes, (batch * heads) as u32, 1),
+                CubeDim::new_1d(32 * groups as u32),
+                nv,
+                args.0,
+                args.1,
+                args.2,
+                args.3,
+                args.4,
+                args.5,
+                args.6,
+                dk.div_ceil(groups),
+                groups,
+                dtype.into(),
+                state_dtype.into(),
+            );
+        },
+        DecodeKernel::Warp { rows } => unsafe {
+            decode_warp_kernel::launch_unchecked::<R>(
+                &client,
+                CubeCount::Static(col_cubes, (batch * heads).div_ceil(DECODE_WARPS) as u32, 1),
+                CubeDim::new_2d(32, DECODE_WARPS as u32),
+                nv,
+                args.0,
+                args.1,
+                args.2,
+                args.3,
+                args.4,
+                args.5,
+                args.6,
+                rows,
+                dtype.into(),
+                state_dtype.into(),
+            );
+        },
     }
     (o, state_out)
 }
