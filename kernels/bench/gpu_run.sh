@@ -51,7 +51,9 @@
 #                 through the fusion layer and without it, 5 to 1000 calls back to back
 #   decode-variants `lightning --decode 1,256` (the decode check, the copy row, then decode
 #                 steps) for each SCALELAB_LIGHTNING_DECODE in DECODE_VARIANTS (default
-#                 cube8,warp16,warp8,warp32): the decode kernel and its geometry (decode-<name>.log)
+#                 warp16,cube8,warp8,warp32): the decode kernel and its geometry (decode-<name>.log)
+#   ds            `lightning --ts DS_TS --ds` (default 2048,8192): forward+backward with trained
+#                 decays (their f32 `ds` scans) beside the usual rows (ds.log, ds.jsonl)
 #   decode-ncu    batch-256 decode steps alone (decode.log), then one under Nsight Compute with
 #                 its DRAM bytes read and written (decode-ncu.txt)
 # Knobs: TS=2048,8192 (lengths), REFMAX=T (tensor-op reference up to T; 0 = none, the default),
@@ -173,8 +175,14 @@ if has overhead; then
     timeout 120 ./lightning --overhead "$t" 2>&1 | grep -E "overhead|panicked" | tee -a "$OUT/overhead.txt"
   done
 fi
+if has ds; then
+  stamp ds
+  timeout "${BENCH_TIMEOUT:-360}" ./lightning --ts "${DS_TS:-2048,8192}" --reference-max 0 --ds \
+    --json "$OUT/ds.jsonl" > "$OUT/ds.log" 2>&1
+  grep -E "fwd\+bwd|panicked" "$OUT/ds.log"
+fi
 if has decode-variants; then
-  for d in $(echo "${DECODE_VARIANTS:-cube8,warp16,warp8,warp32}" | tr , ' '); do
+  for d in $(echo "${DECODE_VARIANTS:-warp16,cube8,warp8,warp32}" | tr , ' '); do
     stamp "decode $d"
     SCALELAB_LIGHTNING_DECODE=$d timeout 120 ./lightning --decode 1,256 > "$OUT/decode-$d.log" 2>&1
     grep -E "check|decode|copy|panicked" "$OUT/decode-$d.log"

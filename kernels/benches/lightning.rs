@@ -5,8 +5,8 @@
 //!
 //! `cargo bench -p scalelab-kernels --features cuda --bench lightning -- [--quick] [--json PATH]
 //! [--check | --check-kernels [--check-ts T,..]] [--probe] [--ts T,..] [--reference-max T]
-//! [--decode B,..]`; `--decode` checks the decode kernel, then times decode steps alone, at these
-//! batch sizes;
+//! [--decode B,..] [--ds]`; `--ds` adds forward+backward rows with trained decays (`ds` too);
+//! `--decode` checks the decode kernel, then times decode steps alone, at these batch sizes;
 //! `--check` first compares kernels and reference at H=64, D=128, then the bf16 kernels with the
 //! f32 kernel at the benchmark shape; `--check-kernels` compares the bf16 kernels with the f32
 //! kernel at both; `--probe` runs the quick correctness-and-speed probe only; `--overhead T`
@@ -624,36 +624,53 @@ fn main() {
             let ad =
                 |x: &Tensor<Bf, 4>| Tensor::<Autodiff<Bf>, 4>::from_inner(x.clone()).require_grad();
             let (aq, ak, av) = (ad(&q), ad(&k), ad(&v));
-            // MiniMax's decays are fixed: no gradient for `s` (the check covers `ds`).
-            let as_ = Tensor::<Autodiff<Bf>, 1>::from_inner(s.clone());
-            let timing = time::<Bf>(&device, &device, reps, || {
-                let (o, _) = if kernel {
-                    Autodiff::<Bf>::lightning_attention(
-                        aq.clone(),
-                        ak.clone(),
-                        av.clone(),
-                        as_.clone(),
-                        None,
-                        64,
-                    )
-                } else {
-                    reference::chunked(aq.clone(), ak.clone(), av.clone(), as_.clone(), None, 64)
-                };
-                // `backward` on `o` seeds d_o = ones: the cotangent of fla's `o.sum().backward()`,
-                // without Burn's sum and its broadcast backward (0.9 ms at 8K on the H200: the
-                // loss's cost, not attention's).
-                let g = o.backward();
-                let _ = (aq.grad(&g), ak.grad(&g), av.grad(&g));
-            });
-            Row {
-                what: "fwd+bwd".into(),
-                t,
-                impl_,
-                time: timing,
-                flop: 4.0 * flop_fwd,
-                bytes: bytes_bwd,
+            // MiniMax's decays are fixed: no gradient for `s` (the check covers `ds`), unless
+            // `--ds` asks for the kernel's rows with trained decays too.
+            let with_ds = kernel && args.iter().any(|a| a == "--ds");
+            for train_s in [false, true] {
+                if train_s && !with_ds {
+                    continue;
+                }
+                let mut as_ = Tensor::<Autodiff<Bf>, 1>::from_inner(s.clone());
+                if train_s {
+                    as_ = as_.require_grad();
+                }
+                let timing = time::<Bf>(&device, &device, reps, || {
+                    let (o, _) = if kernel {
+                        Autodiff::<Bf>::lightning_attention(
+                            aq.clone(),
+                            ak.clone(),
+                            av.clone(),
+                            as_.clone(),
+                            None,
+                            64,
+                        )
+                    } else {
+                        reference::chunked(
+                            aq.clone(),
+                            ak.clone(),
+                            av.clone(),
+                            as_.clone(),
+                            None,
+                            64,
+                        )
+                    };
+                    // `backward` on `o` seeds d_o = ones: the cotangent of fla's
+                    // `o.sum().backward()`, without Burn's sum and its broadcast backward (0.9 ms
+                    // at 8K on the H200: the loss's cost, not attention's).
+                    let g = o.backward();
+                    let _ = (aq.grad(&g), ak.grad(&g), av.grad(&g), as_.grad(&g));
+                });
+                Row {
+                    what: if train_s { "fwd+bwd+ds" } else { "fwd+bwd" }.into(),
+                    t,
+                    impl_,
+                    time: timing,
+                    flop: 4.0 * flop_fwd,
+                    bytes: bytes_bwd,
+                }
+                .print(&mut json);
             }
-            .print(&mut json);
         }
     }
 
