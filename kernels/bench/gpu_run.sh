@@ -194,7 +194,7 @@ if has decode-ncu; then
   stamp decode-ncu
   timeout 120 ./lightning --decode 256 > "$OUT/decode.log" 2>&1
   grep -E "decode|panicked" "$OUT/decode.log"
-  timeout "${NCU_TIMEOUT:-240}" ncu --clock-control none --kernel-name regex:decode_ --launch-skip 5 \
+  timeout "${NCU_TIMEOUT:-240}" ncu --clock-control none --kernel-name regex:decode_ --launch-skip 10 \
     --launch-count 1 --section SpeedOfLight --section MemoryWorkloadAnalysis \
     --metrics dram__bytes_read.sum,dram__bytes_write.sum,gpu__time_duration.sum \
     ./lightning --decode 256 > "$OUT/decode-ncu.txt" 2>&1
