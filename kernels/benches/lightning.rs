@@ -403,16 +403,7 @@ fn probe(device: &CudaDevice, ts: &[usize]) {
         // MiniMax's decays are fixed: no gradient for `s` (the check covers `ds`).
         let as_ = Tensor::<Autodiff<Bf>, 1>::from_inner(s.clone());
         let both = time::<Bf>(device, device, 5, || {
-            let (o, _) = Autodiff::<Bf>::lightning_attention(
-                aq.clone(),
-                ak.clone(),
-                av.clone(),
-                as_.clone(),
-                None,
-                64,
-            );
-            let g = o.backward();
-            let _ = (aq.grad(&g), ak.grad(&g), av.grad(&g));
+            forward_backward(&aq, &ak, &av, &as_, true)
         });
         eprintln!(
             "probe T={t}: forward+backward {:.3} ms ({:.3} synced)",
@@ -636,30 +627,7 @@ fn main() {
                     as_ = as_.require_grad();
                 }
                 let timing = time::<Bf>(&device, &device, reps, || {
-                    let (o, _) = if kernel {
-                        Autodiff::<Bf>::lightning_attention(
-                            aq.clone(),
-                            ak.clone(),
-                            av.clone(),
-                            as_.clone(),
-                            None,
-                            64,
-                        )
-                    } else {
-                        reference::chunked(
-                            aq.clone(),
-                            ak.clone(),
-                            av.clone(),
-                            as_.clone(),
-                            None,
-                            64,
-                        )
-                    };
-                    // `backward` on `o` seeds d_o = ones: the cotangent of fla's
-                    // `o.sum().backward()`, without Burn's sum and its broadcast backward (0.9 ms
-                    // at 8K on the H200: the loss's cost, not attention's).
-                    let g = o.backward();
-                    let _ = (aq.grad(&g), ak.grad(&g), av.grad(&g), as_.grad(&g));
+                    forward_backward(&aq, &ak, &av, &as_, kernel)
                 });
                 Row {
                     what: if train_s { "fwd+bwd+ds" } else { "fwd+bwd" }.into(),
@@ -719,6 +687,27 @@ fn main() {
             .print(&mut json);
         }
     }
+}
+
+/// One forward+backward through `Autodiff<Bf>`, the kernel or the chunked reference, reading
+/// the gradient of every tracked input. `backward` on `o` seeds d_o = ones: the cotangent of
+/// fla's `o.sum().backward()`, without Burn's sum and its broadcast backward (0.9 ms at 8K on
+/// the H200: the loss's cost, not attention's).
+fn forward_backward(
+    q: &Tensor<Autodiff<Bf>, 4>,
+    k: &Tensor<Autodiff<Bf>, 4>,
+    v: &Tensor<Autodiff<Bf>, 4>,
+    s: &Tensor<Autodiff<Bf>, 1>,
+    kernel: bool,
+) {
+    let (q, k, v, s) = (q.clone(), k.clone(), v.clone(), s.clone());
+    let (o, _) = if kernel {
+        Autodiff::<Bf>::lightning_attention(q.clone(), k.clone(), v.clone(), s.clone(), None, 64)
+    } else {
+        reference::chunked(q.clone(), k.clone(), v.clone(), s.clone(), None, 64)
+    };
+    let g = o.backward();
+    let _ = (q.grad(&g), k.grad(&g), v.grad(&g), s.grad(&g));
 }
 
 /// The [`Timing`] of one decode step.

@@ -356,6 +356,56 @@ pub(crate) fn store_state<F: Float>(
     }
 }
 
+/// Steps `rows` rows of one state's columns `col..col + N` (rows `first, first + stride, ..`,
+/// those below `dk`): loads them all before writing any, writes `lambda S + k^T v` and returns
+/// their share of `q S'`. Both decode kernels' body.
+#[allow(clippy::too_many_arguments)]
+#[cube]
+fn decode_rows<F: Float, S: Float, N: Size>(
+    q: &Tensor<F>,
+    k: &Tensor<F>,
+    state: &Tensor<Vector<S, N>>,
+    state_out: &mut Tensor<Vector<S, N>>,
+    bi: usize,
+    hi: usize,
+    col: usize,
+    lambda: Vector<f32, N>,
+    vj: Vector<f32, N>,
+    first: usize,
+    stride: usize,
+    #[comptime] rows: usize,
+) -> Vector<f32, N> {
+    let nv = N::value();
+    let dk = q.shape(3);
+    let qb = bi * q.stride(0) + hi * q.stride(1);
+    let kb = bi * k.stride(0) + hi * k.stride(1);
+    let sb = bi * state.stride(0) + hi * state.stride(1) + col * state.stride(3);
+    let ob = bi * state_out.stride(0) + hi * state_out.stride(1) + col * state_out.stride(3);
+    let (s_sr, o_sr) = (state.stride(2), state_out.stride(2));
+    let (k_sd, q_sd) = (k.stride(3), q.stride(3));
+    let mut old = Array::<Vector<S, N>>::new(rows);
+    #[unroll]
+    for i in 0..rows {
+        let r = first + stride * i;
+        if r < dk {
+            old[i] = state[(sb + r * s_sr) / nv];
+        }
+    }
+    let mut acc = Vector::<f32, N>::new(0.0);
+    #[unroll]
+    for i in 0..rows {
+        let r = first + stride * i;
+        if r < dk {
+            let kr = Vector::<f32, N>::new(f32::cast_from(k[kb + r * k_sd]));
+            let qr = Vector::<f32, N>::new(f32::cast_from(q[qb + r * q_sd]));
+            let new = lambda * Vector::<f32, N>::cast_from(old[i]) + kr * vj;
+            state_out[(ob + r * o_sr) / nv] = Vector::<S, N>::cast_from(new);
+            acc += qr * new;
+        }
+    }
+    acc
+}
+
 /// One decode step, one cube per (`32 N` value columns, batch x head): `groups` groups of 32
 /// threads split the state's rows (group `g`: rows `g, g + groups, ..`, `rows` of them); `S' = lambda S +
 /// k^T v`, `o = q S'`, in f32. Each unit moves `N` state columns per access (16 bytes of an f32
@@ -384,7 +434,6 @@ fn decode_kernel<F: Float, S: Float, N: Size>(
     let lane = tid % 32;
     let group = tid / 32;
     let heads = q.shape(1);
-    let dk = q.shape(3);
     let dv = v.shape(3);
     let bh = CUBE_POS_Y as usize;
     let bi = bh / heads;
@@ -398,32 +447,9 @@ fn decode_kernel<F: Float, S: Float, N: Size>(
         let vj = Vector::<f32, N>::cast_from(
             v[(bi * v.stride(0) + hi * v.stride(1) + col * v.stride(3)) / nv],
         );
-        let qb = bi * q.stride(0) + hi * q.stride(1);
-        let kb = bi * k.stride(0) + hi * k.stride(1);
-        let sb = bi * state.stride(0) + hi * state.stride(1) + col * state.stride(3);
-        let ob = bi * state_out.stride(0) + hi * state_out.stride(1) + col * state_out.stride(3);
-        let s_sr = state.stride(2);
-        let o_sr = state_out.stride(2);
-        let (k_sd, q_sd) = (k.stride(3), q.stride(3));
-        let mut old = Array::<Vector<S, N>>::new(rows);
-        #[unroll]
-        for i in 0..rows {
-            let r = group + groups * i;
-            if r < dk {
-                old[i] = state[(sb + r * s_sr) / nv];
-            }
-        }
-        #[unroll]
-        for i in 0..rows {
-            let r = group + groups * i;
-            if r < dk {
-                let kr = Vector::<f32, N>::new(f32::cast_from(k[kb + r * k_sd]));
-                let qr = Vector::<f32, N>::new(f32::cast_from(q[qb + r * q_sd]));
-                let new = lambda * Vector::<f32, N>::cast_from(old[i]) + kr * vj;
-                state_out[(ob + r * o_sr) / nv] = Vector::<S, N>::cast_from(new);
-                acc += qr * new;
-            }
-        }
+        acc = decode_rows::<F, S, N>(
+            q, k, state, state_out, bi, hi, col, lambda, vj, group, groups, rows,
+        );
     }
     partial[tid] = acc;
     sync_cube();
@@ -469,34 +495,12 @@ fn decode_warp_kernel<F: Float, S: Float, N: Size>(
         let vj = Vector::<f32, N>::cast_from(
             v[(bi * v.stride(0) + hi * v.stride(1) + col * v.stride(3)) / nv],
         );
-        let qb = bi * q.stride(0) + hi * q.stride(1);
-        let kb = bi * k.stride(0) + hi * k.stride(1);
-        let sb = bi * state.stride(0) + hi * state.stride(1) + col * state.stride(3);
-        let ob = bi * state_out.stride(0) + hi * state_out.stride(1) + col * state_out.stride(3);
-        let s_sr = state.stride(2);
-        let o_sr = state_out.stride(2);
-        let (k_sd, q_sd) = (k.stride(3), q.stride(3));
         let mut acc = Vector::<f32, N>::new(0.0);
         let mut r0 = 0;
         while r0 < dk {
-            let mut old = Array::<Vector<S, N>>::new(rows);
-            #[unroll]
-            for i in 0..rows {
-                if r0 + i < dk {
-                    old[i] = state[(sb + (r0 + i) * s_sr) / nv];
-                }
-            }
-            #[unroll]
-            for i in 0..rows {
-                let r = r0 + i;
-                if r < dk {
-                    let kr = Vector::<f32, N>::new(f32::cast_from(k[kb + r * k_sd]));
-                    let qr = Vector::<f32, N>::new(f32::cast_from(q[qb + r * q_sd]));
-                    let new = lambda * Vector::<f32, N>::cast_from(old[i]) + kr * vj;
-                    state_out[(ob + r * o_sr) / nv] = Vector::<S, N>::cast_from(new);
-                    acc += qr * new;
-                }
-            }
+            acc += decode_rows::<F, S, N>(
+                q, k, state, state_out, bi, hi, col, lambda, vj, r0, 1, rows,
+            );
             r0 += rows;
         }
         o[(bi * o.stride(0) + hi * o.stride(1) + col * o.stride(3)) / nv] =
