@@ -293,9 +293,9 @@ fn unpack<B: Backend>(packed: Tensor<B, 4>, n: usize, d: usize) -> (Tensor<B, 4>
 /// `ds` uses the identity `ds_h = -sum_t (t+1) (q_t . dq_t - k_t . dk_t)` summed over the batch,
 /// in tensor ops; it loses relative precision like `1e-7 * seq * s` in f32 (cancellation), so
 /// about 1e-3 at 64K tokens and `s = 1`. Under f16/bf16 inputs its `dq` and `dk` come from two
-/// more scans in f32 ([`ds_scans`]): from the half-precision ones it was off by 4e-2 to 8e-2 at
-/// 2K tokens under MiniMax's decays and by over 100% under steep ones (H200, session 9). With `want_ds = false` (the decays are not trained)
-/// `ds` is zeros and costs nothing.
+/// more scans in f32 ([`ds_scans`]): from the half-precision ones `ds` was off by 4e-2 to 8e-2
+/// at 2K tokens under MiniMax's decays and by over 100% under steep ones (on the H200). With
+/// `want_ds = false` (the decays are not trained) `ds` is zeros and costs nothing.
 #[allow(clippy::type_complexity)]
 pub fn lightning_grads<B: LightningBackend>(
     q: FloatTensor<B>,
@@ -321,7 +321,8 @@ pub fn lightning_grads<B: LightningBackend>(
     // The reverse scans start from the final state's cotangent, zero here.
     let d_state = Tensor::<B, 4>::zeros([batch, heads, dk, dvdim], &device).cast(q.dtype());
     let has_state = state.is_some();
-    let state_in = state.clone();
+    let half = matches!(q.dtype(), DType::F16 | DType::BF16);
+    let state_in = if want_ds && half { state.clone() } else { None };
     let sp = || s.clone().into_primitive().tensor();
 
     let dq = tensor(B::lightning_scan(
@@ -360,7 +361,7 @@ pub fn lightning_grads<B: LightningBackend>(
             .float()
             .reshape([1, 1, n, 1]),
     );
-    let (dq_f32, dk_f32) = if matches!(q.dtype(), DType::F16 | DType::BF16) {
+    let (dq_f32, dk_f32) = if half {
         let s = s.clone().cast(FloatDType::F32);
         let state = state_in.map(|st| f32_(tensor::<B>(st)));
         let (q, k, v, d_o) = (f32_(q.clone()), f32_(k.clone()), f32_(v), f32_(d_o));
