@@ -51,7 +51,7 @@
 #                 through the fusion layer and without it, 5 to 1000 calls back to back
 #   decode-variants `lightning --decode DECODE_BATCHES` (default 1,256; the decode check, the copy row, then decode
 #                 steps) for each SCALELAB_LIGHTNING_DECODE in DECODE_VARIANTS (default
-#                 auto,warp16,cube8): the decode kernel and its geometry (decode-<name>.log)
+#                 warp16,cube8): the decode kernel and its geometry (decode-<name>.log)
 #   ds            `lightning --ts DS_TS --ds` (default 2048,8192): forward+backward with trained
 #                 decays (their f32 `ds` scans) beside the usual rows (ds.log, ds.jsonl)
 #   decode-ncu    batch-256 decode steps alone (decode.log), then one under Nsight Compute with
@@ -182,7 +182,7 @@ if has ds; then
   grep -E "fwd\+bwd|panicked" "$OUT/ds.log"
 fi
 if has decode-variants; then
-  for d in $(echo "${DECODE_VARIANTS:-auto,warp16,cube8}" | tr , ' '); do
+  for d in $(echo "${DECODE_VARIANTS:-warp16,cube8}" | tr , ' '); do
     stamp "decode $d"
     SCALELAB_LIGHTNING_DECODE=$d timeout 120 ./lightning --decode "${DECODE_BATCHES:-1,256}" \
       > "$OUT/decode-$d.log" 2>&1

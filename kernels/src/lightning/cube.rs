@@ -464,7 +464,7 @@ fn decode_kernel<F: Float, S: Float, N: Size>(
     }
 }
 
-/// One decode step (the default at large batches, [`auto_decode`]), one warp per (`32 N` value columns, batch x head) and
+/// One decode step (the default kernel), one warp per (`32 N` value columns, batch x head) and
 /// `CUBE_DIM_Y` warps per cube, each on its own state: the warp walks the state's rows `rows` at a time (all loaded
 /// before any is written), so no barrier or shared memory ties warps together and each retires
 /// on its own. Same contract as [`decode_kernel`].
@@ -807,40 +807,28 @@ pub enum DecodeKernel {
     },
 }
 
-/// The decode kernel [`decode`] runs: `SCALELAB_LIGHTNING_DECODE` = `auto` (unset: see
-/// [`auto_decode`]), `warp16`, `warp8`, `warp32`, `cube8`, `cube4`, `cube16` or `cube32`, to
-/// compare them in one build.
-fn decode_choice() -> Option<DecodeKernel> {
-    static CHOICE: std::sync::OnceLock<Option<DecodeKernel>> = std::sync::OnceLock::new();
+/// The decode kernel [`decode`] runs: `SCALELAB_LIGHTNING_DECODE` = `warp16` (unset), `warp8`,
+/// `warp32`, `cube8`, `cube4`, `cube16` or `cube32`, to compare them in one build. On the H200
+/// at H=64, D=128 (f32 state) the warp kernel was as fast or faster at every batch: 0.080 /
+/// 0.147 / 0.552 ms at batch 32 / 64 / 256 against the 8-warp cube kernel's 0.087 / 0.165 /
+/// 0.630, and even at batch 1 (18 against 19 us on `CubeBackend`).
+fn decode_choice() -> DecodeKernel {
+    static CHOICE: std::sync::OnceLock<DecodeKernel> = std::sync::OnceLock::new();
     *CHOICE.get_or_init(|| {
         use DecodeKernel::{Cube, Warp};
         super::split::knob(
             "SCALELAB_LIGHTNING_DECODE",
             &[
-                ("auto", None),
-                ("warp16", Some(Warp { rows: 16 })),
-                ("warp8", Some(Warp { rows: 8 })),
-                ("warp32", Some(Warp { rows: 32 })),
-                ("cube8", Some(Cube { groups: 8 })),
-                ("cube4", Some(Cube { groups: 4 })),
-                ("cube16", Some(Cube { groups: 16 })),
-                ("cube32", Some(Cube { groups: 32 })),
+                ("warp16", Warp { rows: 16 }),
+                ("warp8", Warp { rows: 8 }),
+                ("warp32", Warp { rows: 32 }),
+                ("cube8", Cube { groups: 8 }),
+                ("cube4", Cube { groups: 4 }),
+                ("cube16", Cube { groups: 16 }),
+                ("cube32", Cube { groups: 32 }),
             ],
         )
     })
-}
-
-/// The decode kernel for `units` (states x blocks of 128 value columns) on `sms` SMs: the warp
-/// kernel, one warp per unit walking its rows in sequence, where the units give every SM at
-/// least 16 warps; else the cube kernel, 8 warps per unit, so that a small batch still spreads
-/// its loads over the device. On the H200 at H=64, D=128 (f32 state), batch 256 (16384 units):
-/// 0.56 ms on the warp kernel, 0.62-0.63 on the cube kernel.
-pub fn auto_decode(units: usize, sms: usize) -> DecodeKernel {
-    if units >= 16 * sms {
-        DecodeKernel::Warp { rows: 16 }
-    } else {
-        DecodeKernel::Cube { groups: 8 }
-    }
 }
 
 /// One recurrent step, `(o [B, H, 1, dv], new state [B, H, dk, dv])`; the state may have its own
@@ -852,13 +840,7 @@ pub fn decode<R: CubeRuntime>(
     s: CubeTensor<R>,
     state: CubeTensor<R>,
 ) -> (CubeTensor<R>, CubeTensor<R>) {
-    let kernel = decode_choice().unwrap_or_else(|| {
-        let [batch, heads, _, _] = q.meta.shape().dims::<4>();
-        let units = batch * heads * v.meta.shape()[3].div_ceil(32 * 4);
-        let sms = q.client.properties().hardware.num_streaming_multiprocessors;
-        auto_decode(units, sms.unwrap_or(1) as usize)
-    });
-    decode_with(q, k, v, s, state, kernel)
+    decode_with(q, k, v, s, state, decode_choice())
 }
 
 /// [`decode`] with the kernel chosen by the caller.
@@ -960,25 +942,4 @@ pub fn decode_with<R: CubeRuntime>(
         },
     }
     (o, state_out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{auto_decode, DecodeKernel};
-
-    #[test]
-    fn decode_takes_the_warp_kernel_once_its_warps_fill_the_device() {
-        // H=64, D=128 on the H200's 132 SMs: batch 256 and 33 fill it, batch 32 and 1 do not.
-        let units = |batch: usize| batch * 64;
-        assert_eq!(
-            auto_decode(units(256), 132),
-            DecodeKernel::Warp { rows: 16 }
-        );
-        assert_eq!(auto_decode(units(33), 132), DecodeKernel::Warp { rows: 16 });
-        assert_eq!(
-            auto_decode(units(32), 132),
-            DecodeKernel::Cube { groups: 8 }
-        );
-        assert_eq!(auto_decode(units(1), 132), DecodeKernel::Cube { groups: 8 });
-    }
 }
