@@ -653,11 +653,19 @@ fn decode_under_autodiff_runs_the_kernel_or_records_gradients() {
 
 #[test]
 fn half_precision_decay_gradient_matches_reference() {
-    // `ds` weights each token's `q . dq - k . dk` by its position and sums: from half-precision
-    // `dq` and `dk`, their rounding would come back multiplied by up to `seq` against a `ds`
-    // that steep decays keep small. Five chunks, decays gentle to steep, f16 inputs against the
-    // f64 reference on the same rounded inputs.
-    type A = Autodiff<Cube>;
+    half_precision_ds_matches::<Cube>();
+}
+
+#[test]
+fn half_precision_decay_gradient_matches_reference_under_fusion() {
+    half_precision_ds_matches::<Wgpu>();
+}
+
+/// `ds` weights each token's `q . dq - k . dk` by its position and sums: from half-precision
+/// `dq` and `dk`, their rounding would come back multiplied by up to `seq` against a `ds` that
+/// steep decays keep small. Five chunks, decays gentle to steep, f16 inputs against the f64
+/// reference on the same rounded inputs.
+fn half_precision_ds_matches<B: LightningBackend>() {
     let device = Default::default();
     let mut seed = 1200;
     let (b, h, n, d) = (1, 3, 320, 32);
@@ -680,12 +688,14 @@ fn half_precision_decay_gradient_matches_reference() {
     let g = (o * Tensor::from_data(ro.clone(), &rd)).sum().backward();
     let want = rs.grad(&g).unwrap().into_data();
 
-    let half = |x: &TensorData| on::<A, 4>(x, &device).cast(FloatDType::F16);
-    let ks = on::<A, 1>(&s, &device).cast(FloatDType::F16).require_grad();
+    let half = |x: &TensorData| on::<Autodiff<B>, 4>(x, &device).cast(FloatDType::F16);
+    let ks = on::<Autodiff<B>, 1>(&s, &device)
+        .cast(FloatDType::F16)
+        .require_grad();
     let (q, k, v) = (half(&q), half(&k), half(&v));
     assert_eq!(q.dtype(), DType::F16, "the test's inputs are f16");
-    let (o, _) = A::lightning_attention(q, k, v, ks.clone(), None, 64);
-    let g = (o.cast(FloatDType::F32) * on::<A, 4>(&ro, &device))
+    let (o, _) = Autodiff::<B>::lightning_attention(q, k, v, ks.clone(), None, 64);
+    let g = (o.cast(FloatDType::F32) * on::<Autodiff<B>, 4>(&ro, &device))
         .sum()
         .backward();
     // Head by head: a steep head's `ds` is far smaller than a gentle one's.
