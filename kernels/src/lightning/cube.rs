@@ -407,10 +407,11 @@ fn decode_rows<F: Float, S: Float, N: Size>(
 }
 
 /// One decode step, one cube per (`32 N` value columns, batch x head): `groups` groups of 32
-/// threads split the state's rows (group `g`: rows `g, g + groups, ..`, `rows` of them); `S' = lambda S +
-/// k^T v`, `o = q S'`, in f32. Each unit moves `N` state columns per access (16 bytes of an f32
-/// state on CUDA) and loads all its rows before writing any, so a step keeps `rows` loads in
-/// flight per unit: the step is bound by the state's bytes, read once and written once.
+/// threads split the state's rows (group `g`: rows `g, g + groups, ..`, `rows` of them);
+/// `S' = lambda S + k^T v`, `o = q S'`, in f32. Each unit moves `N` state columns per access (16
+/// bytes of an f32 state on CUDA) and loads all its rows before writing any, so a step keeps
+/// `rows` loads in flight per unit: the step is bound by the state's bytes, read once and
+/// written once. The default before [`decode_warp_kernel`], kept to compare.
 ///
 /// `q, k: [B, H, 1, dk]`, `v: [B, H, 1, dv]`, `state: [B, H, dk, dv]` in its own dtype `S`
 /// (f32 under bf16 inputs); writes `o: [B, H, 1, dv]` and `state_out: [B, H, dk, dv]` (dtype `S`).
@@ -465,9 +466,9 @@ fn decode_kernel<F: Float, S: Float, N: Size>(
 }
 
 /// One decode step (the default kernel), one warp per (`32 N` value columns, batch x head) and
-/// `CUBE_DIM_Y` warps per cube, each on its own state: the warp walks the state's rows `rows` at a time (all loaded
-/// before any is written), so no barrier or shared memory ties warps together and each retires
-/// on its own. Same contract as [`decode_kernel`].
+/// `CUBE_DIM_Y` warps per cube, each on its own state: the warp walks the state's rows `rows` at
+/// a time (all loaded before any is written), so no barrier or shared memory ties warps together
+/// and each retires on its own. Same contract as [`decode_kernel`].
 #[allow(clippy::too_many_arguments)]
 #[cube(launch_unchecked)]
 fn decode_warp_kernel<F: Float, S: Float, N: Size>(
