@@ -7,7 +7,7 @@ from `dq`, `dk` rounded three ways and prints each one's relative error against 
   chunk_f32out   64-token chunks whose scores and states are rounded to bf16 (as the tensor-core
                  kernels take them), outputs kept in f32;
   chunk_bf16out  the same with the outputs rounded too (what the bf16 kernels return).
-Run: python3 kernels/bench/ds_rounding.py  (NumPy only; about a minute).
+Run: python3 kernels/bench/ds_rounding.py  (NumPy only; seconds).
 """
 import numpy as np
 

@@ -3,7 +3,8 @@
 # folder that `kernels/bench/prepare.sh` stages (the bench binary `lightning`, this script,
 # compare_fla.py and whl/ with fla 0.6.0's wheels); logs and JSON go to $OUT.
 #
-# STEPS (comma-separated, in this order; default "fla,ours,merge"):
+# STEPS (comma-separated; default "fla,ours,merge"; they run in the order of this script's
+# body below, whatever their order in STEPS):
 #   fla           the device's copy and bf16 matmul ceilings, then fla and PyTorch SDPA
 #   ours          our kernels: forward, forward+backward and decode (the speed table)
 #   ours-apart    the same with the backward's dk and dv as two scans (SHARED_DKDV=0; the
@@ -22,7 +23,7 @@
 #                 (SCALELAB_LIGHTNING_FUSED=off)
 #   ours-fused    ours with the one-launch kernel wherever it applies (FUSED=on)
 #   ours-fused32  ours with the one-launch kernel's 32-token, 64-column tile, two cubes per SM
-#                 (SCALELAB_LIGHTNING_FUSED_TILE=32x64; not yet run on a GPU)
+#                 (SCALELAB_LIGHTNING_FUSED_TILE=32x64; checked and timed on the H200, no faster)
 #   check-fused   check-kernels with FUSED=on; check-split with FUSED=off; check-fused32 with
 #                 FUSED=on FUSED_TILE=32x64
 #   merge         the merged table: ratios to fla and to the split design's memory floor
@@ -49,13 +50,15 @@
 #                 NCU_TIME_KERNELS (a regex, default our kernels; "." for every kernel)
 #   overhead      `lightning --overhead T` for T in OVERHEAD_TS (default 2048,65536): forwards
 #                 through the fusion layer and without it, 5 to 1000 calls back to back
-#   decode-variants `lightning --decode DECODE_BATCHES` (default 1,256; the decode check, the copy row, then decode
-#                 steps) for each SCALELAB_LIGHTNING_DECODE in DECODE_VARIANTS (default
-#                 warp16,cube8): the decode kernel and its geometry (decode-<name>.log)
 #   ds            `lightning --ts DS_TS --ds` (default 2048,8192): forward+backward with trained
 #                 decays (their f32 `ds` scans) beside the usual rows (ds.log, ds.jsonl)
-#   decode-ncu    batch-256 decode steps alone (decode.log), then one under Nsight Compute with
-#                 its DRAM bytes read and written (decode-ncu.txt)
+#   decode-variants `lightning --decode DECODE_BATCHES` (default 1,256: the decode check, the
+#                 copy row, then decode steps) for each SCALELAB_LIGHTNING_DECODE in
+#                 DECODE_VARIANTS (default warp16,cube8): the decode kernel and its geometry
+#                 (decode-<name>.log)
+#   decode-ncu    the decode check, then batch-256 decode steps alone (decode.log), then one
+#                 timed step under Nsight Compute with its DRAM bytes read and written
+#                 (decode-ncu.txt)
 # Knobs: TS=2048,8192 (lengths), REFMAX=T (tensor-op reference up to T; 0 = none, the default),
 # CHECK_TS (default 2048,8192), FLA_TIMEOUT, BENCH_TIMEOUT, CHECK_TIMEOUT (seconds).
 # Costs seen on the H200 (session 5): a fresh machine about 30 s; fla about 145 s; ours about 25 s
@@ -192,6 +195,7 @@ fi
 if has decode-ncu; then
   # Batch-256 decode alone, then one step under Nsight Compute: the DRAM bytes it moves against
   # the 2.15 GB of state it reads and writes (a step faster than the copy rate moves fewer).
+  # The launch skip passes the decode check's 6 launches and the first 4 warm-up steps.
   stamp decode-ncu
   timeout 120 ./lightning --decode 256 > "$OUT/decode.log" 2>&1
   grep -E "decode|panicked" "$OUT/decode.log"

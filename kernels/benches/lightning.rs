@@ -629,13 +629,20 @@ fn main() {
                 let timing = time::<Bf>(&device, &device, reps, || {
                     forward_backward(&aq, &ak, &av, &as_, kernel)
                 });
+                // With trained decays, two more scans (`ds`'s f32 `dq` and `dk`): each a
+                // forward's arithmetic, reading three f32 inputs and writing one.
+                let (flop, bytes) = if train_s {
+                    (6.0 * flop_fwd, bytes_bwd + 2.0 * 2.0 * bytes_fwd)
+                } else {
+                    (4.0 * flop_fwd, bytes_bwd)
+                };
                 Row {
                     what: if train_s { "fwd+bwd+ds" } else { "fwd+bwd" }.into(),
                     t,
                     impl_,
                     time: timing,
-                    flop: 4.0 * flop_fwd,
-                    bytes: bytes_bwd,
+                    flop,
+                    bytes,
                 }
                 .print(&mut json);
             }
@@ -700,7 +707,6 @@ fn forward_backward(
     s: &Tensor<Autodiff<Bf>, 1>,
     kernel: bool,
 ) {
-    let (q, k, v, s) = (q.clone(), k.clone(), v.clone(), s.clone());
     let (o, _) = if kernel {
         Autodiff::<Bf>::lightning_attention(q.clone(), k.clone(), v.clone(), s.clone(), None, 64)
     } else {

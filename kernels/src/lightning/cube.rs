@@ -798,7 +798,7 @@ const DECODE_WARPS: usize = 4;
 pub enum DecodeKernel {
     /// [`decode_kernel`]: `groups` warps per cube share one state's rows, then add their `o`.
     Cube {
-        /// Warps per cube (each unit holds `dk / groups` state rows).
+        /// Warps per cube (each unit holds `dk / groups` state rows, rounded up).
         groups: usize,
     },
     /// [`decode_warp_kernel`]: one warp per state, walking its rows `rows` at a time.

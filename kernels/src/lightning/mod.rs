@@ -293,8 +293,11 @@ fn unpack<B: Backend>(packed: Tensor<B, 4>, n: usize, d: usize) -> (Tensor<B, 4>
 /// `ds` uses the identity `ds_h = -sum_t (t+1) (q_t . dq_t - k_t . dk_t)` summed over the batch,
 /// in tensor ops; it loses relative precision like `1e-7 * seq * s` in f32 (cancellation), so
 /// about 1e-3 at 64K tokens and `s = 1`. Under f16/bf16 inputs its `dq` and `dk` come from two
-/// more scans in f32 ([`ds_scans`]): from the half-precision ones `ds` was off by 4e-2 to 8e-2
-/// at 2K tokens under MiniMax's decays and by over 100% under steep ones (on the H200). With
+/// more scans in f32 ([`ds_scans`]): the position weights multiply whatever the half-precision
+/// scans round (their outputs, and the scores and states their tensor-core products take in
+/// the input dtype), while `ds` itself stays small under steep decays, so from those scans
+/// `ds` was off by 4e-2 to 8e-2 at 2K tokens under MiniMax's decays and by over 100% under
+/// steep ones (on the H200). With
 /// `want_ds = false` (the decays are not trained) `ds` is zeros and costs nothing.
 #[allow(clippy::type_complexity)]
 pub fn lightning_grads<B: LightningBackend>(
@@ -381,10 +384,7 @@ pub fn lightning_grads<B: LightningBackend>(
 }
 
 /// `dq` and `dk` again from scans of f32 inputs, for [`lightning_grads`]'s `ds` under f16/bf16
-/// inputs: the identity weights each token by its position, so the half-precision scans'
-/// rounding (outputs, and the states and scores their tensor-core products take in the input
-/// dtype) would reach `ds` multiplied by up to `seq`, where `ds` itself stays small under steep
-/// decays. Costs two f32 scans, only when the decays are trained.
+/// inputs (why: there). Two f32 scans, run only when the decays are trained.
 fn ds_scans<B: LightningBackend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
