@@ -671,47 +671,51 @@ fn half_precision_ds_matches<B: LightningBackend>() {
     let (b, h, n, d) = (1, 3, 320, 32);
     let round = |x: TensorData| x.convert::<f16>().convert::<f64>();
     let s = round(TensorData::from([0.02f64, 0.5, 3.0].as_slice()));
-    let q = round(data(&mut seed, [b, h, n, d], 0.5));
-    let k = round(data(&mut seed, [b, h, n, d], 0.5));
-    let v = round(data(&mut seed, [b, h, n, d], 0.5));
-    let ro = round(data(&mut seed, [b, h, n, d], 1.0));
+    for with_state in [false, true] {
+        let q = round(data(&mut seed, [b, h, n, d], 0.5));
+        let k = round(data(&mut seed, [b, h, n, d], 0.5));
+        let v = round(data(&mut seed, [b, h, n, d], 0.5));
+        let st = round(data(&mut seed, [b, h, d, d], 0.5));
+        let ro = round(data(&mut seed, [b, h, n, d], 1.0));
 
-    let rd = Default::default();
-    let rs = Tensor::<Ref, 1>::from_data(s.clone(), &rd).require_grad();
-    let (o, _) = reference::naive(
-        Tensor::<Ref, 4>::from_data(q.clone(), &rd),
-        Tensor::from_data(k.clone(), &rd),
-        Tensor::from_data(v.clone(), &rd),
-        rs.clone(),
-        None,
-    );
-    let g = (o * Tensor::from_data(ro.clone(), &rd)).sum().backward();
-    let want = rs.grad(&g).unwrap().into_data();
-
-    let half = |x: &TensorData| on::<Autodiff<B>, 4>(x, &device).cast(FloatDType::F16);
-    let ks = on::<Autodiff<B>, 1>(&s, &device)
-        .cast(FloatDType::F16)
-        .require_grad();
-    let (q, k, v) = (half(&q), half(&k), half(&v));
-    assert_eq!(q.dtype(), DType::F16, "the test's inputs are f16");
-    let (o, _) = Autodiff::<B>::lightning_attention(q, k, v, ks.clone(), None, 64);
-    let g = (o.cast(FloatDType::F32) * on::<Autodiff<B>, 4>(&ro, &device))
-        .sum()
-        .backward();
-    // Head by head: a steep head's `ds` is far smaller than a gentle one's.
-    let got: Vec<f64> = ks
-        .grad(&g)
-        .unwrap()
-        .into_data()
-        .convert::<f64>()
-        .to_vec()
-        .unwrap();
-    let want: Vec<f64> = want.to_vec().unwrap();
-    for (head, (got, want)) in got.iter().zip(&want).enumerate() {
-        let e = (got - want).abs() / want.abs();
-        assert!(
-            e < 2e-3,
-            "f16 ds of head {head}: {got:e}, reference {want:e}, relative error {e:e}"
+        let rd = Default::default();
+        let rs = Tensor::<Ref, 1>::from_data(s.clone(), &rd).require_grad();
+        let (o, _) = reference::naive(
+            Tensor::<Ref, 4>::from_data(q.clone(), &rd),
+            Tensor::from_data(k.clone(), &rd),
+            Tensor::from_data(v.clone(), &rd),
+            rs.clone(),
+            with_state.then(|| Tensor::from_data(st.clone(), &rd)),
         );
+        let g = (o * Tensor::from_data(ro.clone(), &rd)).sum().backward();
+        let want: Vec<f64> = rs.grad(&g).unwrap().into_data().to_vec().unwrap();
+
+        let half = |x: &TensorData| on::<Autodiff<B>, 4>(x, &device).cast(FloatDType::F16);
+        let ks = on::<Autodiff<B>, 1>(&s, &device)
+            .cast(FloatDType::F16)
+            .require_grad();
+        let (q, k, v) = (half(&q), half(&k), half(&v));
+        assert_eq!(q.dtype(), DType::F16, "the test's inputs are f16");
+        let state = with_state.then(|| half(&st));
+        let (o, _) = Autodiff::<B>::lightning_attention(q, k, v, ks.clone(), state, 64);
+        let g = (o.cast(FloatDType::F32) * on::<Autodiff<B>, 4>(&ro, &device))
+            .sum()
+            .backward();
+        // Head by head: a steep head's `ds` is far smaller than a gentle one's.
+        let got: Vec<f64> = ks
+            .grad(&g)
+            .unwrap()
+            .into_data()
+            .convert::<f64>()
+            .to_vec()
+            .unwrap();
+        for (head, (got, want)) in got.iter().zip(&want).enumerate() {
+            let e = (got - want).abs() / want.abs();
+            assert!(
+                e < 2e-3,
+                "f16 ds of head {head} (initial state: {with_state}): {got:e}, reference \
+                 {want:e}, relative error {e:e}"
+            );
+        }
     }
 }
