@@ -618,10 +618,8 @@ fn main() {
             // MiniMax's decays are fixed: no gradient for `s` (the check covers `ds`), unless
             // `--ds` asks for the kernel's rows with trained decays too.
             let with_ds = kernel && args.iter().any(|a| a == "--ds");
-            for train_s in [false, true] {
-                if train_s && !with_ds {
-                    continue;
-                }
+            let runs: &[bool] = if with_ds { &[false, true] } else { &[false] };
+            for &train_s in runs {
                 let mut as_ = Tensor::<Autodiff<Bf>, 1>::from_inner(s.clone());
                 if train_s {
                     as_ = as_.require_grad();

@@ -693,32 +693,16 @@ fn two_scans<R: CubeRuntime>(
     pick: impl Fn(&CubeTensor<R>) -> Option<TiledConfig>,
 ) -> (CubeTensor<R>, CubeTensor<R>) {
     let (dk_cfg, dv_cfg) = (pick(&v), pick(&k));
-    let reverse = ScanOptions {
-        reverse: true,
-        transpose_state: true,
-        state_exp0: true,
-    };
     let d_k = scan_with(
         v,
         d_o.clone(),
         q.clone(),
         s.clone(),
         Some(d_state.clone()),
-        reverse,
+        ScanOptions::DK,
         dk_cfg,
     );
-    let d_v = scan_with(
-        k,
-        q,
-        d_o,
-        s,
-        Some(d_state),
-        ScanOptions {
-            transpose_state: false,
-            ..reverse
-        },
-        dv_cfg,
-    );
+    let d_v = scan_with(k, q, d_o, s, Some(d_state), ScanOptions::DV, dv_cfg);
     (d_k, d_v)
 }
 

@@ -41,6 +41,27 @@ pub struct ScanOptions {
     pub state_exp0: bool,
 }
 
+impl ScanOptions {
+    /// The `dq` scan: forward `(do, v, k)` from the initial state transposed.
+    pub const DQ: Self = Self {
+        reverse: false,
+        transpose_state: true,
+        state_exp0: false,
+    };
+    /// The `dk` scan: reverse `(v, do, q)` from `dS_n^T`.
+    pub const DK: Self = Self {
+        reverse: true,
+        transpose_state: true,
+        state_exp0: true,
+    };
+    /// The `dv` scan: reverse `(k, q, do)` from `dS_n`; its final state is `dS0`.
+    pub const DV: Self = Self {
+        reverse: true,
+        transpose_state: false,
+        state_exp0: true,
+    };
+}
+
 /// A backend that can run the lightning-attention core.
 ///
 /// Implemented for every backend scalelab supports; the default bodies are the plain references,
@@ -124,30 +145,15 @@ pub trait LightningBackend: Backend {
         s: FloatTensor<Self>,
         d_state: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let reverse = ScanOptions {
-            reverse: true,
-            transpose_state: true,
-            state_exp0: true,
-        };
         let dk = Self::lightning_scan(
             v,
             d_o.clone(),
             q.clone(),
             s.clone(),
             Some(d_state.clone()),
-            reverse,
+            ScanOptions::DK,
         );
-        let dv = Self::lightning_scan(
-            k,
-            q,
-            d_o,
-            s,
-            Some(d_state),
-            ScanOptions {
-                transpose_state: false,
-                ..reverse
-            },
-        );
+        let dv = Self::lightning_scan(k, q, d_o, s, Some(d_state), ScanOptions::DV);
         (dk, dv)
     }
 
@@ -328,17 +334,7 @@ pub fn lightning_grads<B: LightningBackend>(
     let state_in = if want_ds && half { state.clone() } else { None };
     let sp = || s.clone().into_primitive().tensor();
 
-    let dq = tensor(B::lightning_scan(
-        prim(d_o.clone()),
-        prim(v.clone()),
-        prim(k.clone()),
-        sp(),
-        state,
-        ScanOptions {
-            transpose_state: true,
-            ..Default::default()
-        },
-    ));
+    let dq = dq_scan(d_o.clone(), v.clone(), k.clone(), s.clone(), state);
     let (dk_, dv_) = B::lightning_dk_dv(
         prim(q.clone()),
         prim(k.clone()),
@@ -348,7 +344,6 @@ pub fn lightning_grads<B: LightningBackend>(
         prim(d_state),
     );
     let (dk_, dv_) = (tensor::<B>(dk_), tensor::<B>(dv_));
-    let dq = dq.narrow(2, 0, n);
     let dk_ = dk_.narrow(2, 0, n);
     let (dv_, d_state0) = unpack(dv_, n, dk);
     debug_assert_eq!(dv_.dims()[3], dvdim);
@@ -396,34 +391,36 @@ fn ds_scans<B: LightningBackend>(
     let [batch, heads, n, dk] = q.dims();
     let dv = v.dims()[3];
     let d_state = Tensor::<B, 4>::zeros([batch, heads, dk, dv], &q.device()).cast(FloatDType::F32);
-    let sp = || s.clone().into_primitive().tensor();
-    let dq = B::lightning_scan(
-        prim(d_o.clone()),
-        prim(v.clone()),
-        prim(k),
-        sp(),
-        state.map(prim),
-        ScanOptions {
-            transpose_state: true,
-            ..Default::default()
-        },
-    );
+    let dq = dq_scan(d_o.clone(), v.clone(), k, s.clone(), state.map(prim));
     let dk_ = B::lightning_scan(
         prim(v),
         prim(d_o),
         prim(q),
-        sp(),
+        s.into_primitive().tensor(),
         Some(prim(d_state)),
-        ScanOptions {
-            reverse: true,
-            transpose_state: true,
-            state_exp0: true,
-        },
+        ScanOptions::DK,
     );
-    (
-        tensor::<B>(dq).narrow(2, 0, n),
-        tensor::<B>(dk_).narrow(2, 0, n),
-    )
+    (dq, tensor::<B>(dk_).narrow(2, 0, n))
+}
+
+/// The `dq` scan of the backward pass, `[batch, heads, seq, dk]`.
+fn dq_scan<B: LightningBackend>(
+    d_o: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    s: Tensor<B, 1>,
+    state: Option<FloatTensor<B>>,
+) -> Tensor<B, 4> {
+    let n = d_o.dims()[2];
+    let packed = B::lightning_scan(
+        prim(d_o),
+        prim(v),
+        prim(k),
+        s.into_primitive().tensor(),
+        state,
+        ScanOptions::DQ,
+    );
+    tensor::<B>(packed).narrow(2, 0, n)
 }
 
 /// The gradients of the final state `S_n = lambda^n S_0 + sum_t lambda^(n-1-t) k_t^T v_t` for
