@@ -64,7 +64,9 @@ fn ldm<F: Float>(
     let lane = UNIT_POS_X as usize % 32;
     let j = lane / 8;
     let (jr, jc) = if swap { (j / 2, j % 2) } else { (j % 2, j / 2) };
-    let off = base + (r0 + lane % 8 + 8 * jr) * stride + c0 + 8 * jc;
+    // The lane's own part apart, so a tile offset known at compile time folds into the
+    // instruction's immediate instead of costing address arithmetic per load.
+    let off = base + r0 * stride + c0 + ((lane % 8 + 8 * jr) * stride + 8 * jc);
     def.load_matrix::<F, Const<2>>(&sm.slice(off, off + 8), ident, 4usize, trans)
 }
 

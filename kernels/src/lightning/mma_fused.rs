@@ -37,51 +37,78 @@ const OCOLS: usize = 32;
 /// products).
 const SROWS: usize = 32;
 
-/// Scales the `A` fragment of 16 state rows x 16 tokens (`kk * 16..` of the chunk) in place by
-/// each token's weight `lambda^(len-1-i)` (0 past `len`): registers 0-1 hold tokens `2 tq` and
-/// `+ 1`, registers 2-3 tokens `2 tq + 8` and `+ 9`.
+/// Chunk rows of `src[base..]` (`rows x width`, row stride `width + PAD`) into `dst`, each
+/// token's row times its weight `lambda^(len-1-i)` (0 past `len`), in f32 and rounded once: the
+/// state update's decayed `B`, made once per chunk in whole vectors rather than per fragment.
 #[cube]
-fn decay_tokens<F: Float>(
-    fa: &mut Array<Pair<F>>,
+#[allow(clippy::too_many_arguments)]
+fn decay_rows<F: Float, N: Size>(
+    src: &SharedMemory<F>,
+    base: usize,
+    dst: &mut SharedMemory<F>,
     pw: &SharedMemory<f32>,
-    kk: usize,
-    tq: usize,
     len: usize,
+    tid: usize,
+    #[comptime] rows: usize,
+    #[comptime] width: usize,
+    #[comptime] threads: usize,
 ) {
+    let nv = N::value();
+    let wv = comptime!(width / nv);
+    let stride = comptime!(width + PAD);
     #[unroll]
-    for hi in 0..2usize {
-        let mut w = Pair::<f32>::new(0.0);
-        #[unroll]
-        for j in 0..2usize {
-            let t = kk * MK + 2 * tq + 8 * hi + j;
-            if t < len {
-                w[j] = pw[len - 1 - t];
-            }
+    for r in 0..rows * wv / threads {
+        let e = tid + r * threads;
+        let i = e / wv;
+        let off = i * stride + (e % wv) * nv;
+        let mut w = 0.0f32;
+        if i < len {
+            w = pw[len - 1 - i];
         }
-        #[unroll]
-        for r in 0..2usize {
-            let at = 2 * hi + r;
-            fa[at] = Pair::<F>::cast_from(Pair::<f32>::cast_from(fa[at]) * w);
-        }
+        let x = src
+            .slice(base + off, base + off + nv)
+            .into_vectorized()
+            .with_vector_size::<N>()[0];
+        let mut y = dst
+            .slice_mut(off, off + nv)
+            .into_vectorized()
+            .with_vector_size::<N>();
+        y[0] = Vector::<F, N>::cast_from(Vector::<f32, N>::cast_from(x) * Vector::<f32, N>::new(w));
     }
 }
 
+/// What one unit keeps fixed over the walk: the scan's sizes, its warp's tiles and where its
+/// stores start.
+#[derive(CubeType, Clone, Copy)]
+struct Walk {
+    /// Sequence length, chunks, the cube's first output column.
+    n: usize,
+    nblocks: usize,
+    c0: usize,
+    /// This unit in the cube, its lane group (`l / 4`) and pair (`l % 4`).
+    tid: usize,
+    g: usize,
+    tq: usize,
+    /// The warp's output rows (`16 mt..`) and columns (`wcol..`), and its block of the state.
+    mt: usize,
+    wcol: usize,
+    srow: usize,
+    scol: usize,
+    /// Pair indices of the lane's first element of `H` (buffer 0) and of `o` (token 0), the
+    /// output's token stride in pairs, and how many of the lane's output columns are inside.
+    h_pair: usize,
+    o_pair: usize,
+    o_st: usize,
+    cols_in: usize,
+}
+
 /// The fused scan: one cube of `4 * dt / 32` warps per (`dt` columns from `CUBE_POS_X * dt`,
-/// batch x head `CUBE_POS_Z`), two barriers per chunk.
+/// batch x head `CUBE_POS_Z`), two barriers per chunk ([`chunk_step`]).
 ///
-/// - Before the first barrier each warp computes its share of three independent products:
-///   the 16 x 16 score tiles (row tile `w / groups`, key tiles `w % groups`, `+ groups`, ..., on
-///   and below the diagonal; `groups = dt / 32`), masked, decayed and rounded into the shared `P`
-///   tile, so each score is computed once; `A H` for its output rows `16 (w / groups)..` and
-///   columns `32 (w % groups)..`; and the state update of its 32 x `scols` block of the state,
-///   rows `32 (w % (dkp / 32))..`, whose rounded copy goes to the other `H` buffer.
-/// - After it, `O += P C` from the shared `P`, then the stores and the barrier that also waits
-///   for the next chunk's copies.
-///
-/// The four row tiles of a chunk, which differ in work along the diagonal, share each SM
-/// sub-partition (warp `w` runs on sub-partition `w % 4`). In the state accumulators lane `l`
-/// holds, for each 16-row tile `m` and 8-column tile `t` of the warp's block, rows `+ l / 4` and
-/// `+ l / 4 + 8`, columns `2 (l % 4)` and `+ 1` (the `mma` layout).
+/// The chunks alternate between two sets of shared buffers; the walk takes them two at a time
+/// so that each step knows its buffers at compile time, and every shared-memory access is the
+/// lane's own offset plus a constant. The lanes' mask and decay factors for their score tiles
+/// (the same tiles in every chunk) are computed once, into registers.
 #[allow(
     clippy::too_many_arguments,
     clippy::collapsible_if,
@@ -110,8 +137,9 @@ pub(crate) fn chunk_fused_mma_kernel<F: Float, N: Size>(
     let row_warps = comptime!(dkp / SROWS);
     let scols = comptime!(dt / (warps / row_warps));
     let stiles = comptime!(scols / MN);
-    let otiles = comptime!(OCOLS / MN);
     let ptiles = comptime!(chunk / MK);
+    let ntiles = comptime!(ptiles * (ptiles + 1) / 2);
+    let rtiles = comptime!((ntiles + warps - 1) / warps);
     let tid = UNIT_POS_X as usize;
     let lane = tid % 32;
     let g = lane / 4;
@@ -131,9 +159,7 @@ pub(crate) fn chunk_fused_mma_kernel<F: Float, N: Size>(
     let nblocks = (n + chunk - 1) / chunk;
     let sv = f32::cast_from(s[hi * s.stride(0)]);
 
-    let ks = comptime!(dkp + PAD);
     let cs = comptime!(dt + PAD);
-    let ps = comptime!(chunk + PAD);
     let kbuf = comptime!(chunk * (dkp + PAD));
     let cbuf = comptime!(chunk * (dt + PAD));
     let hbuf = comptime!(dkp * (dt + PAD));
@@ -141,6 +167,7 @@ pub(crate) fn chunk_fused_mma_kernel<F: Float, N: Size>(
     let mut sb = SharedMemory::<F>::new_aligned(comptime!(2 * kbuf), 32usize);
     let mut sc = SharedMemory::<F>::new_aligned(comptime!(2 * cbuf), 32usize);
     let mut sh = SharedMemory::<F>::new_aligned(comptime!(2 * hbuf), 32usize);
+    let mut sd = SharedMemory::<F>::new_aligned(kbuf, 32usize);
     let mut sp = SharedMemory::<F>::new_aligned(comptime!(chunk * (chunk + PAD)), 32usize);
     let mut pw = SharedMemory::<f32>::new(chunk + 1);
     let barrier = Barrier::shared(threads as u32, tid == 0);
@@ -172,171 +199,100 @@ pub(crate) fn chunk_fused_mma_kernel<F: Float, N: Size>(
         }
         acc_s[i] = v;
     }
-    put_state::<F>(&acc_s, &mut sh, 0, srow, scol, g, tq, cs, stiles);
+    let h_pair = ((srow + g) * cs + scol + 2 * tq) / 2;
+    put_state::<F>(&acc_s, &mut sh, h_pair, cs, stiles, comptime!(2 * hbuf));
     barrier.arrive_and_wait();
 
-    let o_base = bi * out.stride(0) + hi * out.stride(1);
-    let o_st = out.stride(2);
-    let row_lo = mt * MM + g;
-    for blk in 0..nblocks {
-        let cur = blk % 2;
-        let t0 = blk * chunk;
-        let mut len = n - t0;
-        if len > chunk {
-            len = chunk;
+    // Score tiles `warp, warp + warps, ...` of the chunk's `ntiles` on and below the diagonal
+    // (row tile m holds tiles m (m + 1) / 2 ..), spread so that each SM sub-partition (warp % 4)
+    // computes as many; and each lane's mask and decay lambda^(i-j) on them.
+    let mut tiles = Array::<usize>::new(comptime!(2 * rtiles));
+    let mut sw = Array::<Pair<f32>>::new(comptime!(4 * rtiles));
+    #[unroll]
+    for r in 0..rtiles {
+        let idx = warp + r * warps;
+        let mut tm = 0usize;
+        let mut tk = 0usize;
+        #[unroll]
+        for m in 0..ptiles {
+            let first = m * (m + 1) / 2;
+            if idx >= first {
+                tm = m;
+                tk = idx - first;
+            }
         }
+        tiles[2 * r] = tm;
+        tiles[2 * r + 1] = tk;
+        #[unroll]
+        for q in 0..4usize {
+            let i = tm * MM + g + (q % 2) * 8;
+            let key = tk * MK + (q / 2) * MN + 2 * tq;
+            let mut w = Pair::<f32>::new(0.0);
+            #[unroll]
+            for j in 0..2usize {
+                if key + j <= i {
+                    w[j] = pw[i - key - j];
+                }
+            }
+            sw[4 * r + q] = w;
+        }
+    }
+
+    let o_base = bi * out.stride(0) + hi * out.stride(1);
+    let first_col = c0 + wcol + 2 * tq;
+    let mut cols_in = 0usize;
+    if dc > first_col {
+        cols_in = dc - first_col;
+    }
+    let wk = Walk {
+        n,
+        nblocks,
+        c0,
+        tid,
+        g,
+        tq,
+        mt,
+        wcol,
+        srow,
+        scol,
+        h_pair,
+        o_pair: (o_base + first_col) / 2,
+        o_st: out.stride(2) / 2,
+        cols_in,
+    };
+    for pair in 0..(nblocks + 1) / 2 {
+        let blk = 2 * pair;
+        chunk_step::<F, N>(
+            a, b, c, &oc, out, &mut sa, &mut sb, &mut sc, &mut sh, &mut sd, &mut sp, &pw, &barrier,
+            &mut acc_s, &sw, &tiles, &wk, blk, 0usize, chunk, dkp, dt, reverse,
+        );
         if blk + 1 < nblocks {
-            stage_chunk::<F, N>(
+            chunk_step::<F, N>(
                 a,
                 b,
                 c,
                 &oc,
-                blk + 1,
-                c0,
+                out,
                 &mut sa,
                 &mut sb,
                 &mut sc,
-                1 - cur,
-                tid,
+                &mut sh,
+                &mut sd,
+                &mut sp,
+                &pw,
+                &barrier,
+                &mut acc_s,
+                &sw,
+                &tiles,
+                &wk,
+                blk + 1,
+                1usize,
                 chunk,
                 dkp,
                 dt,
                 reverse,
-                threads,
             );
         }
-        barrier.commit_copy_async();
-        let ab = cur * kbuf;
-        let cb = cur * cbuf;
-        let hb = cur * hbuf;
-
-        // The score tiles of this warp, masked and decayed by lambda^(i-j), into P.
-        #[unroll]
-        for r in 0..(ptiles + groups - 1) / groups {
-            let kv = warp % groups + r * groups;
-            if kv <= mt {
-                let mut sx = Array::<Pair<f32>>::new(4usize);
-                #[unroll]
-                for i in 0..4usize {
-                    sx[i] = Pair::<f32>::new(0.0);
-                }
-                #[unroll]
-                for kk in 0..dkp / MK {
-                    let fa = frag_a::<F>(&sa, ab, mt * MM, kk * MK, ks, false);
-                    let fb = frag_b2::<F>(&sb, ab, kk * MK, kv * MK, ks, true);
-                    mma_half::<F>(&fa, &fb, 0usize, &mut sx, 0usize);
-                    mma_half::<F>(&fa, &fb, 1usize, &mut sx, 2usize);
-                }
-                #[unroll]
-                for q in 0..4usize {
-                    let i = row_lo + (q % 2) * 8;
-                    let key = kv * MK + (q / 2) * MN + 2 * tq;
-                    let mut v = Pair::<f32>::new(0.0);
-                    #[unroll]
-                    for j in 0..2usize {
-                        if key + j <= i {
-                            v[j] = sx[q][j] * pw[i - key - j];
-                        }
-                    }
-                    let off = i * ps + key;
-                    let mut dv = sp
-                        .slice_mut(off, off + 2)
-                        .into_vectorized()
-                        .with_vector_size::<Const<2>>();
-                    dv[0] = Pair::<F>::cast_from(v);
-                }
-            }
-        }
-
-        // A H for this warp's 16 rows and 32 columns, each row decayed by lambda^(i+1).
-        let mut acc = Array::<Pair<f32>>::new(comptime!(2 * otiles));
-        #[unroll]
-        for i in 0..2 * otiles {
-            acc[i] = Pair::<f32>::new(0.0);
-        }
-        #[unroll]
-        for kk in 0..dkp / MK {
-            let fa = frag_a::<F>(&sa, ab, mt * MM, kk * MK, ks, false);
-            #[unroll]
-            for tp in 0..otiles / 2 {
-                let fb = frag_b2::<F>(&sh, hb, kk * MK, wcol + tp * 2 * MN, cs, false);
-                mma_half::<F>(&fa, &fb, 0usize, &mut acc, 4 * tp);
-                mma_half::<F>(&fa, &fb, 1usize, &mut acc, 4 * tp + 2);
-            }
-        }
-        let w_lo = Pair::<f32>::new(pw[row_lo + 1]);
-        let w_hi = Pair::<f32>::new(pw[row_lo + 9]);
-        #[unroll]
-        for t in 0..otiles {
-            acc[2 * t] = acc[2 * t] * w_lo;
-            acc[2 * t + 1] = acc[2 * t + 1] * w_hi;
-        }
-
-        // S <- lambda^len S + (decayed B)^T C, 16 tokens at a time; its rounded copy is the next
-        // chunk's H.
-        let whole = Pair::<f32>::new(pw[len]);
-        #[unroll]
-        for i in 0..sfrags {
-            acc_s[i] = acc_s[i] * whole;
-        }
-        #[unroll]
-        for kk in 0..chunk / MK {
-            let mut fa0 = frag_a::<F>(&sb, ab, srow, kk * MK, ks, true);
-            let mut fa1 = frag_a::<F>(&sb, ab, srow + MM, kk * MK, ks, true);
-            decay_tokens::<F>(&mut fa0, &pw, kk, tq, len);
-            decay_tokens::<F>(&mut fa1, &pw, kk, tq, len);
-            #[unroll]
-            for tp in 0..stiles / 2 {
-                let fb = frag_b2::<F>(&sc, cb, kk * MK, scol + tp * 2 * MN, cs, false);
-                mma_half::<F>(&fa0, &fb, 0usize, &mut acc_s, 4 * tp);
-                mma_half::<F>(&fa0, &fb, 1usize, &mut acc_s, 4 * tp + 2);
-                let hi_tile = comptime!(2 * stiles);
-                mma_half::<F>(&fa1, &fb, 0usize, &mut acc_s, hi_tile + 4 * tp);
-                mma_half::<F>(&fa1, &fb, 1usize, &mut acc_s, hi_tile + 4 * tp + 2);
-            }
-        }
-        if blk + 1 < nblocks {
-            put_state::<F>(
-                &acc_s,
-                &mut sh,
-                (1 - cur) * hbuf,
-                srow,
-                scol,
-                g,
-                tq,
-                cs,
-                stiles,
-            );
-        }
-        sync_cube();
-
-        // O += P C over the key tiles up to the diagonal, then the rows inside the sequence.
-        #[unroll]
-        for kv in 0..ptiles {
-            if kv <= mt {
-                let fp = frag_a::<F>(&sp, 0, mt * MM, kv * MK, ps, false);
-                #[unroll]
-                for tp in 0..otiles / 2 {
-                    let fb = frag_b2::<F>(&sc, cb, kv * MK, wcol + tp * 2 * MN, cs, false);
-                    mma_half::<F>(&fp, &fb, 0usize, &mut acc, 4 * tp);
-                    mma_half::<F>(&fp, &fb, 1usize, &mut acc, 4 * tp + 2);
-                }
-            }
-        }
-        #[unroll]
-        for t in 0..otiles {
-            #[unroll]
-            for half in 0..2usize {
-                let i = row_lo + half * 8;
-                let col = c0 + wcol + t * MN + 2 * tq;
-                if i < len && col < dc {
-                    let tt = t0 + i;
-                    let p = if reverse { n - 1 - tt } else { tt };
-                    out[(o_base + p * o_st + col) / 2] = Pair::<F>::cast_from(acc[2 * t + half]);
-                }
-            }
-        }
-        barrier.arrive_and_wait();
     }
 
     // The final state, from the accumulators, into rows n.. of `out`.
@@ -350,9 +306,222 @@ pub(crate) fn chunk_fused_mma_kernel<F: Float, N: Size>(
         let row = srow + state_row(i, g, stiles);
         let col = c0 + scol + state_col(i, tq, stiles);
         if row < da && col < dc {
-            out[(o_base + (n + row) * o_st + col) / 2] = Pair::<F>::cast_from(acc_s[i] * fs);
+            out[(o_base + (n + row) * out.stride(2) + col) / 2] =
+                Pair::<F>::cast_from(acc_s[i] * fs);
         }
     }
+}
+
+/// One chunk `blk` of the walk, its inputs in shared buffer `cur` (the next chunk's copies go
+/// to the other), two barriers:
+///
+/// - before the first, each warp's share of the products that need only the chunk's inputs
+///   and `H`: its score tiles, masked, decayed and rounded into the shared `P` tile (each score
+///   computed once); `A H` for its output rows `16 mt..` and columns `wcol..`, each row decayed
+///   by `lambda^(i+1)`; and the cube's decayed copy of `B` for the state update;
+/// - after it, `O += P C` from the shared `P` and the stores, then the state update of its
+///   32 x `scols` block of the state (rows `srow..`), whose rounded copy goes to the other `H`
+///   buffer; then the barrier that also waits for the next chunk's copies. The two halves carry
+///   about as many products each.
+///
+/// In the state accumulators lane `l` holds, for each 16-row tile `m` and 8-column tile `t` of
+/// the warp's block, rows `+ l / 4` and `+ l / 4 + 8`, columns `2 (l % 4)` and `+ 1` (the `mma`
+/// layout).
+#[cube]
+#[allow(clippy::too_many_arguments, clippy::manual_div_ceil)]
+fn chunk_step<F: Float, N: Size>(
+    a: &Tensor<Vector<F, N>>,
+    b: &Tensor<Vector<F, N>>,
+    c: &Tensor<Vector<F, N>>,
+    oc: &OutputChunk,
+    out: &mut Tensor<Pair<F>>,
+    sa: &mut SharedMemory<F>,
+    sb: &mut SharedMemory<F>,
+    sc: &mut SharedMemory<F>,
+    sh: &mut SharedMemory<F>,
+    sd: &mut SharedMemory<F>,
+    sp: &mut SharedMemory<F>,
+    pw: &SharedMemory<f32>,
+    barrier: &Barrier,
+    acc_s: &mut Array<Pair<f32>>,
+    sw: &Array<Pair<f32>>,
+    tiles: &Array<usize>,
+    wk: &Walk,
+    blk: usize,
+    #[comptime] cur: usize,
+    #[comptime] chunk: usize,
+    #[comptime] dkp: usize,
+    #[comptime] dt: usize,
+    #[comptime] reverse: bool,
+) {
+    let groups = comptime!(dt / OCOLS);
+    let warps = comptime!(chunk / MM * groups);
+    let threads = comptime!(warps * 32);
+    let row_warps = comptime!(dkp / SROWS);
+    let scols = comptime!(dt / (warps / row_warps));
+    let stiles = comptime!(scols / MN);
+    let otiles = comptime!(OCOLS / MN);
+    let ptiles = comptime!(chunk / MK);
+    let ntiles = comptime!(ptiles * (ptiles + 1) / 2);
+    let rtiles = comptime!((ntiles + warps - 1) / warps);
+    let sfrags = comptime!(2 * (SROWS / MM) * stiles);
+    let ks = comptime!(dkp + PAD);
+    let cs = comptime!(dt + PAD);
+    let ps = comptime!(chunk + PAD);
+    let ab = comptime!(cur * chunk * (dkp + PAD));
+    let cb = comptime!(cur * chunk * (dt + PAD));
+    let hb = comptime!(cur * dkp * (dt + PAD));
+    let other_h = comptime!((1 - cur) * dkp * (dt + PAD) / 2);
+    let warp = wk.tid / 32;
+    let row_lo = wk.mt * MM + wk.g;
+    let t0 = blk * chunk;
+    let mut len = wk.n - t0;
+    if len > chunk {
+        len = chunk;
+    }
+    if blk + 1 < wk.nblocks {
+        stage_chunk::<F, N>(
+            a,
+            b,
+            c,
+            oc,
+            blk + 1,
+            wk.c0,
+            sa,
+            sb,
+            sc,
+            comptime!(1 - cur),
+            wk.tid,
+            chunk,
+            dkp,
+            dt,
+            reverse,
+            threads,
+        );
+    }
+    barrier.commit_copy_async();
+
+    // This warp's score tiles, masked and decayed, into P.
+    #[unroll]
+    for r in 0..rtiles {
+        if warp + r * warps < ntiles {
+            let tm = tiles[2 * r];
+            let tk = tiles[2 * r + 1];
+            let mut sx = Array::<Pair<f32>>::new(4usize);
+            #[unroll]
+            for i in 0..4usize {
+                sx[i] = Pair::<f32>::new(0.0);
+            }
+            #[unroll]
+            for kk in 0..dkp / MK {
+                let fa = frag_a::<F>(sa, ab, tm * MM, kk * MK, ks, false);
+                let fb = frag_b2::<F>(sb, ab, kk * MK, tk * MK, ks, true);
+                mma_half::<F>(&fa, &fb, 0usize, &mut sx, 0usize);
+                mma_half::<F>(&fa, &fb, 1usize, &mut sx, 2usize);
+            }
+            let mut spp = sp
+                .slice_mut(0, comptime!(chunk * (chunk + PAD)))
+                .into_vectorized()
+                .with_vector_size::<Const<2>>();
+            let at = (tm * MM + wk.g) * (ps / 2) + tk * (MK / 2) + wk.tq;
+            #[unroll]
+            for q in 0..4usize {
+                spp[at + (q % 2) * (4 * ps) + (q / 2) * (MN / 2)] =
+                    Pair::<F>::cast_from(sx[q] * sw[4 * r + q]);
+            }
+        }
+    }
+
+    // A H for this warp's 16 rows and 32 columns, each row decayed by lambda^(i+1).
+    let mut acc = Array::<Pair<f32>>::new(comptime!(2 * otiles));
+    #[unroll]
+    for i in 0..2 * otiles {
+        acc[i] = Pair::<f32>::new(0.0);
+    }
+    #[unroll]
+    for kk in 0..dkp / MK {
+        let fa = frag_a::<F>(sa, ab, wk.mt * MM, kk * MK, ks, false);
+        #[unroll]
+        for tp in 0..otiles / 2 {
+            let fb = frag_b2::<F>(sh, hb, kk * MK, wk.wcol + tp * 2 * MN, cs, false);
+            mma_half::<F>(&fa, &fb, 0usize, &mut acc, 4 * tp);
+            mma_half::<F>(&fa, &fb, 1usize, &mut acc, 4 * tp + 2);
+        }
+    }
+    let w_lo = Pair::<f32>::new(pw[row_lo + 1]);
+    let w_hi = Pair::<f32>::new(pw[row_lo + 9]);
+    #[unroll]
+    for t in 0..otiles {
+        acc[2 * t] = acc[2 * t] * w_lo;
+        acc[2 * t + 1] = acc[2 * t + 1] * w_hi;
+    }
+
+    // Each token's key row decayed by lambda^(len-1-i), for the state update.
+    decay_rows::<F, N>(sb, ab, sd, pw, len, wk.tid, chunk, dkp, threads);
+    sync_cube();
+
+    // O += P C over the key tiles up to the diagonal, then the rows inside the sequence.
+    #[unroll]
+    for kv in 0..ptiles {
+        if kv <= wk.mt {
+            let fp = frag_a::<F>(sp, 0, wk.mt * MM, kv * MK, ps, false);
+            #[unroll]
+            for tp in 0..otiles / 2 {
+                let fb = frag_b2::<F>(sc, cb, kv * MK, wk.wcol + tp * 2 * MN, cs, false);
+                mma_half::<F>(&fp, &fb, 0usize, &mut acc, 4 * tp);
+                mma_half::<F>(&fp, &fb, 1usize, &mut acc, 4 * tp + 2);
+            }
+        }
+    }
+    #[unroll]
+    for half in 0..2usize {
+        let i = row_lo + half * 8;
+        let tt = t0 + i;
+        // Rows past the sequence compute an address they never store to.
+        let p = if reverse { wk.n - 1 - tt } else { tt };
+        let row_at = wk.o_pair + p * wk.o_st;
+        let inside = i < len;
+        #[unroll]
+        for t in 0..otiles {
+            let v = Pair::<F>::cast_from(acc[2 * t + half]);
+            if inside && t * MN < wk.cols_in {
+                out[row_at + t * (MN / 2)] = v;
+            }
+        }
+    }
+
+    // S <- lambda^len S + (decayed B)^T C, 16 tokens at a time; its rounded copy is the next
+    // chunk's H.
+    let whole = Pair::<f32>::new(pw[len]);
+    #[unroll]
+    for i in 0..sfrags {
+        acc_s[i] = acc_s[i] * whole;
+    }
+    #[unroll]
+    for kk in 0..chunk / MK {
+        let fa0 = frag_a::<F>(sd, 0, wk.srow, kk * MK, ks, true);
+        let fa1 = frag_a::<F>(sd, 0, wk.srow + MM, kk * MK, ks, true);
+        #[unroll]
+        for tp in 0..stiles / 2 {
+            let fb = frag_b2::<F>(sc, cb, kk * MK, wk.scol + tp * 2 * MN, cs, false);
+            mma_half::<F>(&fa0, &fb, 0usize, acc_s, 4 * tp);
+            mma_half::<F>(&fa0, &fb, 1usize, acc_s, 4 * tp + 2);
+            let hi_tile = comptime!(2 * stiles);
+            mma_half::<F>(&fa1, &fb, 0usize, acc_s, hi_tile + 4 * tp);
+            mma_half::<F>(&fa1, &fb, 1usize, acc_s, hi_tile + 4 * tp + 2);
+        }
+    }
+    if blk + 1 < wk.nblocks {
+        put_state::<F>(
+            acc_s,
+            sh,
+            other_h + wk.h_pair,
+            cs,
+            stiles,
+            comptime!(2 * dkp * (dt + PAD)),
+        );
+    }
+    barrier.arrive_and_wait();
 }
 
 /// Chunk `blk`'s `A`, `B` (`chunk x dkp`, row stride `dkp + PAD`) and `C` (`chunk x dt` from
@@ -401,30 +570,26 @@ fn stage_chunk<F: Float, N: Size>(
     );
 }
 
-/// The warp's state accumulators, rounded, into the shared `H` tile at `sh[base..]` (row stride
-/// `stride`), one pair per store.
+/// The warp's state accumulators, rounded, into the shared `H` tile: `at` is the pair index of
+/// the lane's first element (the warp's block, its row `l / 4` and pair `l % 4`, the buffer), so
+/// each store's own offset is a constant (row stride `stride`, even).
 #[cube]
-#[allow(clippy::too_many_arguments)]
 fn put_state<F: Float>(
     acc_s: &Array<Pair<f32>>,
     sh: &mut SharedMemory<F>,
-    base: usize,
-    srow: usize,
-    scol: usize,
-    g: usize,
-    tq: usize,
+    at: usize,
     #[comptime] stride: usize,
     #[comptime] stiles: usize,
+    #[comptime] len: usize,
 ) {
+    let mut shp = sh
+        .slice_mut(0, len)
+        .into_vectorized()
+        .with_vector_size::<Const<2>>();
     #[unroll]
     for i in 0..2 * (SROWS / MM) * stiles {
-        let row = srow + state_row(i, g, stiles);
-        let col = scol + state_col(i, tq, stiles);
-        let off = base + row * stride + col;
-        let mut dv = sh
-            .slice_mut(off, off + 2)
-            .into_vectorized()
-            .with_vector_size::<Const<2>>();
-        dv[0] = Pair::<F>::cast_from(acc_s[i]);
+        let row = (i / (2 * stiles)) * MM + (i % 2) * 8;
+        let col = ((i / 2) % stiles) * MN;
+        shp[at + row * (stride / 2) + col / 2] = Pair::<F>::cast_from(acc_s[i]);
     }
 }

@@ -1016,7 +1016,10 @@ pub(crate) fn fused_geometry<R: CubeRuntime>(
     let warps = c / 16 * (dt / 32);
     let row_warps = dkp / 32;
     let props = client.properties();
-    let tiles = 2 * (2 * c * (dkp + PAD) + c * (dt + PAD) + dkp * (dt + PAD)) + c * (c + PAD);
+    // Double-buffered A, B, C and H, the decayed B and P.
+    let tiles = 2 * (2 * c * (dkp + PAD) + c * (dt + PAD) + dkp * (dt + PAD))
+        + c * (dkp + PAD)
+        + c * (c + PAD);
     let smem = dtype.size() * tiles + 4 * (c + 1) + 64;
     let fits = nv >= 2
         && dkp <= 128
