@@ -50,6 +50,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--scalelab", help="JSON lines written by the Rust bench")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--ts", help="sequence lengths, comma-separated (default 2048 to 65536)")
     ap.add_argument("--json", help="write fla/SDPA results here")
     ap.add_argument("--from-json", help="read fla/SDPA results from an earlier run instead")
     ap.add_argument(
@@ -63,20 +64,21 @@ def main():
         with open(args.from_json) as f:
             rows = [tuple(json.loads(x)[k] for k in ("what", "t", "impl", "ms")) for x in f]
     else:
-        rows = measure(args.quick)
+        ts = [int(t) for t in args.ts.split(",")] if args.ts else None
+        rows = measure(args.quick, ts)
     if args.copy_tbps:
         rows = [r for r in rows if r[0] != "copy"] + [("copy", 1e12, "given", 1e3 / args.copy_tbps)]
     report(rows, args)
 
 
-def measure(quick):
+def measure(quick, ts=None):
     # Imported here so that `--from-json` merges results on a machine without a GPU stack.
     import torch
     from fla.ops.simple_gla import chunk_simple_gla, fused_recurrent_simple_gla
 
     rows = ceilings()
     b, h, d = B, H, D
-    ts = [2048, 8192] if quick else [2048, 4096, 8192, 32768, 65536]
+    ts = ts or ([2048, 8192] if quick else [2048, 4096, 8192, 32768, 65536])
     g = -slopes(h)
     for t in ts:
         q, k, v = (torch.randn(b, t, h, d, device="cuda", dtype=torch.bfloat16) * 0.3 for _ in range(3))

@@ -5,8 +5,10 @@
 #
 # STEPS (comma-separated; default "fla,ours,merge"; they run in the order of this script's
 # body below, whatever their order in STEPS):
-#   fla           the device's copy and bf16 matmul ceilings, then fla and PyTorch SDPA
+#   fla           the device's copy and bf16 matmul ceilings, then fla and PyTorch SDPA (at TS)
 #   ours          our kernels: forward, forward+backward and decode (the speed table)
+#   base          the same speed table from ./lightning-base, an earlier build staged beside the
+#                 current one (gzipped into .gpu/lightning-base.gz by hand), for an A/B of a kernel change in one call
 #   ours-apart    the same with the backward's dk and dv as two scans (SHARED_DKDV=0; the
 #                 shared-state pair is the default)
 #   ours-cmma     ours with the shared-memory cmma kernels instead of the register mma ones
@@ -56,6 +58,10 @@
 #                 copy row, then decode steps) for each SCALELAB_LIGHTNING_DECODE in
 #                 DECODE_VARIANTS (default warp16,cube8): the decode kernel and its geometry
 #                 (decode-<name>.log)
+#   sass          the CUDA source CubeCL generates for the probe's kernels (cubecl-source.log),
+#                 then Nsight Compute's per-instruction SASS listing of one SASS_KERNEL launch
+#                 (regex, default chunk_fused) at T=2048: executions and stall samples per
+#                 instruction (sass.csv), to count what a chunk step issues
 #   decode-ncu    the decode check, then batch-256 decode steps alone (decode.log), then one
 #                 timed step under Nsight Compute with its DRAM bytes read and written
 #                 (decode-ncu.txt)
@@ -84,17 +90,21 @@ if has fla; then
   stamp fla
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site whl/*.whl \
     && export PYTHONPATH=/tmp/site
-  timeout "${FLA_TIMEOUT:-300}" python3 compare_fla.py --json "$OUT/fla.jsonl" > "$OUT/fla.log" 2>&1
+  timeout "${FLA_TIMEOUT:-300}" python3 compare_fla.py --ts "$TS" --json "$OUT/fla.jsonl" > "$OUT/fla.log" 2>&1
   grep -E "^ceiling|Error|error" "$OUT/fla.log" | tail -5
 fi
 bench() { # name, then extra environment
   local name=$1; shift
   stamp "$name"
-  env "$@" timeout "${BENCH_TIMEOUT:-360}" ./lightning --ts "$TS" --reference-max "${REFMAX:-0}" \
+  env "$@" timeout "${BENCH_TIMEOUT:-360}" "${BIN:-./lightning}" --ts "$TS" --reference-max "${REFMAX:-0}" \
     --json "$OUT/$name.jsonl" > "$OUT/$name.log" 2>&1
   grep -v "^\s*$" "$OUT/$name.log" | tail -40
 }
 has ours && bench ours
+if has base; then # staged gzipped: two binaries would pass the device tool's carry limit
+  [ -f lightning-base.gz ] && gunzip -kf lightning-base.gz && chmod +x lightning-base
+  [ -x ./lightning-base ] && BIN=./lightning-base bench base
+fi
 has ours-apart && bench ours-apart SCALELAB_LIGHTNING_SHARED_DKDV=0
 has ours-cmma && bench ours-cmma SCALELAB_LIGHTNING_MMA=none
 has ours-states && bench ours-states SCALELAB_LIGHTNING_MMA=states
@@ -106,7 +116,7 @@ has ours-split && bench ours-split SCALELAB_LIGHTNING_FUSED=off
 has ours-fused && bench ours-fused SCALELAB_LIGHTNING_FUSED=on
 has ours-fused32 && bench ours-fused32 SCALELAB_LIGHTNING_FUSED_TILE=32x64
 if has merge; then
-  for name in ours ours-apart ours-cmma ours-states ours-tiles ours-async2 ours-async1 ours-hdirect ours-split ours-fused ours-fused32; do
+  for name in ours base ours-apart ours-cmma ours-states ours-tiles ours-async2 ours-async1 ours-hdirect ours-split ours-fused ours-fused32; do
     [ -s "$OUT/$name.jsonl" ] || continue
     stamp "merged: $name (ms; ratios > 1 are slower)"
     python3 compare_fla.py --from-json "$OUT/fla.jsonl" --scalelab "$OUT/$name.jsonl" \
@@ -154,8 +164,7 @@ if has ncu; then
     --kernel-name regex:"${NCU_KERNELS:-chunk_|scan_|decode_}" --launch-skip "${NCU_SKIP:-6}" --launch-count "${NCU_COUNT:-2}" \
     --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
     --section MemoryWorkloadAnalysis --section SchedulerStats \
-    --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio" \
-    --metrics smsp__sass_inst_executed_op_local_ld.sum,smsp__sass_inst_executed_op_local_st.sum \
+    --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio|smsp__sass_inst_executed_op_local_(ld|st)\.sum" \
     ./lightning --probe --ts "${NCU_T:-8192}" > "$OUT/ncu.txt" 2>&1
   grep -E "^\s+(chunk_|scan_|tiled_)|Duration|Registers Per|Achieved Occupancy|Compute \(SM\) Throughput|Memory Throughput" \
     "$OUT/ncu.txt" | head -60
@@ -163,6 +172,22 @@ if has ncu; then
   grep -E "issue_stalled" "$OUT/ncu.txt" | sort -k3 -g -r | head -12
   # Register spills: local-memory loads and stores executed.
   grep -E "op_local_(ld|st)" "$OUT/ncu.txt"
+fi
+if has sass; then
+  stamp sass
+  CUBECL_DEBUG_LOG="$OUT/cubecl-source.log" timeout 120 ./lightning --probe --ts 2048 \
+    > "$OUT/sass-probe.log" 2>&1
+  grep -c "__global__" "$OUT/cubecl-source.log"
+  gzip -9 "$OUT/cubecl-source.log"  # 9 MB of every kernel's source; the carry limit counts results
+  timeout "${NCU_TIMEOUT:-300}" ncu --clock-control none --kernel-name regex:"${SASS_KERNEL:-chunk_fused}" \
+    --launch-skip "${SASS_SKIP:-0}" --launch-count 1 --section SourceCounters --section InstructionStats \
+    --section WarpStateStats --page source --print-source sass --csv \
+    ./lightning --probe --ts 2048 > "$OUT/sass.csv" 2>&1
+  wc -l "$OUT/sass.csv"; head -c 600 "$OUT/sass.csv"; echo; gzip -9 "$OUT/sass.csv"
+  timeout "${NCU_TIMEOUT:-300}" ncu --clock-control none --kernel-name regex:"${SASS_KERNEL:-chunk_fused}" \
+    --launch-skip "${SASS_SKIP:-0}" --launch-count 1 --section SourceCounters --section InstructionStats \
+    ./lightning --probe --ts 2048 > "$OUT/sass-summary.txt" 2>&1
+  grep -A40 "Section: Instruction" "$OUT/sass-summary.txt" | head -60
 fi
 if has ncu-time; then
   stamp ncu-time

@@ -8,7 +8,7 @@
 //! [--decode B,..] [--ds]`; `--ds` adds forward+backward rows with trained decays (`ds` too);
 //! `--decode` checks the decode kernel, then times decode steps alone, at these batch sizes;
 //! `--check` first compares kernels and reference at H=64, D=128, then the bf16 kernels with the
-//! f32 kernel at the benchmark shape; `--check-kernels` compares the bf16 kernels with the f32
+//! f32 kernel at head dim 64 and the benchmark shape; `--check-kernels` compares the bf16 kernels with the f32
 //! kernel at both; `--probe` runs the quick correctness-and-speed probe only; `--overhead T`
 //! times forwards with and without the fusion layer over runs of 5 to 1000 calls.
 //!
@@ -260,7 +260,9 @@ fn check_row(what: &str, got: Quantities, want: &Quantities) {
 /// every gradient. The bf16 kernels get bf16-rounded inputs and are compared with the
 /// f32 reference on the same rounded inputs, so the figure is the kernel's own error.
 ///
-/// Then the benchmark shape (B=4, H=32, D=128) at each length of `ts`, where the quadratic
+/// Then head dim 64 (T=1000, an initial state) at B x H = 256 and 32, where the one-launch
+/// kernel and the split pair run, and the benchmark shape (B=4, H=32, D=128) at each length of
+/// `ts`, where the quadratic
 /// reference would not fit: the bf16 tensor-core kernels against the f32 plain kernel (f32
 /// inputs always run it; the first check and the lavapipe tests verify it against references).
 ///
@@ -304,6 +306,19 @@ fn check(device: &CudaDevice, ts: &[usize], reference: bool) {
         got,
         &want,
     );
+
+    // Head dim 64, with a tail and an initial state: at B x H = 256 the one-launch kernel's
+    // 64-column tile (two score tiles for some warps), at 32 the split pair.
+    for (b, h) in [(4, 64), (2, 16)] {
+        let inputs = check_data(device, b, h, 1000, 64);
+        let want = attention_and_grads::<F32>(device, &inputs, true);
+        let got = attention_and_grads::<Bf>(device, &inputs.map(|x| x.convert::<bf16>()), true);
+        check_row(
+            &format!("bf16 vs f32 kernel B={b} H={h} T=1000 D=64"),
+            got,
+            &want,
+        );
+    }
 
     let (b, h) = (4, 32);
     for &n in ts {
