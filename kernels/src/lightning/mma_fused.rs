@@ -77,6 +77,49 @@ fn decay_rows<F: Float, N: Size>(
     }
 }
 
+/// The kernel's tiling, fixed by the chunk, the contracted dim `dkp` and the cube's `dt`
+/// columns; the kernel and [`chunk_step`] both read it, so they cannot disagree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Tiling {
+    /// Warps per 16-row tile of the chunk (one per 32 output columns), warps and units per cube.
+    groups: usize,
+    warps: usize,
+    threads: usize,
+    /// Warps along the state's rows, state columns per warp and their 8-column `mma` tiles.
+    row_warps: usize,
+    scols: usize,
+    stiles: usize,
+    /// 16-row tiles per chunk, score tiles on and below the diagonal, score tiles per warp.
+    ptiles: usize,
+    ntiles: usize,
+    rtiles: usize,
+    /// State accumulator pairs per lane.
+    sfrags: usize,
+}
+
+impl Tiling {
+    fn new(chunk: usize, dkp: usize, dt: usize) -> Self {
+        let groups = dt / OCOLS;
+        let warps = chunk / MM * groups;
+        let row_warps = dkp / SROWS;
+        let scols = dt / (warps / row_warps);
+        let ptiles = chunk / MK;
+        let ntiles = ptiles * (ptiles + 1) / 2;
+        Self {
+            groups,
+            warps,
+            threads: warps * 32,
+            row_warps,
+            scols,
+            stiles: scols / MN,
+            ptiles,
+            ntiles,
+            rtiles: ntiles.div_ceil(warps),
+            sfrags: 2 * (SROWS / MM) * (scols / MN),
+        }
+    }
+}
+
 /// What one unit keeps fixed over the walk: the scan's sizes, its warp's tiles and where its
 /// stores start.
 #[derive(CubeType, Clone, Copy)]
@@ -131,15 +174,14 @@ pub(crate) fn chunk_fused_mma_kernel<F: Float, N: Size>(
     #[comptime] state_exp0: bool,
     #[define(F)] _dtype: StorageType,
 ) {
-    let groups = comptime!(dt / OCOLS);
-    let warps = comptime!(chunk / MM * groups);
-    let threads = comptime!(warps * 32);
-    let row_warps = comptime!(dkp / SROWS);
-    let scols = comptime!(dt / (warps / row_warps));
-    let stiles = comptime!(scols / MN);
-    let ptiles = comptime!(chunk / MK);
-    let ntiles = comptime!(ptiles * (ptiles + 1) / 2);
-    let rtiles = comptime!((ntiles + warps - 1) / warps);
+    let tl = comptime!(Tiling::new(chunk, dkp, dt));
+    let groups = comptime!(tl.groups);
+    let row_warps = comptime!(tl.row_warps);
+    let warps = comptime!(tl.warps);
+    let threads = comptime!(tl.threads);
+    let stiles = comptime!(tl.stiles);
+    let ptiles = comptime!(tl.ptiles);
+    let rtiles = comptime!(tl.rtiles);
     let tid = UNIT_POS_X as usize;
     let lane = tid % 32;
     let g = lane / 4;
@@ -148,7 +190,7 @@ pub(crate) fn chunk_fused_mma_kernel<F: Float, N: Size>(
     let mt = warp / groups;
     let wcol = (warp % groups) * OCOLS;
     let srow = (warp % row_warps) * SROWS;
-    let scol = (warp / row_warps) * scols;
+    let scol = (warp / row_warps) * comptime!(tl.scols);
     let bh = CUBE_POS_Z as usize;
     let c0 = CUBE_POS_X as usize * dt;
     let heads = a.shape(1);
@@ -182,7 +224,7 @@ pub(crate) fn chunk_fused_mma_kernel<F: Float, N: Size>(
     decay_powers(&mut pw, sv, chunk, threads);
 
     // The initial state, straight into the accumulators, and its rounded copy into H buffer 0.
-    let sfrags = comptime!(2 * (SROWS / MM) * stiles);
+    let sfrags = comptime!(tl.sfrags);
     let mut acc_s = Array::<Pair<f32>>::new(sfrags);
     let mut scale = 1.0f32;
     if state_exp0 {
@@ -354,17 +396,14 @@ fn chunk_step<F: Float, N: Size>(
     #[comptime] dt: usize,
     #[comptime] reverse: bool,
 ) {
-    let groups = comptime!(dt / OCOLS);
-    let warps = comptime!(chunk / MM * groups);
-    let threads = comptime!(warps * 32);
-    let row_warps = comptime!(dkp / SROWS);
-    let scols = comptime!(dt / (warps / row_warps));
-    let stiles = comptime!(scols / MN);
+    let tl = comptime!(Tiling::new(chunk, dkp, dt));
+    let warps = comptime!(tl.warps);
+    let stiles = comptime!(tl.stiles);
+    let ptiles = comptime!(tl.ptiles);
+    let ntiles = comptime!(tl.ntiles);
+    let rtiles = comptime!(tl.rtiles);
+    let sfrags = comptime!(tl.sfrags);
     let otiles = comptime!(OCOLS / MN);
-    let ptiles = comptime!(chunk / MK);
-    let ntiles = comptime!(ptiles * (ptiles + 1) / 2);
-    let rtiles = comptime!((ntiles + warps - 1) / warps);
-    let sfrags = comptime!(2 * (SROWS / MM) * stiles);
     let ks = comptime!(dkp + PAD);
     let cs = comptime!(dt + PAD);
     let ps = comptime!(chunk + PAD);
@@ -396,7 +435,7 @@ fn chunk_step<F: Float, N: Size>(
             dkp,
             dt,
             reverse,
-            threads,
+            comptime!(tl.threads),
         );
     }
     barrier.commit_copy_async();
@@ -457,7 +496,17 @@ fn chunk_step<F: Float, N: Size>(
     }
 
     // Each token's key row decayed by lambda^(len-1-i), for the state update.
-    decay_rows::<F, N>(sb, ab, sd, pw, len, wk.tid, chunk, dkp, threads);
+    decay_rows::<F, N>(
+        sb,
+        ab,
+        sd,
+        pw,
+        len,
+        wk.tid,
+        chunk,
+        dkp,
+        comptime!(tl.threads),
+    );
     sync_cube();
 
     // O += P C over the key tiles up to the diagonal, then the rows inside the sequence.
