@@ -8,7 +8,7 @@
 //! [--decode B,..] [--ds]`; `--ds` adds forward+backward rows with trained decays (`ds` too);
 //! `--decode` checks the decode kernel, then times decode steps alone, at these batch sizes;
 //! `--check` first compares kernels and reference at H=64, D=128, then the bf16 kernels with the
-//! f32 kernel at head dim 64 and the benchmark shape; `--check-kernels` compares the bf16 kernels with the f32
+//! f32 kernel at head dims of 64 and the benchmark shape; `--check-kernels` compares the bf16 kernels with the f32
 //! kernel at both; `--probe` runs the quick correctness-and-speed probe only; `--overhead T`
 //! times forwards with and without the fusion layer over runs of 5 to 1000 calls.
 //!
@@ -210,15 +210,19 @@ fn attention_and_grads<B: LightningBackend>(
 /// Random inputs for [`attention_and_grads`] (`q, k, v, S0, s, ro`), rounded to bf16 so that
 /// f32 and bf16 runs see the same values; MiniMax's slopes for `h` heads.
 fn check_data(device: &CudaDevice, b: usize, h: usize, n: usize, d: usize) -> [TensorData; 6] {
-    check_data_with(device, [b, h, n, d], |i| {
-        2f32.powf(-8.0 * (i + 1) as f32 / h as f32)
-    })
+    check_data_with(device, [b, h, n, d, d], minimax_slope(h))
 }
 
-/// [`check_data`] with head `i`'s decay rate `slope(i)`.
+/// MiniMax's decay rate of head `i` of `h`.
+fn minimax_slope(h: usize) -> impl Fn(usize) -> f32 {
+    move |i| 2f32.powf(-8.0 * (i + 1) as f32 / h as f32)
+}
+
+/// [`check_data`] with key and value head dims `dk` and `dv`, and head `i`'s decay rate
+/// `slope(i)`.
 fn check_data_with(
     device: &CudaDevice,
-    [b, h, n, d]: [usize; 4],
+    [b, h, n, dk, dv]: [usize; 5],
     slope: impl Fn(usize) -> f32,
 ) -> [TensorData; 6] {
     let rnd = |shape: [usize; 4]| {
@@ -229,15 +233,15 @@ fn check_data_with(
     };
     let slopes: Vec<f32> = (0..h).map(slope).collect();
     [
-        rnd([b, h, n, d]),
-        rnd([b, h, n, d]),
-        rnd([b, h, n, d]),
-        rnd([b, h, d, d]),
+        rnd([b, h, n, dk]),
+        rnd([b, h, n, dk]),
+        rnd([b, h, n, dv]),
+        rnd([b, h, dk, dv]),
         // Rounded too: a bf16 kernel reads its decay rates in bf16, up to 2e-3 away from f32's.
         TensorData::from(slopes.as_slice())
             .convert::<bf16>()
             .convert::<f32>(),
-        rnd([b, h, n, d]),
+        rnd([b, h, n, dv]),
     ]
 }
 
@@ -260,8 +264,8 @@ fn check_row(what: &str, got: Quantities, want: &Quantities) {
 /// every gradient. The bf16 kernels get bf16-rounded inputs and are compared with the
 /// f32 reference on the same rounded inputs, so the figure is the kernel's own error.
 ///
-/// Then head dim 64 (T=1000, an initial state) at B x H = 256 and 32, where the one-launch
-/// kernel and the split pair run, and the benchmark shape (B=4, H=32, D=128) at each length of
+/// Then head dims of 64 (T=1000, an initial state; dk = dv = 64 and dk = 64, dv = 128) at
+/// B x H = 256 and 32, where the one-launch kernel and the split pair run, and the benchmark shape (B=4, H=32, D=128) at each length of
 /// `ts`, where the quadratic
 /// reference would not fit: the bf16 tensor-core kernels against the f32 plain kernel (f32
 /// inputs always run it; the first check and the lavapipe tests verify it against references).
@@ -298,7 +302,7 @@ fn check(device: &CudaDevice, ts: &[usize], reference: bool) {
 
     // Steep decays (the probe's `0.1 (i + 1)`, up to lambda^64 = e^-205): the chunk state barely
     // reaches the next chunk, so a wrong decay power shows here where MiniMax's slopes hide it.
-    let steep = check_data_with(device, [4, 32, 2048, d], |i| 0.1 * (i + 1) as f32);
+    let steep = check_data_with(device, [4, 32, 2048, d, d], |i| 0.1 * (i + 1) as f32);
     let want = attention_and_grads::<F32>(device, &steep, true);
     let got = attention_and_grads::<Bf>(device, &steep.map(|x| x.convert::<bf16>()), true);
     check_row(
@@ -307,14 +311,16 @@ fn check(device: &CudaDevice, ts: &[usize], reference: bool) {
         &want,
     );
 
-    // Head dim 64, with a tail and an initial state: at B x H = 256 the one-launch kernel's
-    // 64-column tile (two score tiles for some warps), at 32 the split pair.
-    for (b, h) in [(4, 64), (2, 16)] {
-        let inputs = check_data(device, b, h, 1000, 64);
+    // Head dims of 64, with a tail and an initial state: at B x H = 256 the one-launch kernel
+    // (its 64-column tile, two score tiles for some warps; with dk 64 and dv 128 its 128-column
+    // tile over a 64-wide contraction, and the 64-column tile over a 128-wide one in the dk
+    // scan), at 32 the split pair.
+    for (b, h, dk, dv) in [(4, 64, 64, 64), (4, 64, 64, 128), (2, 16, 64, 64)] {
+        let inputs = check_data_with(device, [b, h, 1000, dk, dv], minimax_slope(h));
         let want = attention_and_grads::<F32>(device, &inputs, true);
         let got = attention_and_grads::<Bf>(device, &inputs.map(|x| x.convert::<bf16>()), true);
         check_row(
-            &format!("bf16 vs f32 kernel B={b} H={h} T=1000 D=64"),
+            &format!("bf16 vs f32 kernel B={b} H={h} T=1000 dk={dk} dv={dv}"),
             got,
             &want,
         );

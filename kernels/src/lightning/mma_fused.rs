@@ -1,8 +1,9 @@
 //! The whole scan in one launch with the state in registers, for CUDA: no `H` buffer.
 //!
 //! The split pair ([`super::mma`]) writes every chunk's state `H` (input dtype) and reads it back:
-//! at B=4, H=32, D=128 that is as many bytes as `q`, `k`, `v` and `o` together. Here one cube of
-//! 16 warps per (128 state columns, batch x head) walks the chunks in order, as Lightning
+//! at B=4, H=32, D=128 that is as many bytes as `q`, `k`, `v` and `o` together. Here one cube
+//! (16 warps per 128 state columns at D=128; `chunk / 16 * dt / 32` warps per `dt` columns in
+//! general) per batch x head walks the chunks in order, as Lightning
 //! Attention-2's forward does, and keeps the f32 state in its warps' `mma` accumulators; each
 //! chunk's inputs arrive by `cp.async` while the previous chunk computes, and the state each
 //! chunk starts from goes through a double-buffered shared tile (rounded to the input dtype, as
@@ -141,19 +142,20 @@ struct Walk {
     srow: usize,
     scol: usize,
     /// Pair indices of the lane's first element of `H` (buffer 0) and of `o` (token 0), the
-    /// output's token stride in pairs, and how many of the lane's output columns are inside.
+    /// output's token stride in pairs, and how many output columns lie from the lane's first one
+    /// to the head dim's end (its 8-column tile `t` is stored where `8 t` is fewer).
     h_pair: usize,
     o_pair: usize,
     o_st: usize,
     cols_in: usize,
 }
 
-/// The fused scan: one cube of `4 * dt / 32` warps per (`dt` columns from `CUBE_POS_X * dt`,
-/// batch x head `CUBE_POS_Z`), two barriers per chunk ([`chunk_step`]).
+/// The fused scan: one cube of `chunk / 16 * dt / 32` warps per (`dt` columns from
+/// `CUBE_POS_X * dt`, batch x head `CUBE_POS_Z`), two barriers per chunk ([`chunk_step`]).
 ///
 /// The chunks alternate between two sets of shared buffers; the walk takes them two at a time
-/// so that each step knows its buffers at compile time, and every shared-memory access is the
-/// lane's own offset plus a constant. The lanes' mask and decay factors for their score tiles
+/// so that each step knows its buffers at compile time, and each buffer's offset is a constant
+/// in the loads' addresses. The lanes' mask and decay factors for their score tiles
 /// (the same tiles in every chunk) are computed once, into registers.
 #[allow(
     clippy::too_many_arguments,
@@ -249,8 +251,9 @@ pub(crate) fn chunk_fused_mma_kernel<F: Float, N: Size>(
     barrier.arrive_and_wait();
 
     // Score tiles `warp, warp + warps, ...` of the chunk's `ntiles` on and below the diagonal
-    // (row tile m holds tiles m (m + 1) / 2 ..), spread so that each SM sub-partition (warp % 4)
-    // computes as many; and each lane's mask and decay lambda^(i-j) on them.
+    // (row tile m holds tiles m (m + 1) / 2 ..), spread so that the SM sub-partitions
+    // (warp % 4) compute within one tile of each other; and each lane's mask and decay
+    // lambda^(i-j) on them.
     let mut tiles = Array::<usize>::new(comptime!(2 * rtiles));
     let mut sw = Array::<Pair<f32>>::new(comptime!(4 * rtiles));
     #[unroll]
@@ -373,7 +376,7 @@ pub(crate) fn chunk_fused_mma_kernel<F: Float, N: Size>(
 /// the warp's block, rows `+ l / 4` and `+ l / 4 + 8`, columns `2 (l % 4)` and `+ 1` (the `mma`
 /// layout).
 #[cube]
-#[allow(clippy::too_many_arguments, clippy::manual_div_ceil)]
+#[allow(clippy::too_many_arguments)]
 fn chunk_step<F: Float, N: Size>(
     a: &Tensor<Vector<F, N>>,
     b: &Tensor<Vector<F, N>>,
