@@ -8,7 +8,8 @@
 #   fla           the device's copy and bf16 matmul ceilings, then fla and PyTorch SDPA (at TS)
 #   ours          our kernels: forward, forward+backward and decode (the speed table)
 #   base          the same speed table from ./lightning-base, an earlier build staged beside the
-#                 current one (gzipped into .gpu/lightning-base.gz by hand), for an A/B of a kernel change in one call
+#                 current one (gzipped into .gpu/lightning-base.gz by hand), for an A/B of a
+#                 kernel change in one call
 #   ours-apart    the same with the backward's dk and dv as two scans (SHARED_DKDV=0; the
 #                 shared-state pair is the default)
 #   ours-cmma     ours with the shared-memory cmma kernels instead of the register mma ones
@@ -61,7 +62,9 @@
 #   sass          the CUDA source CubeCL generates for the probe's kernels (cubecl-source.log),
 #                 then Nsight Compute's per-instruction SASS listing of one SASS_KERNEL launch
 #                 (regex, default chunk_fused) at T=2048: executions and stall samples per
-#                 instruction (sass.csv), to count what a chunk step issues
+#                 instruction (sass.csv.gz) and its sections (sass-summary.txt), from one
+#                 profiling pass (session 10 ran two passes; this form has not run yet), to count
+#                 what a chunk step issues
 #   decode-ncu    the decode check, then batch-256 decode steps alone (decode.log), then one
 #                 timed step under Nsight Compute with its DRAM bytes read and written
 #                 (decode-ncu.txt)
@@ -179,14 +182,14 @@ if has sass; then
     > "$OUT/sass-probe.log" 2>&1
   grep -c "__global__" "$OUT/cubecl-source.log"
   gzip -9 "$OUT/cubecl-source.log"  # 9 MB of every kernel's source; the carry limit counts results
+  # One profiling pass into a report, read twice: the per-instruction page and the sections.
   timeout "${NCU_TIMEOUT:-300}" ncu --clock-control none --kernel-name regex:"${SASS_KERNEL:-chunk_fused}" \
     --launch-skip "${SASS_SKIP:-0}" --launch-count 1 --section SourceCounters --section InstructionStats \
-    --section WarpStateStats --page source --print-source sass --csv \
-    ./lightning --probe --ts 2048 > "$OUT/sass.csv" 2>&1
+    --section WarpStateStats -f -o "$OUT/sass" ./lightning --probe --ts 2048 > "$OUT/sass-run.log" 2>&1
+  ncu --import "$OUT/sass.ncu-rep" --page source --print-source sass --csv > "$OUT/sass.csv" 2>&1
+  ncu --import "$OUT/sass.ncu-rep" --page details > "$OUT/sass-summary.txt" 2>&1
+  rm -f "$OUT/sass.ncu-rep"
   wc -l "$OUT/sass.csv"; head -c 600 "$OUT/sass.csv"; echo; gzip -9 "$OUT/sass.csv"
-  timeout "${NCU_TIMEOUT:-300}" ncu --clock-control none --kernel-name regex:"${SASS_KERNEL:-chunk_fused}" \
-    --launch-skip "${SASS_SKIP:-0}" --launch-count 1 --section SourceCounters --section InstructionStats \
-    ./lightning --probe --ts 2048 > "$OUT/sass-summary.txt" 2>&1
   grep -A40 "Section: Instruction" "$OUT/sass-summary.txt" | head -60
 fi
 if has ncu-time; then

@@ -356,6 +356,34 @@ pub(crate) fn store_state<F: Float>(
     }
 }
 
+/// A decode step's per-head values for columns `col..col + N`: the decay `lambda` and `v`'s
+/// elements, in f32.
+#[cube]
+fn decode_head<F: Float, N: Size>(
+    v: &Tensor<Vector<F, N>>,
+    s: &Tensor<F>,
+    bi: usize,
+    hi: usize,
+    col: usize,
+) -> (Vector<f32, N>, Vector<f32, N>) {
+    let lambda = Vector::<f32, N>::new(f32::exp(-f32::cast_from(s[hi * s.stride(0)])));
+    let at = (bi * v.stride(0) + hi * v.stride(1) + col * v.stride(3)) / N::value();
+    (lambda, Vector::<f32, N>::cast_from(v[at]))
+}
+
+/// Writes a decode step's output columns `col..col + N` of (`bi`, `hi`).
+#[cube]
+fn store_decode_o<F: Float, N: Size>(
+    o: &mut Tensor<Vector<F, N>>,
+    bi: usize,
+    hi: usize,
+    col: usize,
+    value: Vector<f32, N>,
+) {
+    let at = (bi * o.stride(0) + hi * o.stride(1) + col * o.stride(3)) / N::value();
+    o[at] = Vector::<F, N>::cast_from(value);
+}
+
 /// Steps `rows` rows of one state's columns `col..col + N` (rows `first, first + stride, ..`,
 /// those below `dk`): loads them all before writing any, writes `lambda S + k^T v` and returns
 /// their share of `q S'`. Both decode kernels' body.
@@ -444,10 +472,7 @@ fn decode_kernel<F: Float, S: Float, N: Size>(
     let mut partial = SharedMemory::<Vector<f32, N>>::new(32 * groups);
     let mut acc = Vector::<f32, N>::new(0.0);
     if col < dv {
-        let lambda = Vector::<f32, N>::new(f32::exp(-f32::cast_from(s[hi * s.stride(0)])));
-        let vj = Vector::<f32, N>::cast_from(
-            v[(bi * v.stride(0) + hi * v.stride(1) + col * v.stride(3)) / nv],
-        );
+        let (lambda, vj) = decode_head::<F, N>(v, s, bi, hi, col);
         acc = decode_rows::<F, S, N>(
             q, k, state, state_out, bi, hi, col, lambda, vj, group, groups, rows,
         );
@@ -460,8 +485,7 @@ fn decode_kernel<F: Float, S: Float, N: Size>(
         for g in 0..groups {
             sum += partial[g * 32usize + lane];
         }
-        o[(bi * o.stride(0) + hi * o.stride(1) + col * o.stride(3)) / nv] =
-            Vector::<F, N>::cast_from(sum);
+        store_decode_o::<F, N>(o, bi, hi, col, sum);
     }
 }
 
@@ -492,10 +516,7 @@ fn decode_warp_kernel<F: Float, S: Float, N: Size>(
     if bh < q.shape(0) * heads && col < dv {
         let bi = bh / heads;
         let hi = bh % heads;
-        let lambda = Vector::<f32, N>::new(f32::exp(-f32::cast_from(s[hi * s.stride(0)])));
-        let vj = Vector::<f32, N>::cast_from(
-            v[(bi * v.stride(0) + hi * v.stride(1) + col * v.stride(3)) / nv],
-        );
+        let (lambda, vj) = decode_head::<F, N>(v, s, bi, hi, col);
         let mut acc = Vector::<f32, N>::new(0.0);
         let mut r0 = 0;
         while r0 < dk {
@@ -504,8 +525,7 @@ fn decode_warp_kernel<F: Float, S: Float, N: Size>(
             );
             r0 += rows;
         }
-        o[(bi * o.stride(0) + hi * o.stride(1) + col * o.stride(3)) / nv] =
-            Vector::<F, N>::cast_from(acc);
+        store_decode_o::<F, N>(o, bi, hi, col, acc);
     }
 }
 

@@ -82,13 +82,17 @@ fn decay_rows<F: Float, N: Size>(
 }
 
 /// The kernel's tiling, fixed by the chunk, the contracted dim `dkp` and the cube's `dt`
-/// columns; the kernel and [`chunk_step`] both read it, so they cannot disagree.
+/// columns; the kernel, [`chunk_step`] and the launcher's choice (`split::fused_geometry`) all
+/// read it, so they cannot disagree.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-struct Tiling {
+pub(crate) struct Tiling {
+    chunk: usize,
+    dkp: usize,
+    dt: usize,
     /// Warps per 16-row tile of the chunk (one per 32 output columns), warps and units per cube.
     groups: usize,
     warps: usize,
-    threads: usize,
+    pub(crate) threads: usize,
     /// Warps along the state's rows, state columns per warp and their 8-column `mma` tiles.
     row_warps: usize,
     scols: usize,
@@ -102,6 +106,32 @@ struct Tiling {
 }
 
 impl Tiling {
+    /// The tiling, if the kernel takes it: `dkp` a multiple of 32 up to 128 (32-row state
+    /// blocks), whole 16-column state tiles per warp, whole `nv`-element vectors per unit when
+    /// a chunk is staged (`nv >= 2`: `o` and the state go out in pairs).
+    pub(crate) fn checked(chunk: usize, dkp: usize, dt: usize, nv: usize) -> Option<Self> {
+        let warps = chunk / MM * (dt / OCOLS);
+        let row_warps = dkp / SROWS;
+        let fits = nv >= 2
+            && dkp <= 128
+            && dkp % SROWS == 0
+            && warps % row_warps == 0
+            && (dt / (warps / row_warps)) % 16 == 0
+            && (chunk * dkp) % (warps * 32 * nv) == 0;
+        fits.then(|| Self::new(chunk, dkp, dt))
+    }
+
+    /// The shared memory one cube takes with `elem`-byte inputs: the kernel's tiles
+    /// (double-buffered `A`, `B`, `C` and `H`, the decayed `B` and `P`), the decay powers, and
+    /// 64 bytes for the barrier and alignment.
+    pub(crate) fn shared_bytes(&self, elem: usize) -> usize {
+        let (c, dkp, dt) = (self.chunk, self.dkp, self.dt);
+        let tiles = 2 * (2 * c * (dkp + PAD) + c * (dt + PAD) + dkp * (dt + PAD))
+            + c * (dkp + PAD)
+            + c * (c + PAD);
+        elem * tiles + 4 * (c + 1) + 64
+    }
+
     fn new(chunk: usize, dkp: usize, dt: usize) -> Self {
         let groups = dt / OCOLS;
         let warps = chunk / MM * groups;
@@ -110,6 +140,9 @@ impl Tiling {
         let ptiles = chunk / MK;
         let ntiles = ptiles * (ptiles + 1) / 2;
         Self {
+            chunk,
+            dkp,
+            dt,
             groups,
             warps,
             threads: warps * 32,

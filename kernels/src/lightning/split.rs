@@ -26,6 +26,7 @@ use burn_cubecl::{
 use cubecl::prelude::*;
 
 use super::cube::{load_state, store_state};
+use super::mma_fused::Tiling;
 use super::tiled::{
     check_launch, decay_powers, mask_scores, output_tiles, padded, score_tiles, state_tiles,
     ScanArgs, TiledConfig, PAD, PADF, T16, THREADS, WARPS,
@@ -980,9 +981,10 @@ type FusedTile = (usize, usize);
 /// 70% of the device's cube slots busy over their waves), `on` or `off`; and its tile,
 /// `SCALELAB_LIGHTNING_FUSED_TILE` = `64x128` (unset: 64-token chunks, 128 columns per cube, or
 /// 64 for a head dim of 64 or less; one cube per SM) or `32x64` (32-token chunks, 64 columns:
-/// 90 KB of shared memory at a head dim of 128, two cubes per SM whose barriers can overlap, at the price of the
-/// scores computed and `q`, `k` read once per 64 columns; on the H200 as fast as the default and
-/// within 3.0e-3 of the f32 kernel in session 9, not re-checked since session 10's changes).
+/// 90 KB of shared memory at a head dim of 128, two cubes per SM whose barriers can overlap, at
+/// the price of the scores computed and `q`, `k` read once per 64 columns; on the H200 as fast
+/// as the default and within 3.0e-3 of the f32 kernel in session 9, not re-checked since
+/// session 10's changes).
 fn fused_knobs() -> (Option<bool>, Option<FusedTile>) {
     static KNOBS: std::sync::OnceLock<(Option<bool>, Option<FusedTile>)> =
         std::sync::OnceLock::new();
@@ -1000,10 +1002,9 @@ fn fused_knobs() -> (Option<bool>, Option<FusedTile>) {
     })
 }
 
-/// The geometry of [`super::mma_fused`]'s kernel for this scan, if it applies: `mma` and
-/// `cp.async` on this device, pairs aligned (`nv >= 2`), each warp a 32-row block of whole
-/// 16-column state tiles and each unit whole vectors, the tiles within shared memory; and
-/// [`fused_knobs`] asking for it.
+/// The geometry of [`super::mma_fused`]'s kernel for this scan, if it applies: a tiling it
+/// takes ([`Tiling::checked`]) within the device's shared memory, `mma` and `cp.async` on this
+/// device, and [`fused_knobs`] asking for it.
 pub(crate) fn fused_geometry<R: CubeRuntime>(
     client: &ComputeClient<R>,
     dtype: burn::tensor::DType,
@@ -1013,34 +1014,23 @@ pub(crate) fn fused_geometry<R: CubeRuntime>(
 ) -> Option<FusedGeometry> {
     let (mode, tile) = fused_knobs();
     let (c, dt) = tile.unwrap_or((64, if dc > 64 { 128 } else { 64 }));
-    let warps = c / 16 * (dt / 32);
-    let row_warps = dkp / 32;
+    let tiling = Tiling::checked(c, dkp, dt, nv)?;
     let props = client.properties();
-    // Double-buffered A, B, C and H, the decayed B and P.
-    let tiles = 2 * (2 * c * (dkp + PAD) + c * (dt + PAD) + dkp * (dt + PAD))
-        + c * (dkp + PAD)
-        + c * (c + PAD);
-    let smem = dtype.size() * tiles + 4 * (c + 1) + 64;
-    let fits = nv >= 2
-        && dkp <= 128
-        && dkp % 32 == 0
-        && warps % row_warps == 0
-        && (dt / (warps / row_warps)) % 16 == 0
-        && (c * dkp) % (warps * 32 * nv) == 0
-        && smem <= props.hardware.max_shared_memory_size
+    let smem = tiling.shared_bytes(dtype.size());
+    let fits = smem <= props.hardware.max_shared_memory_size
         && props.features.copy_async
         && has_mma(client, dtype, cfg);
     let sms = props.hardware.num_streaming_multiprocessors.unwrap_or(1) as usize;
     // An SM's shared memory is the most one cube may take plus the 1 KB the driver keeps per
     // cube (Hopper: 227 + 1 KB; Ampere: 163 + 1 KB).
     let per_sm = ((props.hardware.max_shared_memory_size + 1024) / (smem + 1024))
-        .min(2048 / (warps * 32))
+        .min(2048 / tiling.threads)
         .max(1);
     let wanted = mode.unwrap_or(fills_device(bh * dc.div_ceil(dt), sms * per_sm));
     (fits && wanted).then_some(FusedGeometry {
         chunk: c,
         dt,
-        threads: warps * 32,
+        threads: tiling.threads,
     })
 }
 
