@@ -27,6 +27,8 @@
 #   ours-fused    ours with the one-launch kernel wherever it applies (FUSED=on)
 #   ours-fused32  ours with the one-launch kernel's 32-token, 64-column tile, two cubes per SM
 #                 (SCALELAB_LIGHTNING_FUSED_TILE=32x64; checked and timed on the H200, no faster)
+#   ours-rows16   ours with the one-launch kernel's session-10 warp tiles, 16 output rows per
+#                 warp and 16 warps per cube (SCALELAB_LIGHTNING_FUSED_ROWS=16) instead of 32 and 8
 #   check-fused   check-kernels with FUSED=on; check-split with FUSED=off; check-fused32 with
 #                 FUSED=on FUSED_TILE=32x64
 #   merge         the merged table: ratios to fla and to the split design's memory floor
@@ -118,8 +120,9 @@ has ours-hdirect && bench ours-hdirect SCALELAB_LIGHTNING_STATES_H=direct
 has ours-split && bench ours-split SCALELAB_LIGHTNING_FUSED=off
 has ours-fused && bench ours-fused SCALELAB_LIGHTNING_FUSED=on
 has ours-fused32 && bench ours-fused32 SCALELAB_LIGHTNING_FUSED_TILE=32x64
+has ours-rows16 && bench ours-rows16 SCALELAB_LIGHTNING_FUSED_ROWS=16
 if has merge; then
-  for name in ours base ours-apart ours-cmma ours-states ours-tiles ours-async2 ours-async1 ours-hdirect ours-split ours-fused ours-fused32; do
+  for name in ours base ours-apart ours-cmma ours-states ours-tiles ours-async2 ours-async1 ours-hdirect ours-split ours-fused ours-fused32 ours-rows16; do
     [ -s "$OUT/$name.jsonl" ] || continue
     stamp "merged: $name (ms; ratios > 1 are slower)"
     python3 compare_fla.py --from-json "$OUT/fla.jsonl" --scalelab "$OUT/$name.jsonl" \
@@ -153,7 +156,7 @@ has check-apart && check check-apart SCALELAB_LIGHTNING_SHARED_DKDV=0
 check_kernels() { # name, then extra environment
   local name=$1; shift
   stamp "$name"
-  env "$@" timeout "${CHECK_TIMEOUT:-280}" ./lightning --check-kernels \
+  env "$@" timeout "${CHECK_TIMEOUT:-420}" ./lightning --check-kernels \
     --check-ts "${CHECK_TS:-2048,8192}" --ts 64 --reference-max 0 > "$OUT/$name.log" 2>&1
   grep -E "^check|panicked|Error" "$OUT/$name.log"
 }
@@ -185,12 +188,13 @@ if has sass; then
   # One profiling pass into a report, read twice: the per-instruction page and the sections.
   timeout "${NCU_TIMEOUT:-300}" ncu --clock-control none --kernel-name regex:"${SASS_KERNEL:-chunk_fused}" \
     --launch-skip "${SASS_SKIP:-0}" --launch-count 1 --section SourceCounters --section InstructionStats \
-    --section WarpStateStats -f -o "$OUT/sass" ./lightning --probe --ts 2048 > "$OUT/sass-run.log" 2>&1
+    --section WarpStateStats --section LaunchStats -f -o "$OUT/sass" ./lightning --probe --ts 2048 > "$OUT/sass-run.log" 2>&1
   ncu --import "$OUT/sass.ncu-rep" --page source --print-source sass --csv > "$OUT/sass.csv" 2>&1
   ncu --import "$OUT/sass.ncu-rep" --page details > "$OUT/sass-summary.txt" 2>&1
   rm -f "$OUT/sass.ncu-rep"
   wc -l "$OUT/sass.csv"; head -c 600 "$OUT/sass.csv"; echo; gzip -9 "$OUT/sass.csv"
   grep -A40 "Section: Instruction" "$OUT/sass-summary.txt" | head -60
+  grep -E "relative error|Registers Per Thread|Dynamic Shared|Block Size" "$OUT/sass-summary.txt" "$OUT/sass-run.log"
 fi
 if has ncu-time; then
   stamp ncu-time

@@ -2,11 +2,12 @@
 //!
 //! The split pair ([`super::mma`]) writes every chunk's state `H` (input dtype) and reads it back:
 //! at B=4, H=32, D=128 that is as many bytes as `q`, `k`, `v` and `o` together. Here one cube
-//! (16 warps per 128 state columns at D=128; `chunk / 16 * dt / 32` warps per `dt` columns in
-//! general) per batch x head walks the chunks in order, as Lightning Attention-2's forward
-//! does, and keeps the f32 state in its warps' `mma` accumulators; the state each chunk starts
-//! from goes through a shared tile (rounded to the input dtype, as the split pair's `H`) to the
-//! products that read it. Phase `j`, between two barriers:
+//! (8 warps per 128 state columns at D=128; `chunk / orows * dt / 32` warps per `dt` columns in
+//! general, each warp's output tile `orows` x 32) per batch x head walks the chunks in order, as
+//! Lightning Attention-2's forward does, and keeps the f32 state in its warps' `mma`
+//! accumulators; the state each chunk starts from goes through a shared tile (rounded to the
+//! input dtype, as the split pair's `H`) to the products that read it. Phase `j`, between two
+//! barriers:
 //!
 //! ```text
 //! copies of chunk j+1 issued (cp.async)
@@ -18,12 +19,15 @@
 //! barrier (P_j, H_j+1 published; chunk j+1 landed)
 //! ```
 //!
-//! One barrier per chunk, and each warp has two chunks' independent products to interleave;
-//! the price is a third `C` buffer (a chunk's `C` serves two phases) and the token weights
-//! applied to `C`'s fragments in registers. It pays where the batch x heads fill the device (one
-//! cube per SM) and the `H` bytes would dominate; `split::fused_geometry` decides. Same contract
-//! as the split pair (`out` packs the outputs and the final state). `kernels/README.md` has its
-//! measurements, and how the chunk step was counted (`gpu_run.sh`'s `sass` step).
+//! One barrier per chunk; the price is a third `C` buffer (a chunk's `C` serves two phases) and
+//! the token weights applied to `C`'s fragments in registers. The chunk step is bound by shared
+//! memory reads (`ldmatrix`), so the warp tiles are as large as the registers allow: 32 x 32
+//! outputs and a 64 x 32 block of the state per warp at D=128 (240 registers per unit), 2816
+//! `ldmatrix` wavefronts per chunk where 16-row tiles took 3680. It pays where the batch x
+//! heads fill the device (one cube per SM) and the `H` bytes would dominate;
+//! `split::fused_geometry` decides. Same contract as the split pair (`out` packs the outputs and
+//! the final state). `kernels/README.md` has its measurements, and how the chunk step was
+//! counted (`gpu_run.sh`'s `sass` step).
 
 use cubecl::{prelude::barrier::Barrier, prelude::*};
 
@@ -34,22 +38,25 @@ use super::mma::{
 use super::split::{output_chunk, OutputChunk};
 use super::tiled::{decay_powers, PAD};
 
-/// Output columns per warp (its rows: one 16-row `mma` tile).
+/// Output columns per warp.
 const OCOLS: usize = 32;
 
-/// The kernel's tiling, fixed by the chunk, the contracted dim `dkp` and the cube's `dt`
-/// columns; the kernel, its phases and the launcher's choice (`split::fused_geometry`) all read
-/// it, so they cannot disagree.
+/// The kernel's tiling, fixed by the chunk, the contracted dim `dkp`, the cube's `dt` columns
+/// and the rows of each warp's output tile; the kernel, its phases and the launcher's choice
+/// (`split::fused_geometry`) all read it, so they cannot disagree.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct Tiling {
     chunk: usize,
     dkp: usize,
     dt: usize,
-    /// Warps per 16-row tile of the chunk (one per 32 output columns), warps and units per cube.
+    /// Output rows per warp (16 or 32: one or two `mma` row tiles) and those tiles; warps per
+    /// such block of the chunk's rows (one per 32 output columns), warps and units per cube.
+    orows: usize,
+    mts: usize,
     groups: usize,
     warps: usize,
     pub(crate) threads: usize,
-    /// State rows per warp (64 where the columns allow: fewer `C` fragments to decay per
+    /// State rows per warp (64 where the columns allow: fewer `C` fragments to weigh per
     /// product), warps along the state's rows, state columns per warp and their 8-column tiles.
     srows: usize,
     row_warps: usize,
@@ -64,19 +71,30 @@ pub(crate) struct Tiling {
 }
 
 impl Tiling {
-    /// The tiling, if the kernel takes it: `dkp` a multiple of 32 up to 128, whole 16-column
-    /// state tiles per warp, whole `nv`-element vectors per unit when a chunk is staged
+    /// The tiling, if the kernel takes it: warp tiles of 16 or 32 rows that divide the chunk,
+    /// `dkp` a multiple of 32 up to 128, whole 16-column state tiles per warp and at most 64
+    /// state accumulators per lane, whole `nv`-element vectors per unit when a chunk is staged
     /// (`nv >= 2`: `o` and the state go out in pairs).
-    pub(crate) fn checked(chunk: usize, dkp: usize, dt: usize, nv: usize) -> Option<Self> {
-        let warps = chunk / MM * (dt / OCOLS);
+    pub(crate) fn checked(
+        chunk: usize,
+        dkp: usize,
+        dt: usize,
+        orows: usize,
+        nv: usize,
+    ) -> Option<Self> {
+        let warps = chunk / orows.max(1) * (dt / OCOLS);
         let fits = nv >= 2
+            && (orows == 16 || orows == 32)
+            && chunk % orows == 0
+            && dt % OCOLS == 0
             && warps > 0
             && dkp <= 128
             && dkp % 32 == 0
             && Self::state_rows(dkp, dt, warps).is_some()
             && (chunk * dkp) % (warps * 32 * nv) == 0
             && (chunk * dt) % (warps * 32 * nv) == 0;
-        fits.then(|| Self::new(chunk, dkp, dt))
+        fits.then(|| Self::new(chunk, dkp, dt, orows))
+            .filter(|t| t.sfrags <= 32)
     }
 
     /// The shared memory one cube takes with `elem`-byte inputs: double-buffered `A`, `B`, `H`
@@ -94,13 +112,16 @@ impl Tiling {
     fn state_rows(dkp: usize, dt: usize, warps: usize) -> Option<usize> {
         [64, 32].into_iter().find(|&r| {
             let row_warps = dkp / r;
-            dkp % r == 0 && warps % row_warps == 0 && (dt / (warps / row_warps)) % 16 == 0
+            dkp % r == 0
+                && row_warps > 0
+                && warps % row_warps == 0
+                && (dt / (warps / row_warps)) % 16 == 0
         })
     }
 
-    fn new(chunk: usize, dkp: usize, dt: usize) -> Self {
+    fn new(chunk: usize, dkp: usize, dt: usize, orows: usize) -> Self {
         let groups = dt / OCOLS;
-        let warps = chunk / MM * groups;
+        let warps = chunk / orows * groups;
         let srows = Self::state_rows(dkp, dt, warps).unwrap_or(32);
         let row_warps = dkp / srows;
         let scols = dt / (warps / row_warps);
@@ -110,6 +131,8 @@ impl Tiling {
             chunk,
             dkp,
             dt,
+            orows,
+            mts: orows / MM,
             groups,
             warps,
             threads: warps * 32,
@@ -137,7 +160,8 @@ struct Walk {
     tid: usize,
     g: usize,
     tq: usize,
-    /// The warp's output rows (`16 mt..`) and columns (`wcol..`), and its block of the state.
+    /// The warp's first output row tile (`16 mt..`; `orows / 16` of them) and columns
+    /// (`wcol..`), and its block of the state.
     mt: usize,
     wcol: usize,
     srow: usize,
@@ -165,17 +189,16 @@ struct Tiles<F: Float> {
     wt: SharedMemory<f32>,
 }
 
-/// The fused scan: one cube of `chunk / 16 * dt / 32` warps per (`dt` columns from
+/// The fused scan: one cube of `chunk / orows * dt / 32` warps per (`dt` columns from
 /// `CUBE_POS_X * dt`, batch x head `CUBE_POS_Z`), one barrier per chunk.
 ///
 /// Phase `j` ([`phase`]) runs chunk `j`'s products that need only its inputs and `H_j`
 /// ([`front`]: the scores into `P`, `A H`, the state update and `H_(j+1)`) beside chunk
 /// `j - 1`'s that need the `P` made in the phase before ([`back`]: `O += P C` and the stores),
 /// while chunk `j + 1`'s inputs arrive by `cp.async`; so one barrier per chunk both publishes
-/// `P` and `H` and waits for the copies, and each warp has two chunks' independent products to
-/// interleave. The walk takes phases two at a time so that each knows its double buffers at
-/// compile time; the lanes' mask and decay factors for their score tiles (the same tiles in
-/// every chunk) are computed once, into registers.
+/// `P` and `H` and waits for the copies. The walk takes phases two at a time so that each
+/// knows its double buffers at compile time; the lanes' mask and decay factors for their score
+/// tiles (the same tiles in every chunk) are computed once, into registers.
 #[allow(
     clippy::too_many_arguments,
     clippy::collapsible_if,
@@ -192,13 +215,14 @@ pub(crate) fn chunk_fused_mma_kernel<F: Float, N: Size>(
     #[comptime] chunk: usize,
     #[comptime] dkp: usize,
     #[comptime] dt: usize,
+    #[comptime] orows: usize,
     #[comptime] has_state: bool,
     #[comptime] reverse: bool,
     #[comptime] transpose_state: bool,
     #[comptime] state_exp0: bool,
     #[define(F)] _dtype: StorageType,
 ) {
-    let tl = comptime!(Tiling::new(chunk, dkp, dt));
+    let tl = comptime!(Tiling::new(chunk, dkp, dt, orows));
     let groups = comptime!(tl.groups);
     let row_warps = comptime!(tl.row_warps);
     let warps = comptime!(tl.warps);
@@ -206,13 +230,13 @@ pub(crate) fn chunk_fused_mma_kernel<F: Float, N: Size>(
     let stiles = comptime!(tl.stiles);
     let ptiles = comptime!(tl.ptiles);
     let rtiles = comptime!(tl.rtiles);
-    let otiles = comptime!(OCOLS / MN);
+    let acc_len = comptime!(2 * (OCOLS / MN) * tl.mts);
     let tid = UNIT_POS_X as usize;
     let lane = tid % 32;
     let g = lane / 4;
     let tq = lane % 4;
     let warp = tid / 32;
-    let mt = warp / groups;
+    let mt = (warp / groups) * comptime!(tl.mts);
     let wcol = (warp % groups) * OCOLS;
     let srow = (warp % row_warps) * comptime!(tl.srows);
     let scol = (warp / row_warps) * comptime!(tl.scols);
@@ -242,9 +266,7 @@ pub(crate) fn chunk_fused_mma_kernel<F: Float, N: Size>(
     let barrier = Barrier::shared(threads as u32, tid == 0);
 
     if nblocks > 0 {
-        stage_chunk::<F, N>(
-            a, b, c, &oc, 0, c0, &mut sm, 0, 0, tid, chunk, dkp, dt, reverse, threads,
-        );
+        stage_chunk::<F, N>(a, b, c, &oc, 0, c0, &mut sm, 0, 0, tid, tl, reverse);
     }
     barrier.commit_copy_async();
     decay_powers(&mut sm.pw, sv, chunk, threads);
@@ -289,15 +311,7 @@ pub(crate) fn chunk_fused_mma_kernel<F: Float, N: Size>(
         acc_s[i] = v;
     }
     let h_pair = ((srow + g) * cs + scol + 2 * tq) / 2;
-    put_state::<F>(
-        &acc_s,
-        &mut sm.sh,
-        h_pair,
-        cs,
-        comptime!(tl.srows),
-        stiles,
-        comptime!(2 * hbuf),
-    );
+    put_state::<F>(&acc_s, &mut sm.sh, h_pair, 0usize, tl);
     barrier.arrive_and_wait();
 
     // Score tiles `warp, warp + warps, ...` of the chunk's `ntiles` on and below the diagonal
@@ -360,19 +374,19 @@ pub(crate) fn chunk_fused_mma_kernel<F: Float, N: Size>(
     };
     // Each chunk's `A H` (then `+ P C`) for this warp's output tile, by chunk parity: phase `j`
     // makes chunk `j`'s and finishes chunk `j - 1`'s.
-    let mut acc0 = Array::<Pair<f32>>::new(comptime!(2 * otiles));
-    let mut acc1 = Array::<Pair<f32>>::new(comptime!(2 * otiles));
+    let mut acc0 = Array::<Pair<f32>>::new(acc_len);
+    let mut acc1 = Array::<Pair<f32>>::new(acc_len);
     if nblocks > 0 {
         phase::<F, N>(
             a, b, c, &oc, out, &mut sm, &barrier, &mut acc_s, &mut acc0, &mut acc1, &sw, &tiles,
-            &wk, 0, 0usize, false, chunk, dkp, dt, reverse,
+            &wk, 0, 0usize, false, tl, reverse,
         );
     }
     for pair in 0..nblocks / 2 {
         let j = 2 * pair + 1;
         phase::<F, N>(
             a, b, c, &oc, out, &mut sm, &barrier, &mut acc_s, &mut acc1, &mut acc0, &sw, &tiles,
-            &wk, j, 1usize, true, chunk, dkp, dt, reverse,
+            &wk, j, 1usize, true, tl, reverse,
         );
         if j + 1 < nblocks {
             phase::<F, N>(
@@ -392,9 +406,7 @@ pub(crate) fn chunk_fused_mma_kernel<F: Float, N: Size>(
                 j + 1,
                 0usize,
                 true,
-                chunk,
-                dkp,
-                dt,
+                tl,
                 reverse,
             );
         }
@@ -403,13 +415,9 @@ pub(crate) fn chunk_fused_mma_kernel<F: Float, N: Size>(
         let last = nblocks - 1;
         let cb = (last % 3) * cbuf;
         if last % 2 == 0 {
-            back::<F>(
-                out, &sm, &mut acc0, &wk, last, cb, 0usize, chunk, dt, reverse,
-            );
+            back::<F>(out, &sm, &mut acc0, &wk, last, cb, 0usize, tl, reverse);
         } else {
-            back::<F>(
-                out, &sm, &mut acc1, &wk, last, cb, 1usize, chunk, dt, reverse,
-            );
+            back::<F>(out, &sm, &mut acc1, &wk, last, cb, 1usize, tl, reverse);
         }
     }
 
@@ -452,12 +460,10 @@ fn phase<F: Float, N: Size>(
     j: usize,
     #[comptime] cur: usize,
     #[comptime] finish: bool,
-    #[comptime] chunk: usize,
-    #[comptime] dkp: usize,
-    #[comptime] dt: usize,
+    #[comptime] tl: Tiling,
     #[comptime] reverse: bool,
 ) {
-    let cbuf = comptime!(chunk * (dt + PAD));
+    let cbuf = comptime!(tl.chunk * (tl.dt + PAD));
     let next = j + 1 < wk.nblocks;
     if next {
         stage_chunk::<F, N>(
@@ -468,14 +474,11 @@ fn phase<F: Float, N: Size>(
             j + 1,
             wk.c0,
             sm,
-            comptime!((1 - cur) * chunk * (dkp + PAD)),
+            comptime!((1 - cur) * tl.chunk * (tl.dkp + PAD)),
             ((j + 1) % 3) * cbuf,
             wk.tid,
-            chunk,
-            dkp,
-            dt,
+            tl,
             reverse,
-            comptime!(Tiling::new(chunk, dkp, dt).threads),
         );
     }
     barrier.commit_copy_async();
@@ -490,9 +493,7 @@ fn phase<F: Float, N: Size>(
         (j % 3) * cbuf,
         next,
         cur,
-        chunk,
-        dkp,
-        dt,
+        tl,
     );
     if finish {
         back::<F>(
@@ -503,8 +504,7 @@ fn phase<F: Float, N: Size>(
             j - 1,
             ((j + 2) % 3) * cbuf,
             comptime!(1 - cur),
-            chunk,
-            dt,
+            tl,
             reverse,
         );
     }
@@ -524,7 +524,7 @@ fn phase<F: Float, N: Size>(
 ///
 /// In the state accumulators lane `l` holds, for each 16-row tile `m` and 8-column tile `t` of
 /// the warp's block, rows `+ l / 4` and `+ l / 4 + 8`, columns `2 (l % 4)` and `+ 1` (the `mma`
-/// layout).
+/// layout); in `acc`, the same for row tile `mt + m`, column tile `t` at `2 (4 m + t)`.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn front<F: Float>(
@@ -538,25 +538,24 @@ fn front<F: Float>(
     cb: usize,
     next: bool,
     #[comptime] cur: usize,
-    #[comptime] chunk: usize,
-    #[comptime] dkp: usize,
-    #[comptime] dt: usize,
+    #[comptime] tl: Tiling,
 ) {
-    let tl = comptime!(Tiling::new(chunk, dkp, dt));
+    let chunk = comptime!(tl.chunk);
+    let dkp = comptime!(tl.dkp);
     let warps = comptime!(tl.warps);
     let stiles = comptime!(tl.stiles);
     let ntiles = comptime!(tl.ntiles);
     let rtiles = comptime!(tl.rtiles);
     let sfrags = comptime!(tl.sfrags);
+    let mts = comptime!(tl.mts);
     let otiles = comptime!(OCOLS / MN);
-    let ks = comptime!(dkp + PAD);
-    let cs = comptime!(dt + PAD);
-    let ps = comptime!(chunk + PAD);
-    let ab = comptime!(cur * chunk * (dkp + PAD));
-    let hb = comptime!(cur * dkp * (dt + PAD));
-    let pb = comptime!(cur * chunk * (chunk + PAD));
+    let ks = comptime!(tl.dkp + PAD);
+    let cs = comptime!(tl.dt + PAD);
+    let ps = comptime!(tl.chunk + PAD);
+    let ab = comptime!(cur * tl.chunk * (tl.dkp + PAD));
+    let hb = comptime!(cur * tl.dkp * (tl.dt + PAD));
+    let pb = comptime!(cur * tl.chunk * (tl.chunk + PAD));
     let warp = wk.tid / 32;
-    let row_lo = wk.mt * MM + wk.g;
     let mut len = wk.n - j * chunk;
     if len > chunk {
         len = chunk;
@@ -582,7 +581,7 @@ fn front<F: Float>(
             }
             let mut spp = sm
                 .sp
-                .slice_mut(pb, comptime!(pb + chunk * (chunk + PAD)))
+                .slice_mut(pb, comptime!(pb + tl.chunk * (tl.chunk + PAD)))
                 .into_vectorized()
                 .with_vector_size::<Const<2>>();
             let at = (tm * MM + wk.g) * (ps / 2) + tk * (MK / 2) + wk.tq;
@@ -594,27 +593,42 @@ fn front<F: Float>(
         }
     }
 
-    // A H for this warp's 16 rows and 32 columns, each row decayed by lambda^(i+1).
+    // A H for this warp's rows and 32 columns, each row i decayed by lambda^(i+1).
     #[unroll]
-    for i in 0..2 * otiles {
+    for i in 0..2 * otiles * mts {
         acc[i] = Pair::<f32>::new(0.0);
     }
     #[unroll]
     for kk in 0..dkp / MK {
-        let fa = frag_a::<F>(&sm.sa, ab, wk.mt * MM, kk * MK, ks, false);
+        let mut fas = Array::<Pair<F>>::new(comptime!(4 * mts));
+        #[unroll]
+        for m in 0..mts {
+            let fa = frag_a::<F>(&sm.sa, ab, (wk.mt + m) * MM, kk * MK, ks, false);
+            put_frag::<F>(&fa, &mut fas, comptime!(4 * m));
+        }
         #[unroll]
         for tp in 0..otiles / 2 {
             let fb = frag_b2::<F>(&sm.sh, hb, kk * MK, wk.wcol + tp * 2 * MN, cs, false);
-            mma_half::<F>(&fa, &fb, 0usize, acc, 4 * tp);
-            mma_half::<F>(&fa, &fb, 1usize, acc, 4 * tp + 2);
+            #[unroll]
+            for m in 0..mts {
+                let fa = get_frag::<F>(&fas, comptime!(4 * m));
+                let at = comptime!(2 * otiles * m + 4 * tp);
+                mma_half::<F>(&fa, &fb, 0usize, acc, at);
+                mma_half::<F>(&fa, &fb, 1usize, acc, at + 2);
+            }
         }
     }
-    let w_lo = Pair::<f32>::new(sm.pw[row_lo + 1]);
-    let w_hi = Pair::<f32>::new(sm.pw[row_lo + 9]);
     #[unroll]
-    for t in 0..otiles {
-        acc[2 * t] = acc[2 * t] * w_lo;
-        acc[2 * t + 1] = acc[2 * t + 1] * w_hi;
+    for m in 0..mts {
+        let row_lo = (wk.mt + m) * MM + wk.g;
+        let w_lo = Pair::<f32>::new(sm.pw[row_lo + 1]);
+        let w_hi = Pair::<f32>::new(sm.pw[row_lo + 9]);
+        #[unroll]
+        for t in 0..otiles {
+            let at = comptime!(2 * otiles * m + 2 * t);
+            acc[at] = acc[at] * w_lo;
+            acc[at + 1] = acc[at + 1] * w_hi;
+        }
     }
 
     // S <- lambda^len S + B^T (w C), 16 tokens at a time: lane tq's tokens in a fragment of C
@@ -654,11 +668,7 @@ fn front<F: Float>(
             let fa = frag_a::<F>(&sm.sb, ab, wk.srow + rt * MM, kk * MK, ks, true);
             #[unroll]
             for tp in 0..stiles / 2 {
-                let mut fd = Array::<Pair<F>>::new(4usize);
-                #[unroll]
-                for q in 0..4usize {
-                    fd[q] = fds[4 * tp + q];
-                }
+                let fd = get_frag::<F>(&fds, comptime!(4 * tp));
                 let at = comptime!(rt * 2 * stiles + 4 * tp);
                 mma_half::<F>(&fa, &fd, 0usize, acc_s, at);
                 mma_half::<F>(&fa, &fd, 1usize, acc_s, at + 2);
@@ -669,11 +679,9 @@ fn front<F: Float>(
         put_state::<F>(
             acc_s,
             &mut sm.sh,
-            comptime!((1 - cur) * dkp * (dt + PAD) / 2) + wk.h_pair,
-            cs,
-            comptime!(tl.srows),
-            stiles,
-            comptime!(2 * dkp * (dt + PAD)),
+            wk.h_pair,
+            comptime!((1 - cur) * tl.dkp * (tl.dt + PAD) / 2),
+            tl,
         );
     }
 }
@@ -690,24 +698,38 @@ fn back<F: Float>(
     j: usize,
     cb: usize,
     #[comptime] cur: usize,
-    #[comptime] chunk: usize,
-    #[comptime] dt: usize,
+    #[comptime] tl: Tiling,
     #[comptime] reverse: bool,
 ) {
-    let ptiles = comptime!(chunk / MK);
+    let chunk = comptime!(tl.chunk);
+    let ptiles = comptime!(tl.ptiles);
+    let mts = comptime!(tl.mts);
     let otiles = comptime!(OCOLS / MN);
-    let cs = comptime!(dt + PAD);
-    let ps = comptime!(chunk + PAD);
-    let pb = comptime!(cur * chunk * (chunk + PAD));
+    let cs = comptime!(tl.dt + PAD);
+    let ps = comptime!(tl.chunk + PAD);
+    let pb = comptime!(cur * tl.chunk * (tl.chunk + PAD));
     #[unroll]
     for kv in 0..ptiles {
-        if kv <= wk.mt {
-            let fp = frag_a::<F>(&sm.sp, pb, wk.mt * MM, kv * MK, ps, false);
+        if kv <= wk.mt + comptime!(mts - 1) {
+            // P's tiles of the warp's rows, those above the diagonal loaded but not used.
+            let mut fps = Array::<Pair<F>>::new(comptime!(4 * mts));
+            #[unroll]
+            for m in 0..mts {
+                let fp = frag_a::<F>(&sm.sp, pb, (wk.mt + m) * MM, kv * MK, ps, false);
+                put_frag::<F>(&fp, &mut fps, comptime!(4 * m));
+            }
             #[unroll]
             for tp in 0..otiles / 2 {
                 let fb = frag_b2::<F>(&sm.sc, cb, kv * MK, wk.wcol + tp * 2 * MN, cs, false);
-                mma_half::<F>(&fp, &fb, 0usize, acc, 4 * tp);
-                mma_half::<F>(&fp, &fb, 1usize, acc, 4 * tp + 2);
+                #[unroll]
+                for m in 0..mts {
+                    if kv <= wk.mt + m {
+                        let fp = get_frag::<F>(&fps, comptime!(4 * m));
+                        let at = comptime!(2 * otiles * m + 4 * tp);
+                        mma_half::<F>(&fp, &fb, 0usize, acc, at);
+                        mma_half::<F>(&fp, &fb, 1usize, acc, at + 2);
+                    }
+                }
             }
         }
     }
@@ -716,23 +738,46 @@ fn back<F: Float>(
     if len > chunk {
         len = chunk;
     }
-    let row_lo = wk.mt * MM + wk.g;
     #[unroll]
-    for half in 0..2usize {
-        let i = row_lo + half * 8;
-        let tt = t0 + i;
-        // Rows past the sequence compute an address they never store to.
-        let p = if reverse { wk.n - 1 - tt } else { tt };
-        let row_at = wk.o_pair + p * wk.o_st;
-        let inside = i < len;
+    for m in 0..mts {
         #[unroll]
-        for t in 0..otiles {
-            let v = Pair::<F>::cast_from(acc[2 * t + half]);
-            if inside && t * MN < wk.cols_in {
-                out[row_at + t * (MN / 2)] = v;
+        for half in 0..2usize {
+            let i = (wk.mt + m) * MM + wk.g + half * 8;
+            let tt = t0 + i;
+            // Rows past the sequence compute an address they never store to.
+            let p = if reverse { wk.n - 1 - tt } else { tt };
+            let row_at = wk.o_pair + p * wk.o_st;
+            let inside = i < len;
+            #[unroll]
+            for t in 0..otiles {
+                let v = Pair::<F>::cast_from(acc[comptime!(2 * otiles * m + 2 * t) + half]);
+                if inside && t * MN < wk.cols_in {
+                    out[row_at + t * (MN / 2)] = v;
+                }
             }
         }
     }
+}
+
+/// An `mma` operand's four registers into `frags[at..at + 4]`, beside the other fragments a
+/// warp keeps for one step of `k` (the copies are register renames once unrolled).
+#[cube]
+fn put_frag<F: Float>(frag: &Array<Pair<F>>, frags: &mut Array<Pair<F>>, #[comptime] at: usize) {
+    #[unroll]
+    for q in 0..4usize {
+        frags[at + q] = frag[q];
+    }
+}
+
+/// The operand that [`put_frag`] kept at `frags[at..at + 4]`.
+#[cube]
+fn get_frag<F: Float>(frags: &Array<Pair<F>>, #[comptime] at: usize) -> Array<Pair<F>> {
+    let mut frag = Array::<Pair<F>>::new(4usize);
+    #[unroll]
+    for q in 0..4usize {
+        frag[q] = frags[at + q];
+    }
+    frag
 }
 
 /// Chunk `blk`'s `A`, `B` (`chunk x dkp`, row stride `dkp + PAD`, from `kb`) and `C`
@@ -751,14 +796,15 @@ fn stage_chunk<F: Float, N: Size>(
     kb: usize,
     cb: usize,
     tid: usize,
-    #[comptime] chunk: usize,
-    #[comptime] dkp: usize,
-    #[comptime] dt: usize,
+    #[comptime] tl: Tiling,
     #[comptime] reverse: bool,
-    #[comptime] threads: usize,
 ) {
-    let ks = comptime!(dkp + PAD);
-    let cs = comptime!(dt + PAD);
+    let chunk = comptime!(tl.chunk);
+    let dkp = comptime!(tl.dkp);
+    let dt = comptime!(tl.dt);
+    let threads = comptime!(tl.threads);
+    let ks = comptime!(tl.dkp + PAD);
+    let cs = comptime!(tl.dt + PAD);
     let t0 = blk * chunk;
     let mut len = oc.n - t0;
     if len > chunk {
@@ -778,27 +824,98 @@ fn stage_chunk<F: Float, N: Size>(
     );
 }
 
-/// The warp's state accumulators (`srows` rows), rounded, into the shared `H` tile: `at` is the
-/// pair index of the lane's first element (the warp's block, its row `l / 4` and pair `l % 4`,
-/// the buffer), so each store's own offset is a constant (row stride `stride`, even).
+/// The warp's state accumulators, rounded, into `H` buffer `at0 / (dkp (dt + PAD) / 2)`: `at`
+/// is the pair index of the lane's first element in buffer 0 (the warp's block, its row `l / 4`
+/// and pair `l % 4`), so each store's own offset is a constant.
 #[cube]
 fn put_state<F: Float>(
     acc_s: &Array<Pair<f32>>,
     sh: &mut SharedMemory<F>,
     at: usize,
-    #[comptime] stride: usize,
-    #[comptime] srows: usize,
-    #[comptime] stiles: usize,
-    #[comptime] len: usize,
+    #[comptime] at0: usize,
+    #[comptime] tl: Tiling,
 ) {
+    let stride = comptime!(tl.dt + PAD);
+    let stiles = comptime!(tl.stiles);
     let mut shp = sh
-        .slice_mut(0, len)
+        .slice_mut(0, comptime!(2 * tl.dkp * (tl.dt + PAD)))
         .into_vectorized()
         .with_vector_size::<Const<2>>();
     #[unroll]
-    for i in 0..2 * (srows / MM) * stiles {
+    for i in 0..tl.sfrags {
         let row = (i / (2 * stiles)) * MM + (i % 2) * 8;
         let col = ((i / 2) % stiles) * MN;
-        shp[at + row * (stride / 2) + col / 2] = Pair::<F>::cast_from(acc_s[i]);
+        shp[at + comptime!(at0 + row * (stride / 2) + col / 2)] = Pair::<F>::cast_from(acc_s[i]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An H100's or H200's shared memory per cube.
+    const HOPPER: usize = 232_448;
+
+    #[test]
+    fn default_tilings_fit_an_sm() {
+        // The benchmark's head dim, 32-row warp tiles: 8 warps, a 64 x 32 state block each.
+        let t = Tiling::checked(64, 128, 128, 32, 8).expect("D=128 is taken");
+        assert_eq!((t.warps, t.threads, t.srows, t.scols), (8, 256, 64, 32));
+        assert_eq!((t.rtiles, t.sfrags), (2, 32));
+        assert_eq!(t.shared_bytes(2), 210_756);
+        // Session 10's 16-row tiles: 16 warps, a 64 x 16 block each.
+        let t16 = Tiling::checked(64, 128, 128, 16, 8).expect("16 rows are taken");
+        assert_eq!((t16.warps, t16.srows, t16.scols), (16, 64, 16));
+        assert_eq!(t16.shared_bytes(2), t.shared_bytes(2));
+        // Head dim 64: 4 warps, 64 x 16 blocks; dk = 64 with dv = 128 and the 32 x 64 tile.
+        let t64 = Tiling::checked(64, 64, 64, 32, 8).expect("D=64 is taken");
+        assert_eq!((t64.warps, t64.srows, t64.scols), (4, 64, 16));
+        assert!(Tiling::checked(64, 64, 128, 32, 8).is_some());
+        assert!(Tiling::checked(32, 128, 64, 16, 8).is_some());
+        for t in [t, t16, t64] {
+            assert!(t.shared_bytes(4) > t.shared_bytes(2));
+            assert!(t.shared_bytes(2) <= HOPPER, "{t:?}");
+        }
+    }
+
+    #[test]
+    fn every_admitted_tiling_covers_its_tiles_once() {
+        let mut admitted = 0;
+        for chunk in [16, 32, 64, 128] {
+            for dkp in [16, 32, 64, 96, 128, 160] {
+                for dt in [32, 64, 128] {
+                    for orows in [8, 16, 32] {
+                        for nv in [1, 2, 4, 8] {
+                            let Some(t) = Tiling::checked(chunk, dkp, dt, orows, nv) else {
+                                continue;
+                            };
+                            admitted += 1;
+                            let at = format!("{t:?}");
+                            // Output tiles: warps x (orows x 32) is the chunk x dt block.
+                            assert_eq!(t.warps * t.orows * OCOLS, chunk * dt, "{at}");
+                            assert_eq!(t.mts * MM, t.orows, "{at}");
+                            // State blocks: warps x (srows x scols) is dkp x dt, in whole
+                            // 16-row tiles and pairs of 8-column tiles.
+                            assert_eq!(t.warps * t.srows * t.scols, dkp * dt, "{at}");
+                            assert_eq!(t.row_warps * t.srows, dkp, "{at}");
+                            assert_eq!(t.stiles % 2, 0, "{at}");
+                            assert!(t.sfrags <= 32, "{at}");
+                            // Score tiles: every one of the lower triangle has a warp.
+                            assert!(t.rtiles * t.warps >= t.ntiles, "{at}");
+                            assert!((t.rtiles - 1) * t.warps < t.ntiles, "{at}");
+                            // Staging: whole vectors per unit for every tile.
+                            assert_eq!((chunk * dkp) % (t.threads * nv), 0, "{at}");
+                            assert_eq!((chunk * dt) % (t.threads * nv), 0, "{at}");
+                            assert!(nv >= 2 && dkp <= 128, "{at}");
+                        }
+                    }
+                }
+            }
+        }
+        assert!(admitted > 20, "{admitted} tilings");
+        // Not taken: 8-row warp tiles, a contracted dim past 128, single-element staging.
+        assert!(Tiling::checked(64, 128, 128, 8, 8).is_none());
+        assert!(Tiling::checked(64, 160, 128, 32, 8).is_none());
+        assert!(Tiling::checked(64, 128, 128, 32, 1).is_none());
     }
 }

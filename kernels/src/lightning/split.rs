@@ -970,11 +970,15 @@ fn output_staging<R: CubeRuntime>(
 pub(crate) struct FusedGeometry {
     chunk: usize,
     dt: usize,
+    orows: usize,
     threads: usize,
 }
 
 /// A one-launch tile: tokens per chunk, columns per cube.
 type FusedTile = (usize, usize);
+
+/// The one-launch kernel's knobs: whether it runs, its tile, its warps' output rows.
+type FusedKnobs = (Option<bool>, Option<FusedTile>, Option<usize>);
 
 /// Whether scans run as one launch with the state in registers ([`super::mma_fused`]) instead
 /// of the split pair: `SCALELAB_LIGHTNING_FUSED` = `auto` (unset: where its cubes keep at least
@@ -984,10 +988,11 @@ type FusedTile = (usize, usize);
 /// 90 KB of shared memory at a head dim of 128, two cubes per SM whose barriers can overlap, at
 /// the price of the scores computed and `q`, `k` read once per 64 columns; on the H200 as fast
 /// as the default and within 3.0e-3 of the f32 kernel in session 9, not re-checked since
-/// session 10's changes).
-fn fused_knobs() -> (Option<bool>, Option<FusedTile>) {
-    static KNOBS: std::sync::OnceLock<(Option<bool>, Option<FusedTile>)> =
-        std::sync::OnceLock::new();
+/// session 10's changes). `SCALELAB_LIGHTNING_FUSED_ROWS` = `32` (unset: each warp's output
+/// tile 32 rows, so half the warps, each loading half as many shared bytes per product) or `16`
+/// (session 10's 16-row tiles).
+fn fused_knobs() -> FusedKnobs {
+    static KNOBS: std::sync::OnceLock<FusedKnobs> = std::sync::OnceLock::new();
     *KNOBS.get_or_init(|| {
         (
             knob(
@@ -997,6 +1002,10 @@ fn fused_knobs() -> (Option<bool>, Option<FusedTile>) {
             knob(
                 "SCALELAB_LIGHTNING_FUSED_TILE",
                 &[("64x128", None), ("32x64", Some((32, 64)))],
+            ),
+            knob(
+                "SCALELAB_LIGHTNING_FUSED_ROWS",
+                &[("32", None), ("16", Some(16))],
             ),
         )
     })
@@ -1012,9 +1021,13 @@ pub(crate) fn fused_geometry<R: CubeRuntime>(
     [bh, dkp, dc]: [usize; 3],
     nv: usize,
 ) -> Option<FusedGeometry> {
-    let (mode, tile) = fused_knobs();
+    let (mode, tile, rows) = fused_knobs();
     let (c, dt) = tile.unwrap_or((64, if dc > 64 { 128 } else { 64 }));
-    let tiling = Tiling::checked(c, dkp, dt, nv)?;
+    // 32-row warp tiles unless asked otherwise or their state blocks would not fit the
+    // registers (the 32 x 64 tile's two warps), then 16.
+    let (orows, tiling) = [rows.unwrap_or(32), rows.unwrap_or(16)]
+        .into_iter()
+        .find_map(|r| Tiling::checked(c, dkp, dt, r, nv).map(|t| (r, t)))?;
     let props = client.properties();
     let smem = tiling.shared_bytes(dtype.size());
     let fits = smem <= props.hardware.max_shared_memory_size
@@ -1030,6 +1043,7 @@ pub(crate) fn fused_geometry<R: CubeRuntime>(
     (fits && wanted).then_some(FusedGeometry {
         chunk: c,
         dt,
+        orows,
         threads: tiling.threads,
     })
 }
@@ -1075,6 +1089,7 @@ unsafe fn fused_scan<R: CubeRuntime>(
         geo.chunk,
         dkp,
         geo.dt,
+        geo.orows,
         has_state,
         opts.reverse,
         opts.transpose_state,
