@@ -26,9 +26,9 @@
 #                 (SCALELAB_LIGHTNING_FUSED=off)
 #   ours-fused    ours with the one-launch kernel wherever it applies (FUSED=on)
 #   ours-fused32  ours with the one-launch kernel's 32-token, 64-column tile, two cubes per SM
-#                 (SCALELAB_LIGHTNING_FUSED_TILE=32x64; checked and timed on the H200, no faster)
-#   ours-rows16   ours with the one-launch kernel's session-10 warp tiles, 16 output rows per
-#                 warp and 16 warps per cube (SCALELAB_LIGHTNING_FUSED_ROWS=16) instead of 32 and 8
+#                 (SCALELAB_LIGHTNING_FUSED_TILE=32x64; timed on the H200 in session 9, no faster)
+#   ours-rows16   ours with the one-launch kernel's 16-row warp tiles, 16 warps per cube
+#                 (SCALELAB_LIGHTNING_FUSED_ROWS=16) instead of 32 rows and 8 warps
 #   check-fused   check-kernels with FUSED=on; check-split with FUSED=off; check-fused32 with
 #                 FUSED=on FUSED_TILE=32x64
 #   merge         the merged table: ratios to fla and to the split design's memory floor
@@ -41,8 +41,10 @@
 #                 forward+backward at PROBE_TS, default 8192) for each SCALELAB_LIGHTNING_MMA in
 #                 PROBE_MMA (default all,states,none)
 #   check-kernels the bf16 kernels against the f32 kernel (H=64 T=1000 with a tail and an initial
-#                 state, B=4 H=32 T=2048 with steep decays, then B=4 H=32 at CHECK_TS): every
-#                 gradient, no tensor-op reference (about 45 s)
+#                 state, B=4 H=32 T=2048 with steep decays, head dim 64 at B x H = 256 and 32,
+#                 dk=64 dv=128, then B=4 H=32 at CHECK_TS; then the decode checks): every
+#                 gradient, no tensor-op reference (about 45 s warm, 265-280 s as a fresh
+#                 machine's first step: give it CHECK_TIMEOUT, default 420 s)
 #   ncu           Nsight Compute on `lightning --probe` at T=NCU_T (default 8192): the kernels'
 #                 time, registers, occupancy and stall reasons (ncu.txt). The probe launches 6
 #                 scan kernels at its small shapes, then 14 for the timed forwards at NCU_T, then
@@ -65,8 +67,8 @@
 #                 then Nsight Compute's per-instruction SASS listing of one SASS_KERNEL launch
 #                 (regex, default chunk_fused) at T=2048: executions and stall samples per
 #                 instruction (sass.csv.gz) and its sections (sass-summary.txt), from one
-#                 profiling pass (session 10 ran two passes; this form has not run yet), to count
-#                 what a chunk step issues
+#                 profiling pass with its launch statistics (registers, shared memory), to count
+#                 what a chunk step issues (kernels/bench/sass_counts.py reads sass.csv.gz)
 #   decode-ncu    the decode check, then batch-256 decode steps alone (decode.log), then one
 #                 timed step under Nsight Compute with its DRAM bytes read and written
 #                 (decode-ncu.txt)

@@ -23,7 +23,8 @@
 //! the token weights applied to `C`'s fragments in registers. The chunk step is bound by shared
 //! memory reads (`ldmatrix`), so the warp tiles are as large as the registers allow: 32 x 32
 //! outputs and a 64 x 32 block of the state per warp at D=128 (240 registers per unit), 2816
-//! `ldmatrix` wavefronts per chunk where 16-row tiles took 3680. It pays where the batch x
+//! `ldmatrix` wavefronts per chunk where session 10's 16 x 32 outputs and 32 x 32 state blocks
+//! took 3680. It pays where the batch x
 //! heads fill the device (one cube per SM) and the `H` bytes would dominate;
 //! `split::fused_geometry` decides. Same contract as the split pair (`out` packs the outputs and
 //! the final state). `kernels/README.md` has its measurements, and how the chunk step was
@@ -863,7 +864,7 @@ mod tests {
         assert_eq!((t.warps, t.threads, t.srows, t.scols), (8, 256, 64, 32));
         assert_eq!((t.rtiles, t.sfrags), (2, 32));
         assert_eq!(t.shared_bytes(2), 210_756);
-        // Session 10's 16-row tiles: 16 warps, a 64 x 16 block each.
+        // 16-row tiles (SCALELAB_LIGHTNING_FUSED_ROWS=16): 16 warps, a 64 x 16 block each.
         let t16 = Tiling::checked(64, 128, 128, 16, 8).expect("16 rows are taken");
         assert_eq!((t16.warps, t16.srows, t16.scols), (16, 64, 16));
         assert_eq!(t16.shared_bytes(2), t.shared_bytes(2));
@@ -879,7 +880,7 @@ mod tests {
     }
 
     #[test]
-    fn every_admitted_tiling_covers_its_tiles_once() {
+    fn every_admitted_tiling_adds_up_to_its_tiles() {
         let mut admitted = 0;
         for chunk in [16, 32, 64, 128] {
             for dkp in [16, 32, 64, 96, 128, 160] {

@@ -965,7 +965,7 @@ fn output_staging<R: CubeRuntime>(
 }
 
 /// The one-launch register kernel's geometry ([`super::mma_fused`]): tokens per chunk, state
-/// and output columns per cube, and units per cube.
+/// and output columns per cube, output rows per warp, and units per cube.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct FusedGeometry {
     chunk: usize,
@@ -987,10 +987,10 @@ type FusedKnobs = (Option<bool>, Option<FusedTile>, Option<usize>);
 /// 64 for a head dim of 64 or less; one cube per SM) or `32x64` (32-token chunks, 64 columns:
 /// 90 KB of shared memory at a head dim of 128, two cubes per SM whose barriers can overlap, at
 /// the price of the scores computed and `q`, `k` read once per 64 columns; on the H200 as fast
-/// as the default and within 3.0e-3 of the f32 kernel in session 9, not re-checked since
-/// session 10's changes). `SCALELAB_LIGHTNING_FUSED_ROWS` = `32` (unset: each warp's output
-/// tile 32 rows, so half the warps, each loading half as many shared bytes per product) or `16`
-/// (session 10's 16-row tiles).
+/// as the default in session 9; checked on session 10's build in session 11, not run since the
+/// one-barrier kernel, where it takes 16-row warp tiles). `SCALELAB_LIGHTNING_FUSED_ROWS` = `32`
+/// (unset: each warp's output tile 32 rows, so half the warps, each fragment serving twice the
+/// products) or `16` (16 warps per 128 columns, as in session 10, with 64 x 16 state blocks).
 fn fused_knobs() -> FusedKnobs {
     static KNOBS: std::sync::OnceLock<FusedKnobs> = std::sync::OnceLock::new();
     *KNOBS.get_or_init(|| {
@@ -1025,7 +1025,8 @@ pub(crate) fn fused_geometry<R: CubeRuntime>(
     let (c, dt) = tile.unwrap_or((64, if dc > 64 { 128 } else { 64 }));
     // 32-row warp tiles unless asked otherwise or their state blocks would not fit the
     // registers (the 32 x 64 tile's two warps), then 16.
-    let (orows, tiling) = [rows.unwrap_or(32), rows.unwrap_or(16)]
+    let (orows, tiling) = rows
+        .map_or([32, 16], |r| [r, r])
         .into_iter()
         .find_map(|r| Tiling::checked(c, dkp, dt, r, nv).map(|t| (r, t)))?;
     let props = client.properties();
