@@ -7,10 +7,11 @@
 //! [--check | --check-kernels [--check-ts T,..]] [--probe] [--ts T,..] [--reference-max T]
 //! [--decode B,..] [--ds]`; `--ds` adds forward+backward rows with trained decays (`ds` too);
 //! `--decode` checks the decode kernel, then times decode steps alone, at these batch sizes;
-//! `--check` first compares kernels and reference at H=64, D=128, then the bf16 kernels with the
-//! f32 kernel at head dims of 64 and the benchmark shape; `--check-kernels` compares the bf16 kernels with the f32
-//! kernel at both; `--probe` runs the quick correctness-and-speed probe only; `--overhead T`
-//! times forwards with and without the fusion layer over runs of 5 to 1000 calls.
+//! `--check` first compares kernels and reference at H=64, D=128 (bf16 and f16 inputs), then the
+//! bf16 kernels with the f32 kernel at head dims of 64 and the benchmark shape;
+//! `--check-kernels` compares the bf16 and f16 kernels with the f32 kernel at all of them;
+//! `--probe` runs the quick correctness-and-speed probe only; `--overhead T` times forwards with
+//! and without the fusion layer over runs of 5 to 1000 calls.
 //!
 //! Timing: two warm-up runs (the first compiles and autotunes), then runs issued back to back
 //! for about 200 ms with one sync (the reported ms: device time per call, as fla's CUDA-event
@@ -24,13 +25,14 @@ use std::time::Instant;
 use burn::backend::cuda::CudaDevice;
 use burn::backend::ndarray::NdArrayDevice;
 use burn::backend::{Autodiff, Cuda, NdArray};
-use burn::tensor::{backend::Backend, bf16, DType, Distribution, Element, Tensor, TensorData};
+use burn::tensor::{backend::Backend, bf16, f16, DType, Distribution, Element, Tensor, TensorData};
 use cubecl::cuda::CudaRuntime;
 use cubecl::Runtime;
 use scalelab_kernels::lightning::reference::relative_error as rel_err;
 use scalelab_kernels::lightning::{reference, LightningBackend};
 
 type Bf = Cuda<bf16>;
+type Hf = Cuda<f16>;
 type F32 = Cuda<f32>;
 /// f32 CUDA without Burn's fusion layer: the decode kernel's own launch cost.
 type F32Direct = burn_cubecl::CubeBackend<CudaRuntime, f32, i32, u8>;
@@ -295,10 +297,14 @@ fn check(device: &CudaDevice, ts: &[usize], reference: bool) {
         let got = attention_and_grads::<F32>(device, &inputs, true);
         check_row(&format!("f32 {shape}"), got, &want);
     }
-    let bf_inputs = inputs.map(|x| x.convert::<bf16>());
+    let bf_inputs = inputs.clone().map(|x| x.convert::<bf16>());
     let got = attention_and_grads::<Bf>(device, &bf_inputs, true);
     let against = if reference { "" } else { " vs f32 kernel" };
     check_row(&format!("bf16{against} {shape}"), got, &want);
+    // The same inputs in f16 (exact: bf16's 8-bit mantissa fits f16's 10 in this range): the
+    // tensor-core kernels' f16 form, the one-launch kernel at this B x H.
+    let got = attention_and_grads::<Hf>(device, &inputs, true);
+    check_row(&format!("f16{against} {shape}"), got, &want);
 
     // Steep decays (the probe's `0.1 (i + 1)`, up to lambda^64 = e^-205): the chunk state barely
     // reaches the next chunk, so a wrong decay power shows here where MiniMax's slopes hide it.
