@@ -267,10 +267,10 @@ fn check_row(what: &str, got: Quantities, want: &Quantities) {
 /// f32 reference on the same rounded inputs, so the figure is the kernel's own error.
 ///
 /// Then head dims of 64 (T=1000, an initial state; dk = dv = 64 and dk = 64, dv = 128) at
-/// B x H = 256 and 32, where the one-launch kernel and the split pair run, and the benchmark shape (B=4, H=32, D=128) at each length of
-/// `ts`, where the quadratic
-/// reference would not fit: the bf16 tensor-core kernels against the f32 plain kernel (f32
-/// inputs always run it; the first check and the lavapipe tests verify it against references).
+/// B x H = 256 and 32, where the one-launch kernel and the split pair run, and the benchmark
+/// shape (B=4, H=32, D=128) at each length of `ts`, where the quadratic reference would not
+/// fit: the bf16 tensor-core kernels against the f32 plain kernel (f32 inputs always run it; the
+/// first check and the lavapipe tests verify it against references).
 ///
 /// With `reference: false` (`--check-kernels`) the first shape too compares the bf16 kernels with
 /// the f32 kernel, without the reference's minutes of compiling and autotuning: the quick check

@@ -1025,10 +1025,11 @@ pub(crate) fn fused_geometry<R: CubeRuntime>(
     let (c, dt) = tile.unwrap_or((64, if dc > 64 { 128 } else { 64 }));
     // 32-row warp tiles unless asked otherwise or their state blocks would not fit the
     // registers (the 32 x 64 tile's two warps), then 16.
-    let (orows, tiling) = rows
-        .map_or([32, 16], |r| [r, r])
-        .into_iter()
-        .find_map(|r| Tiling::checked(c, dkp, dt, r, nv).map(|t| (r, t)))?;
+    let tiling_with = |r| Tiling::checked(c, dkp, dt, r, nv).map(|t| (r, t));
+    let (orows, tiling) = match rows {
+        Some(r) => tiling_with(r),
+        None => tiling_with(32).or_else(|| tiling_with(16)),
+    }?;
     let props = client.properties();
     let smem = tiling.shared_bytes(dtype.size());
     let fits = smem <= props.hardware.max_shared_memory_size
