@@ -40,11 +40,12 @@
 #   probe         `lightning --probe` (forward errors at small shapes, then forward and
 #                 forward+backward at PROBE_TS, default 8192) for each SCALELAB_LIGHTNING_MMA in
 #                 PROBE_MMA (default all,states,none)
-#   check-kernels the bf16 kernels against the f32 kernel (H=64 T=1000 with a tail and an initial
-#                 state, B=4 H=32 T=2048 with steep decays, head dim 64 at B x H = 256 and 32,
-#                 dk=64 dv=128, then B=4 H=32 at CHECK_TS; then the decode checks): every
-#                 gradient, no tensor-op reference (about 45 s warm, 265-280 s as a fresh
-#                 machine's first step: give it CHECK_TIMEOUT, default 420 s)
+#   check-kernels the bf16 kernels (and f16 with f32 decay rates, at the first shape) against the
+#                 f32 kernel (H=64 T=1000 with a tail and an initial state, B=4 H=32 T=2048 with
+#                 steep decays, head dim 64 at B x H = 256 and 32, dk=64 dv=128, then B=4 H=32 at
+#                 CHECK_TS; then the decode checks): every gradient, no tensor-op reference (about
+#                 45 s warm; 420-480 s as a fresh machine's first step in session 12: give it its
+#                 own call, CHECK_TIMEOUT defaults to 540 s)
 #   ncu           Nsight Compute on `lightning --probe` at T=NCU_T (default 8192): the kernels'
 #                 time, registers, occupancy and stall reasons (ncu.txt). The probe launches 6
 #                 scan kernels at its small shapes, then 14 for the timed forwards at NCU_T, then
@@ -158,7 +159,7 @@ has check-apart && check check-apart SCALELAB_LIGHTNING_SHARED_DKDV=0
 check_kernels() { # name, then extra environment
   local name=$1; shift
   stamp "$name"
-  env "$@" timeout "${CHECK_TIMEOUT:-420}" ./lightning --check-kernels \
+  env "$@" timeout "${CHECK_TIMEOUT:-540}" ./lightning --check-kernels \
     --check-ts "${CHECK_TS:-2048,8192}" --ts 64 --reference-max 0 > "$OUT/$name.log" 2>&1
   grep -E "^check|panicked|Error" "$OUT/$name.log"
 }

@@ -7,9 +7,9 @@
 //! [--check | --check-kernels [--check-ts T,..]] [--probe] [--ts T,..] [--reference-max T]
 //! [--decode B,..] [--ds]`; `--ds` adds forward+backward rows with trained decays (`ds` too);
 //! `--decode` checks the decode kernel, then times decode steps alone, at these batch sizes;
-//! `--check` first compares kernels and reference at H=64, D=128 (bf16 and f16 inputs), then the
-//! bf16 kernels with the f32 kernel at head dims of 64 and the benchmark shape;
-//! `--check-kernels` compares the bf16 and f16 kernels with the f32 kernel at all of them;
+//! `--check` first compares kernels and reference at H=64, D=128 (bf16 inputs, and f16 ones with
+//! f32 decay rates), then the bf16 kernels with the f32 kernel at head dims of 64 and the
+//! benchmark shape; `--check-kernels` does the same with the f32 kernel in the reference's place;
 //! `--probe` runs the quick correctness-and-speed probe only; `--overhead T` times forwards with
 //! and without the fusion layer over runs of 5 to 1000 calls.
 //!
@@ -168,6 +168,18 @@ fn attention_and_grads<B: LightningBackend>(
     inputs: &[TensorData; 6],
     kernel: bool,
 ) -> Quantities {
+    let own_dtype = <B::FloatElem as Element>::dtype();
+    attention_and_grads_with::<B>(device, inputs, kernel, own_dtype)
+}
+
+/// [`attention_and_grads`] with the decay rates in `rates` (f32 under f16 inputs keeps `ds` in
+/// range).
+fn attention_and_grads_with<B: LightningBackend>(
+    device: &B::Device,
+    inputs: &[TensorData; 6],
+    kernel: bool,
+    rates: DType,
+) -> Quantities {
     type A<B> = Autodiff<B>;
     let t4 = |x: &TensorData| Tensor::<A<B>, 4>::from_data(x.clone(), own::<B>(device));
     let [q, k, v, st, s, ro] = inputs;
@@ -177,7 +189,7 @@ fn attention_and_grads<B: LightningBackend>(
         t4(v).require_grad(),
         t4(st).require_grad(),
     );
-    let s = Tensor::<A<B>, 1>::from_data(s.clone(), own::<B>(device)).require_grad();
+    let s = Tensor::<A<B>, 1>::from_data(s.clone(), (device, rates)).require_grad();
     assert_eq!(
         q.dtype(),
         <B::FloatElem as Element>::dtype(),
@@ -302,9 +314,11 @@ fn check(device: &CudaDevice, ts: &[usize], reference: bool) {
     let against = if reference { "" } else { " vs f32 kernel" };
     check_row(&format!("bf16{against} {shape}"), got, &want);
     // The same inputs in f16 (exact: bf16's 8-bit mantissa fits f16's 10 in this range): the
-    // tensor-core kernels' f16 form, the one-launch kernel at this B x H.
-    let got = attention_and_grads::<Hf>(device, &inputs, true);
-    check_row(&format!("f16{against} {shape}"), got, &want);
+    // tensor-core kernels' f16 form, the one-launch kernel at this B x H. The decay rates in
+    // f32: here `ds` reaches 1.2e5 in the slowest heads, past f16's 65504 (with f16 rates the
+    // row's `ds` was inf, session 12).
+    let got = attention_and_grads_with::<Hf>(device, &inputs, true, DType::F32);
+    check_row(&format!("f16 (f32 rates){against} {shape}"), got, &want);
 
     // Steep decays (the probe's `0.1 (i + 1)`, up to lambda^64 = e^-205): the chunk state barely
     // reaches the next chunk, so a wrong decay power shows here where MiniMax's slopes hide it.

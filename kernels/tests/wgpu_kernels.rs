@@ -256,6 +256,8 @@ fn attention_and_gradients_match_reference_under_fusion() {
 /// One decode run: `steps` steps in a row from a random state, on inputs of `input` dtype.
 struct DecodeRun {
     input: FloatDType,
+    /// The decay rates' dtype (the kernels read them rounded to `input`).
+    rates: FloatDType,
     seed: u64,
     shape: (usize, usize, usize, usize),
     s: &'static [f64],
@@ -314,7 +316,7 @@ fn decode_matches_with<B: LightningBackend>(run: DecodeRun, step_fn: DecodeStep<
             narrow(&q),
             narrow(&k),
             narrow(&v),
-            on::<B, 1>(&s, &device).cast(run.input),
+            on::<B, 1>(&s, &device).cast(run.rates),
             st,
         );
         assert_eq!(o.dtype(), DType::from(run.input), "decode o dtype");
@@ -338,10 +340,12 @@ fn decode_matches_with<B: LightningBackend>(run: DecodeRun, step_fn: DecodeStep<
 }
 
 /// f32 decodes (head dims not multiples of 32 or 8, value dims that allow vectors of 4, 2 and 1
-/// state columns, and MiniMax's 128), then f16 inputs with an f32 state, a few steps each.
-fn decode_runs() -> [DecodeRun; 5] {
+/// state columns, and MiniMax's 128), then f16 inputs with an f32 state, with f16 and with f32
+/// decay rates, a few steps each.
+fn decode_runs() -> [DecodeRun; 6] {
     let f32_run = |seed, shape: (usize, usize, usize, usize)| DecodeRun {
         input: FloatDType::F32,
+        rates: FloatDType::F32,
         seed,
         shape,
         s: &[1e-3, 0.3, 2.0, 8.0][..shape.1],
@@ -354,10 +358,19 @@ fn decode_runs() -> [DecodeRun; 5] {
         f32_run(910, (2, 4, 128, 128)),
         DecodeRun {
             input: FloatDType::F16,
+            rates: FloatDType::F16,
             seed: 950,
             shape: (2, 4, 64, 40),
             s: &[1e-3, 0.05, 0.3, 2.0],
             steps: 4,
+        },
+        DecodeRun {
+            input: FloatDType::F16,
+            rates: FloatDType::F32,
+            seed: 960,
+            shape: (2, 4, 64, 40),
+            s: &[1e-3, 0.05, 0.3, 2.0],
+            steps: 2,
         },
     ]
 }
@@ -664,14 +677,19 @@ fn half_precision_decay_gradient_matches_reference_under_fusion() {
 /// `ds` weights each token's `q . dq - k . dk` by its position and sums: from half-precision
 /// `dq` and `dk`, their rounding would come back multiplied by up to `seq` against a `ds` that
 /// steep decays keep small. Five chunks, decays gentle to steep, f16 inputs against the f64
-/// reference on the same rounded inputs.
+/// reference on the same rounded inputs; the decay rates in f16, then in f32 (`ds` comes back in
+/// theirs).
 fn half_precision_ds_matches<B: LightningBackend>() {
     let device = Default::default();
     let mut seed = 1200;
     let (b, h, n, d) = (1, 3, 320, 32);
     let round = |x: TensorData| x.convert::<f16>().convert::<f64>();
     let s = round(TensorData::from([0.02f64, 0.5, 3.0].as_slice()));
-    for with_state in [false, true] {
+    for (with_state, rates) in [
+        (false, FloatDType::F16),
+        (true, FloatDType::F16),
+        (true, FloatDType::F32),
+    ] {
         let q = round(data(&mut seed, [b, h, n, d], 0.5));
         let k = round(data(&mut seed, [b, h, n, d], 0.5));
         let v = round(data(&mut seed, [b, h, n, d], 0.5));
@@ -691,9 +709,7 @@ fn half_precision_ds_matches<B: LightningBackend>() {
         let want: Vec<f64> = rs.grad(&g).unwrap().into_data().to_vec().unwrap();
 
         let half = |x: &TensorData| on::<Autodiff<B>, 4>(x, &device).cast(FloatDType::F16);
-        let ks = on::<Autodiff<B>, 1>(&s, &device)
-            .cast(FloatDType::F16)
-            .require_grad();
+        let ks = on::<Autodiff<B>, 1>(&s, &device).cast(rates).require_grad();
         let (q, k, v) = (half(&q), half(&k), half(&v));
         assert_eq!(q.dtype(), DType::F16, "the test's inputs are f16");
         let state = with_state.then(|| half(&st));
@@ -701,20 +717,20 @@ fn half_precision_ds_matches<B: LightningBackend>() {
         let g = (o.cast(FloatDType::F32) * on::<Autodiff<B>, 4>(&ro, &device))
             .sum()
             .backward();
+        let ds = ks.grad(&g).unwrap();
+        assert_eq!(
+            ds.dtype(),
+            DType::from(rates),
+            "ds comes back in the rates' dtype"
+        );
         // Head by head: a steep head's `ds` is far smaller than a gentle one's.
-        let got: Vec<f64> = ks
-            .grad(&g)
-            .unwrap()
-            .into_data()
-            .convert::<f64>()
-            .to_vec()
-            .unwrap();
+        let got: Vec<f64> = ds.into_data().convert::<f64>().to_vec().unwrap();
         for (head, (got, want)) in got.iter().zip(&want).enumerate() {
             let e = (got - want).abs() / want.abs();
             assert!(
                 e < 2e-3,
-                "f16 ds of head {head} (initial state: {with_state}): {got:e}, reference \
-                 {want:e}, relative error {e:e}"
+                "f16 inputs, {rates:?} rates: ds of head {head} (initial state: {with_state}): \
+                 {got:e}, reference {want:e}, relative error {e:e}"
             );
         }
     }

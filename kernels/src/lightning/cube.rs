@@ -535,15 +535,32 @@ fn force_plain() -> bool {
     *PLAIN.get_or_init(|| std::env::var("SCALELAB_LIGHTNING_SCAN").is_ok_and(|v| v == "plain"))
 }
 
+/// The float dtype `tensors` share (`q, k, v` and the like), or a panic naming the rule.
 fn check_same_float(tensors: &[&CubeTensor<impl CubeRuntime>]) -> DType {
     let dtype = tensors[0].dtype;
     for t in tensors {
         assert_eq!(
             t.dtype, dtype,
-            "lightning kernels: all inputs must share one float dtype"
+            "lightning kernels: q, k, v (and the state and cotangents of a scan) must share one \
+             float dtype"
         );
     }
     dtype
+}
+
+/// The decay rates `s` in the kernels' dtype `dtype`. `s` may have its own float dtype: f32
+/// decays under f16 inputs keep a trained `ds` (which reaches 1e5 at 1K tokens under slow
+/// decays) inside its dtype's range; the kernels read the rates rounded to `dtype`.
+fn rates_in<R: CubeRuntime>(s: CubeTensor<R>, dtype: DType) -> CubeTensor<R> {
+    assert!(
+        s.dtype.is_float(),
+        "lightning kernels: s (the decay rates) must be a float tensor"
+    );
+    if s.dtype == dtype {
+        s
+    } else {
+        burn_cubecl::kernel::cast(s, dtype)
+    }
 }
 
 /// Stops with an error naming the fix when an input buffer or an output of `out_len` elements
@@ -596,7 +613,8 @@ pub fn scan_with<R: CubeRuntime>(
     opts: ScanOptions,
     tiled: Option<TiledConfig>,
 ) -> CubeTensor<R> {
-    let dtype = check_same_float(&[&a, &b, &c, &s]);
+    let dtype = check_same_float(&[&a, &b, &c]);
+    let s = rates_in(s, dtype);
     let [batch, heads, n, da] = a.meta.shape().dims::<4>();
     let dc = c.meta.shape()[3];
     assert_eq!(b.meta.shape().dims::<4>(), [batch, heads, n, da], "scan: b");
@@ -747,7 +765,7 @@ pub fn dk_dv_with<R: CubeRuntime>(
     d_state: CubeTensor<R>,
     tiled: Option<TiledConfig>,
 ) -> (CubeTensor<R>, CubeTensor<R>) {
-    check_same_float(&[&q, &k, &v, &d_o, &s, &d_state]);
+    let s = rates_in(s, check_same_float(&[&q, &k, &v, &d_o, &d_state]));
     let shape = q.meta.shape().dims::<4>();
     let [batch, heads, n, dk] = shape;
     let dv = v.meta.shape()[3];
@@ -857,7 +875,8 @@ pub fn decode_with<R: CubeRuntime>(
     state: CubeTensor<R>,
     kernel: DecodeKernel,
 ) -> (CubeTensor<R>, CubeTensor<R>) {
-    let dtype = check_same_float(&[&q, &k, &v, &s]);
+    let dtype = check_same_float(&[&q, &k, &v]);
+    let s = rates_in(s, dtype);
     let state_dtype = state.dtype;
     assert!(
         state_dtype.is_float(),

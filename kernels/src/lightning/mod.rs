@@ -74,7 +74,9 @@ pub trait LightningBackend: Backend {
     /// from `state` when given.
     ///
     /// - `q, k`: `[batch, heads, seq, dk]`; `v`: `[batch, heads, seq, dv]`
-    /// - `s`: `[heads]`, decay rates (`lambda = exp(-s)`)
+    /// - `s`: `[heads]`, decay rates (`lambda = exp(-s)`), in any float dtype: keep trained
+    ///   decays in f32 under f16 inputs, as `ds` of a slow head passes f16's 65504 by 1K tokens
+    ///   (it comes back in `s`'s dtype; the kernels read the rates rounded to the inputs')
     /// - `state`: `[batch, heads, dk, dv]`, the `K^T V` state carried in from earlier tokens
     /// - `block`: the reference's block size (kernels choose their own tiles; same function)
     /// - returns `(o [batch, heads, seq, dv], final state [batch, heads, dk, dv])`

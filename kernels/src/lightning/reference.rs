@@ -9,29 +9,62 @@
 //! with `lambda = exp(-s)` per head, no scaling of `q k^T`. Shapes: `q, k: [batch, heads, seq, dk]`,
 //! `v: [batch, heads, seq, dv]`, `s: [heads]`, state `[batch, heads, dk, dv]`.
 
-use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
+use burn::tensor::{backend::Backend, DType, Int, Tensor, TensorData};
 
-/// `exp(-s_h * e)` for every head `h` and every exponent `e`: `[1, heads, len(e), 1]`.
-fn decay_powers<B: Backend>(s: &Tensor<B, 1>, exponents: Tensor<B, 1>) -> Tensor<B, 4> {
-    let [heads] = s.dims();
-    let [n] = exponents.dims();
-    let exponents = exponents.cast(s.dtype());
-    (s.clone().reshape([1, heads, 1, 1]) * exponents.reshape([1, 1, n, 1]))
-        .neg()
-        .exp()
+/// `x` in `dtype`, without a cast node when it already is (Burn records one either way).
+fn in_dtype<B: Backend, const D: usize>(x: Tensor<B, D>, dtype: DType) -> Tensor<B, D> {
+    if x.dtype() == dtype {
+        x
+    } else {
+        x.cast(dtype)
+    }
 }
 
-/// The causal decay mask `M[i, j] = lambda^(i-j)` for `i >= j`, else 0: `[1, heads, n, n]`.
-fn decay_mask<B: Backend>(s: &Tensor<B, 1>, n: usize) -> Tensor<B, 4> {
+/// `s` in the wider of its dtype and `dtype`, where the decay factors are computed before
+/// they are rounded to `dtype`, that of the tensor they scale. `s` may be wider than the inputs
+/// (f32 decays under f16 ones keep a trained `ds` in range) or narrower than a state (f32
+/// rates for an f64 recurrence).
+fn rates_for<B: Backend>(s: &Tensor<B, 1>, dtype: DType) -> Tensor<B, 1> {
+    if dtype.size() > s.dtype().size() {
+        in_dtype(s.clone(), dtype)
+    } else {
+        s.clone()
+    }
+}
+
+/// `exp(-s_h * e)` for every head `h` and every exponent `e`: `[1, heads, len(e), 1]` in
+/// `dtype` (see [`rates_for`]).
+fn decay_powers<B: Backend>(
+    s: &Tensor<B, 1>,
+    exponents: Tensor<B, 1>,
+    dtype: DType,
+) -> Tensor<B, 4> {
+    let s = rates_for(s, dtype);
     let [heads] = s.dims();
-    let device = s.device();
-    let pos = Tensor::<B, 1, Int>::arange(0..n as i64, &device).float();
-    let diff = pos.clone().reshape([n, 1]) - pos.reshape([1, n]);
-    let causal = diff.clone().greater_equal_elem(0.0).float();
-    let decay = (s.clone().reshape([1, heads, 1, 1]) * diff.clamp_min(0.0).reshape([1, 1, n, n]))
+    let [n] = exponents.dims();
+    let exponents = in_dtype(exponents, s.dtype());
+    let powers = (s.reshape([1, heads, 1, 1]) * exponents.reshape([1, 1, n, 1]))
         .neg()
         .exp();
-    decay * causal.reshape([1, 1, n, n])
+    in_dtype(powers, dtype)
+}
+
+/// The causal decay mask `M[i, j] = lambda^(i-j)` for `i >= j`, else 0: `[1, heads, n, n]` in
+/// `dtype` (see [`rates_for`]).
+fn decay_mask<B: Backend>(s: &Tensor<B, 1>, n: usize, dtype: DType) -> Tensor<B, 4> {
+    let s = rates_for(s, dtype);
+    let [heads] = s.dims();
+    let device = s.device();
+    let pos = in_dtype(
+        Tensor::<B, 1, Int>::arange(0..n as i64, &device).float(),
+        s.dtype(),
+    );
+    let diff = pos.clone().reshape([n, 1]) - pos.reshape([1, n]);
+    let causal = in_dtype(diff.clone().greater_equal_elem(0.0).float(), s.dtype());
+    let decay = (s.reshape([1, heads, 1, 1]) * diff.clamp_min(0.0).reshape([1, 1, n, n]))
+        .neg()
+        .exp();
+    in_dtype(decay * causal.reshape([1, 1, n, n]), dtype)
 }
 
 /// Positions `from, from+1, ..., from+n-1` as floats.
@@ -57,15 +90,19 @@ pub fn naive<B: Backend>(
     state: Option<Tensor<B, 4>>,
 ) -> (Tensor<B, 4>, Tensor<B, 4>) {
     let [_, _, n, _] = q.dims();
-    let device = q.device();
-    let scores = q.clone().matmul(k.clone().swap_dims(2, 3)) * decay_mask(&s, n);
+    let (device, dt) = (q.device(), q.dtype());
+    let scores = q.clone().matmul(k.clone().swap_dims(2, 3)) * decay_mask(&s, n, dt);
     let mut o = scores.matmul(v.clone());
     // kv_{n-1} = sum_j lambda^(n-1-j) k_j^T v_j (+ lambda^n kv_{-1})
-    let to_end = decay_powers(&s, positions::<B>(0, n, &device).neg() + (n as f64 - 1.0));
+    let to_end = decay_powers(
+        &s,
+        positions::<B>(0, n, &device).neg() + (n as f64 - 1.0),
+        dt,
+    );
     let mut last = (k * to_end).swap_dims(2, 3).matmul(v);
     if let Some(s0) = state {
-        o = o + (q * decay_powers(&s, positions::<B>(1, n, &device))).matmul(s0.clone());
-        last = last + s0 * decay_powers(&s, positions::<B>(n as i64, 1, &device));
+        o = o + (q * decay_powers(&s, positions::<B>(1, n, &device), dt)).matmul(s0.clone());
+        last = last + s0 * decay_powers(&s, positions::<B>(n as i64, 1, &device), dt);
     }
     (o, last)
 }
@@ -90,7 +127,8 @@ pub fn chunked<B: Backend>(
     let [_, _, n, _] = q.dims();
     let device = q.device();
     let mut kv = state.unwrap_or_else(|| zero_state(&q, &v));
-    let full = BlockDecays::new(&s, block.min(n.max(1)), &device);
+    let dt = q.dtype();
+    let full = BlockDecays::new(&s, block.min(n.max(1)), &device, dt);
     let mut outputs = Vec::with_capacity(n.div_ceil(block));
     for start in (0..n).step_by(block) {
         let len = block.min(n - start);
@@ -98,7 +136,7 @@ pub fn chunked<B: Backend>(
         let d = if len == full.len {
             &full
         } else {
-            tail = BlockDecays::new(&s, len, &device);
+            tail = BlockDecays::new(&s, len, &device, dt);
             &tail
         };
         let (qi, ki, vi) = (
@@ -115,7 +153,7 @@ pub fn chunked<B: Backend>(
     (Tensor::cat(outputs, 2), kv)
 }
 
-/// The decay factors of one block of `len` tokens.
+/// The decay factors of one block of `len` tokens, in the inputs' dtype.
 struct BlockDecays<B: Backend> {
     len: usize,
     /// `M[i, j] = lambda^(i-j)`, causal: `[1, h, len, len]`.
@@ -129,13 +167,14 @@ struct BlockDecays<B: Backend> {
 }
 
 impl<B: Backend> BlockDecays<B> {
-    fn new(s: &Tensor<B, 1>, len: usize, device: &B::Device) -> Self {
+    fn new(s: &Tensor<B, 1>, len: usize, device: &B::Device, dt: DType) -> Self {
+        let last = len as f64 - 1.0;
         Self {
             len,
-            mask: decay_mask(s, len),
-            from_start: decay_powers(s, positions::<B>(1, len, device)),
-            to_end: decay_powers(s, positions::<B>(0, len, device).neg() + (len as f64 - 1.0)),
-            whole: decay_powers(s, positions::<B>(len as i64, 1, device)),
+            mask: decay_mask(s, len, dt),
+            from_start: decay_powers(s, positions::<B>(1, len, device), dt),
+            to_end: decay_powers(s, positions::<B>(0, len, device).neg() + last, dt),
+            whole: decay_powers(s, positions::<B>(len as i64, 1, device), dt),
         }
     }
 }
@@ -160,18 +199,12 @@ pub fn recurrent<B: Backend>(
         .map(|st| st.dtype())
         .filter(|d| *d != out_dtype)
     {
-        let (o, last) = recurrent(
-            q.cast(dtype),
-            k.cast(dtype),
-            v.cast(dtype),
-            s.cast(dtype),
-            state,
-        );
+        let (o, last) = recurrent(q.cast(dtype), k.cast(dtype), v.cast(dtype), s, state);
         return (o.cast(out_dtype), last);
     }
     let [_, _, n, _] = q.dims();
     let device = q.device();
-    let lambda = decay_powers(&s, positions::<B>(1, 1, &device));
+    let lambda = decay_powers(&s, positions::<B>(1, 1, &device), out_dtype);
     let mut kv = state.unwrap_or_else(|| zero_state(&q, &v));
     let mut outputs = Vec::with_capacity(n);
     for t in 0..n {
@@ -207,7 +240,7 @@ pub fn scan<B: Backend>(
     opts: super::ScanOptions,
 ) -> Tensor<B, 4> {
     let [heads] = s.dims();
-    let lambda = s.clone().neg().exp().reshape([1, heads, 1, 1]);
+    let lambda = in_dtype(s.clone().neg().exp().reshape([1, heads, 1, 1]), a.dtype());
     let flip = |x: Tensor<B, 4>| if opts.reverse { x.flip([2]) } else { x };
     let state = state.map(|st| {
         let st = if opts.transpose_state {
