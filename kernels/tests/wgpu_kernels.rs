@@ -351,27 +351,21 @@ fn decode_runs() -> [DecodeRun; 6] {
         s: &[1e-3, 0.3, 2.0, 8.0][..shape.1],
         steps: 3,
     };
+    let f16_run = |rates, seed, steps| DecodeRun {
+        input: FloatDType::F16,
+        rates,
+        seed,
+        shape: (2, 4, 64, 40),
+        s: &[1e-3, 0.05, 0.3, 2.0],
+        steps,
+    };
     [
         f32_run(900, (3, 2, 16, 40)),
         f32_run(905, (2, 2, 20, 38)),
         f32_run(907, (1, 2, 12, 33)),
         f32_run(910, (2, 4, 128, 128)),
-        DecodeRun {
-            input: FloatDType::F16,
-            rates: FloatDType::F16,
-            seed: 950,
-            shape: (2, 4, 64, 40),
-            s: &[1e-3, 0.05, 0.3, 2.0],
-            steps: 4,
-        },
-        DecodeRun {
-            input: FloatDType::F16,
-            rates: FloatDType::F32,
-            seed: 960,
-            shape: (2, 4, 64, 40),
-            s: &[1e-3, 0.05, 0.3, 2.0],
-            steps: 2,
-        },
+        f16_run(FloatDType::F16, 950, 4),
+        f16_run(FloatDType::F32, 960, 2),
     ]
 }
 
