@@ -70,6 +70,10 @@
 #                 instruction (sass.csv.gz) and its sections (sass-summary.txt), from one
 #                 profiling pass with its launch statistics (registers, shared memory), to count
 #                 what a chunk step issues (kernels/bench/sass_counts.py reads sass.csv.gz)
+#   smem-hw       hardware counters of one SASS_KERNEL launch (default chunk_fused) at T=2048, not
+#                 the source page's per-instruction model: shared-memory wavefronts and bank
+#                 conflicts by operation, LDGSTS / LDSM / shared instruction counts, the LDGSTS
+#                 global requests and sectors (smem-hw.txt); to check the source page's copy counts
 #   decode-ncu    the decode check, then batch-256 decode steps alone (decode.log), then one
 #                 timed step under Nsight Compute with its DRAM bytes read and written
 #                 (decode-ncu.txt)
@@ -181,6 +185,14 @@ if has ncu; then
   grep -E "issue_stalled" "$OUT/ncu.txt" | sort -k3 -g -r | head -12
   # Register spills: local-memory loads and stores executed.
   grep -E "op_local_(ld|st)" "$OUT/ncu.txt"
+fi
+if has smem-hw; then
+  stamp smem-hw
+  timeout "${NCU_TIMEOUT:-240}" ncu --clock-control none --kernel-name regex:"${SASS_KERNEL:-chunk_fused}" \
+    --launch-skip "${SASS_SKIP:-0}" --launch-count 1 \
+    --metrics "regex:^(l1tex__data_pipe_lsu_wavefronts_mem_shared|l1tex__data_bank_conflicts_pipe_lsu_mem_shared|smsp__sass_inst_executed_op_(ldgsts|ldsm|shared)|l1tex__t_(requests|sectors)_pipe_lsu_mem_global_op_ldgsts).*\.sum$" \
+    ./lightning --probe --ts 2048 > "$OUT/smem-hw.txt" 2>&1
+  grep -E "__|==PROF==|==ERROR==|==WARNING==" "$OUT/smem-hw.txt" | head -60
 fi
 if has sass; then
   stamp sass
