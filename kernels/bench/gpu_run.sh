@@ -29,6 +29,10 @@
 #                 (SCALELAB_LIGHTNING_FUSED_TILE=32x64; timed on the H200 in session 9, no faster)
 #   ours-rows16   ours with the one-launch kernel's 16-row warp tiles, 16 warps per cube
 #                 (SCALELAB_LIGHTNING_FUSED_ROWS=16) instead of 32 rows and 8 warps
+#   ours-env      ours once per entry of OURS_ENV (space-separated "name:VAR=value,VAR=value"), the
+#                 same build under other knobs, e.g. OURS_ENV="half:SCALELAB_LIGHTNING_FUSED_ORDER=half"
+#                 (ours-<name>.log, .jsonl; merged with the others)
+#   check-env     check-kernels once per entry of OURS_ENV (check-<name>.log)
 #   check-fused   check-kernels with FUSED=on; check-split with FUSED=off; check-fused32 with
 #                 FUSED=on FUSED_TILE=32x64
 #   merge         the merged table: ratios to fla and to the split design's memory floor
@@ -128,8 +132,16 @@ has ours-split && bench ours-split SCALELAB_LIGHTNING_FUSED=off
 has ours-fused && bench ours-fused SCALELAB_LIGHTNING_FUSED=on
 has ours-fused32 && bench ours-fused32 SCALELAB_LIGHTNING_FUSED_TILE=32x64
 has ours-rows16 && bench ours-rows16 SCALELAB_LIGHTNING_FUSED_ROWS=16
+env_names=()
+for entry in ${OURS_ENV:-}; do env_names+=("${entry%%:*}"); done
+if has ours-env; then
+  for entry in ${OURS_ENV:-}; do
+    envs=${entry#*:}
+    bench "ours-${entry%%:*}" ${envs//,/ }
+  done
+fi
 if has merge; then
-  for name in ours base ours-apart ours-cmma ours-states ours-tiles ours-async2 ours-async1 ours-hdirect ours-split ours-fused ours-fused32 ours-rows16; do
+  for name in ours base ours-apart ours-cmma ours-states ours-tiles ours-async2 ours-async1 ours-hdirect ours-split ours-fused ours-fused32 ours-rows16 "${env_names[@]/#/ours-}"; do
     [ -s "$OUT/$name.jsonl" ] || continue
     stamp "merged: $name (ms; ratios > 1 are slower)"
     python3 compare_fla.py --from-json "$OUT/fla.jsonl" --scalelab "$OUT/$name.jsonl" \
@@ -171,6 +183,12 @@ has check-kernels && check_kernels check-kernels
 has check-fused && check_kernels check-fused SCALELAB_LIGHTNING_FUSED=on
 has check-split && check_kernels check-split SCALELAB_LIGHTNING_FUSED=off
 has check-fused32 && check_kernels check-fused32 SCALELAB_LIGHTNING_FUSED=on SCALELAB_LIGHTNING_FUSED_TILE=32x64
+if has check-env; then
+  for entry in ${OURS_ENV:-}; do
+    envs=${entry#*:}
+    check_kernels "check-${entry%%:*}" ${envs//,/ }
+  done
+fi
 if has ncu; then
   stamp ncu
   timeout "${NCU_TIMEOUT:-300}" ncu --clock-control none --target-processes all \

@@ -69,6 +69,17 @@ pub(crate) struct Tiling {
     rtiles: usize,
     /// State accumulator pairs per lane.
     sfrags: usize,
+    /// How the state update weighs its tokens ([`Schedule`]).
+    sched: Schedule,
+}
+
+/// How the chunk step is computed, beside the tiling; chosen by the launcher's knobs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub(crate) struct Schedule {
+    /// The state update's token weights as input-dtype pairs, one packed multiply per pair of
+    /// `C` (bf16 only: its exponent range is f32's, so rounding the weight costs 2^-9 relative
+    /// and nothing underflows), instead of unpacking `C` to f32, weighing and repacking.
+    pub(crate) packed_weights: bool,
 }
 
 impl Tiling {
@@ -98,13 +109,21 @@ impl Tiling {
             .filter(|t| t.sfrags <= 32)
     }
 
+    /// This tiling with the chunk step scheduled as `sched` says.
+    pub(crate) fn with_schedule(self, sched: Schedule) -> Self {
+        Self { sched, ..self }
+    }
+
     /// The shared memory one cube takes with `elem`-byte inputs: double-buffered `A`, `B`, `H`
     /// and `P`, three `C` buffers (a chunk's `C` serves two phases), the decay powers and token
-    /// weights, and 64 bytes for the barrier and alignment.
+    /// weights (f32 and input-dtype copies), and 64 bytes for the barrier and alignment.
     pub(crate) fn shared_bytes(&self, elem: usize) -> usize {
         let (c, dkp, dt) = (self.chunk, self.dkp, self.dt);
-        let tiles =
-            4 * c * (dkp + PAD) + 3 * c * (dt + PAD) + 2 * dkp * (dt + PAD) + 2 * c * (c + PAD);
+        let tiles = 4 * c * (dkp + PAD)
+            + 3 * c * (dt + PAD)
+            + 2 * dkp * (dt + PAD)
+            + 2 * c * (c + PAD)
+            + 2 * c;
         elem * tiles + 4 * (3 * c + 1) + 64
     }
 
@@ -145,6 +164,7 @@ impl Tiling {
             ntiles,
             rtiles: ntiles.div_ceil(warps),
             sfrags: 2 * (srows / MM) * (scols / MN),
+            sched: Schedule::default(),
         }
     }
 }
@@ -178,7 +198,8 @@ struct Walk {
 
 /// The shared tiles: `A`, `B`, `H` and `P` double-buffered (by chunk parity), `C` in three
 /// buffers (chunk `j`'s in `j % 3`), the decay powers `pw[d] = lambda^d` and the token weights
-/// `wt` of the state update (`lambda^(chunk-1-t)`, then the last chunk's).
+/// `wt` of the state update (`lambda^(chunk-1-t)`, then the last chunk's; `wtp` the same in
+/// the input dtype, for [`Schedule::packed_weights`]).
 #[derive(CubeType)]
 struct Tiles<F: Float> {
     sa: SharedMemory<F>,
@@ -188,6 +209,7 @@ struct Tiles<F: Float> {
     sp: SharedMemory<F>,
     pw: SharedMemory<f32>,
     wt: SharedMemory<f32>,
+    wtp: SharedMemory<F>,
 }
 
 /// The fused scan: one cube of `chunk / orows * dt / 32` warps per (`dt` columns from
@@ -217,13 +239,14 @@ pub(crate) fn chunk_fused_mma_kernel<F: Float, N: Size>(
     #[comptime] dkp: usize,
     #[comptime] dt: usize,
     #[comptime] orows: usize,
+    #[comptime] sched: Schedule,
     #[comptime] has_state: bool,
     #[comptime] reverse: bool,
     #[comptime] transpose_state: bool,
     #[comptime] state_exp0: bool,
     #[define(F)] _dtype: StorageType,
 ) {
-    let tl = comptime!(Tiling::new(chunk, dkp, dt, orows));
+    let tl = comptime!(Tiling::new(chunk, dkp, dt, orows).with_schedule(sched));
     let groups = comptime!(tl.groups);
     let row_warps = comptime!(tl.row_warps);
     let warps = comptime!(tl.warps);
@@ -263,6 +286,7 @@ pub(crate) fn chunk_fused_mma_kernel<F: Float, N: Size>(
         sp: SharedMemory::<F>::new_aligned(comptime!(2 * chunk * (chunk + PAD)), 32usize),
         pw: SharedMemory::<f32>::new(chunk + 1),
         wt: SharedMemory::<f32>::new_aligned(comptime!(2 * chunk), 8usize),
+        wtp: SharedMemory::<F>::new_aligned(comptime!(2 * chunk), 8usize),
     };
     let barrier = Barrier::shared(threads as u32, tid == 0);
 
@@ -290,6 +314,7 @@ pub(crate) fn chunk_fused_mma_kernel<F: Float, N: Size>(
                 w = f32::exp(-sv * f32::cast_from(len - 1 - t));
             }
             sm.wt[e] = w;
+            sm.wtp[e] = F::cast_from(w);
         }
     }
 
@@ -632,8 +657,7 @@ fn front<F: Float>(
         }
     }
 
-    // S <- lambda^len S + B^T (w C), 16 tokens at a time: lane tq's tokens in a fragment of C
-    // are 2 tq, 2 tq + 1 (registers 0 and 2) and those + 8 (1 and 3).
+    // S <- lambda^len S + B^T (w C), 16 tokens at a time.
     let whole = Pair::<f32>::new(sm.pw[len]);
     #[unroll]
     for i in 0..sfrags {
@@ -646,24 +670,7 @@ fn front<F: Float>(
     let rts = comptime!(tl.srows / MM);
     #[unroll]
     for kk in 0..chunk / MK {
-        let wv = sm
-            .wt
-            .slice(wbase + kk * MK, wbase + kk * MK + 10)
-            .into_vectorized()
-            .with_vector_size::<Const<2>>();
-        let w_lo = wv[0];
-        let w_hi = wv[4];
-        let mut fds = Array::<Pair<F>>::new(comptime!(2 * stiles));
-        #[unroll]
-        for tp in 0..stiles / 2 {
-            let fb = frag_b2::<F>(&sm.sc, cb, kk * MK, wk.scol + tp * 2 * MN, cs, false);
-            #[unroll]
-            for h in 0..2usize {
-                let lo = 4 * tp + 2 * h;
-                fds[lo] = Pair::<F>::cast_from(Pair::<f32>::cast_from(fb[2 * h]) * w_lo);
-                fds[lo + 1] = Pair::<F>::cast_from(Pair::<f32>::cast_from(fb[2 * h + 1]) * w_hi);
-            }
-        }
+        let fds = weighed_c::<F>(sm, cb, kk, wk.scol, wbase + kk * MK, tl);
         #[unroll]
         for rt in 0..rts {
             let fa = frag_a::<F>(&sm.sb, ab, wk.srow + rt * MM, kk * MK, ks, true);
@@ -758,6 +765,60 @@ fn back<F: Float>(
             }
         }
     }
+}
+
+/// The warp's fragments of `C` for tokens `16 kk..` and its state columns `scol..`, each
+/// token's row weighed by its state-update weight from `w0` (`wt`, or `wtp` with
+/// [`Schedule::packed_weights`]): lane `tq`'s tokens are `2 tq, 2 tq + 1` (registers 0 and 2
+/// of a fragment) and those `+ 8` (1 and 3).
+#[cube]
+fn weighed_c<F: Float>(
+    sm: &Tiles<F>,
+    cb: usize,
+    kk: usize,
+    scol: usize,
+    w0: usize,
+    #[comptime] tl: Tiling,
+) -> Array<Pair<F>> {
+    let stiles = comptime!(tl.stiles);
+    let cs = comptime!(tl.dt + PAD);
+    let mut fds = Array::<Pair<F>>::new(comptime!(2 * stiles));
+    if comptime!(tl.sched.packed_weights) {
+        let wv = sm
+            .wtp
+            .slice(w0, w0 + 10)
+            .into_vectorized()
+            .with_vector_size::<Const<2>>();
+        let (lo, hi) = (wv[0], wv[4]);
+        #[unroll]
+        for tp in 0..stiles / 2 {
+            let fb = frag_b2::<F>(&sm.sc, cb, kk * MK, scol + tp * 2 * MN, cs, false);
+            #[unroll]
+            for h in 0..2usize {
+                fds[4 * tp + 2 * h] = fb[2 * h] * lo;
+                fds[4 * tp + 2 * h + 1] = fb[2 * h + 1] * hi;
+            }
+        }
+    } else {
+        let wv = sm
+            .wt
+            .slice(w0, w0 + 10)
+            .into_vectorized()
+            .with_vector_size::<Const<2>>();
+        let (lo, hi) = (wv[0], wv[4]);
+        #[unroll]
+        for tp in 0..stiles / 2 {
+            let fb = frag_b2::<F>(&sm.sc, cb, kk * MK, scol + tp * 2 * MN, cs, false);
+            #[unroll]
+            for h in 0..2usize {
+                let lo_c = Pair::<f32>::cast_from(fb[2 * h]) * lo;
+                let hi_c = Pair::<f32>::cast_from(fb[2 * h + 1]) * hi;
+                fds[4 * tp + 2 * h] = Pair::<F>::cast_from(lo_c);
+                fds[4 * tp + 2 * h + 1] = Pair::<F>::cast_from(hi_c);
+            }
+        }
+    }
+    fds
 }
 
 /// An `mma` operand's four registers into `frags[at..at + 4]`, beside the other fragments a
@@ -863,7 +924,7 @@ mod tests {
         let t = Tiling::checked(64, 128, 128, 32, 8).expect("D=128 is taken");
         assert_eq!((t.warps, t.threads, t.srows, t.scols), (8, 256, 64, 32));
         assert_eq!((t.rtiles, t.sfrags), (2, 32));
-        assert_eq!(t.shared_bytes(2), 210_756);
+        assert_eq!(t.shared_bytes(2), 211_012);
         // 16-row tiles (SCALELAB_LIGHTNING_FUSED_ROWS=16): 16 warps, a 64 x 16 block each.
         let t16 = Tiling::checked(64, 128, 128, 16, 8).expect("16 rows are taken");
         assert_eq!((t16.warps, t16.srows, t16.scols), (16, 64, 16));

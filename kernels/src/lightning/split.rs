@@ -26,7 +26,7 @@ use burn_cubecl::{
 use cubecl::prelude::*;
 
 use super::cube::{load_state, store_state};
-use super::mma_fused::Tiling;
+use super::mma_fused::{Schedule, Tiling};
 use super::tiled::{
     check_launch, decay_powers, mask_scores, output_tiles, padded, score_tiles, state_tiles,
     ScanArgs, TiledConfig, PAD, PADF, T16, THREADS, WARPS,
@@ -972,13 +972,23 @@ pub(crate) struct FusedGeometry {
     dt: usize,
     orows: usize,
     threads: usize,
+    sched: Schedule,
 }
 
 /// A one-launch tile: tokens per chunk, columns per cube.
 type FusedTile = (usize, usize);
 
-/// The one-launch kernel's knobs: whether it runs, its tile, its warps' output rows.
-type FusedKnobs = (Option<bool>, Option<FusedTile>, Option<usize>);
+/// The one-launch kernel's knobs (read once per process).
+#[derive(Clone, Copy)]
+struct FusedKnobs {
+    /// Whether it runs (`None`: where its cubes fill the device).
+    mode: Option<bool>,
+    tile: Option<FusedTile>,
+    /// Its warps' output rows.
+    rows: Option<usize>,
+    /// How its state update weighs tokens (packed weights asked for; bf16 only).
+    sched: Schedule,
+}
 
 /// Whether scans run as one launch with the state in registers ([`super::mma_fused`]) instead
 /// of the split pair: `SCALELAB_LIGHTNING_FUSED` = `auto` (unset: where its cubes keep at least
@@ -991,23 +1001,30 @@ type FusedKnobs = (Option<bool>, Option<FusedTile>, Option<usize>);
 /// one-barrier kernel, where it takes 16-row warp tiles). `SCALELAB_LIGHTNING_FUSED_ROWS` = `32`
 /// (unset: each warp's output tile 32 rows, so half the warps, each fragment serving twice the
 /// products) or `16` (16 warps per 128 columns, as in session 10, with 64 x 16 state blocks).
+/// The state update's token weights ([`Schedule`]): `SCALELAB_LIGHTNING_FUSED_WEIGHTS` =
+/// `packed` (unset: bf16 pairs, one packed multiply per pair of `C`; bf16 inputs only, f16
+/// keeps f32, as its narrow exponent would flush the weights of steep decays) or `f32`.
 fn fused_knobs() -> FusedKnobs {
     static KNOBS: std::sync::OnceLock<FusedKnobs> = std::sync::OnceLock::new();
-    *KNOBS.get_or_init(|| {
-        (
-            knob(
-                "SCALELAB_LIGHTNING_FUSED",
-                &[("auto", None), ("on", Some(true)), ("off", Some(false))],
+    *KNOBS.get_or_init(|| FusedKnobs {
+        mode: knob(
+            "SCALELAB_LIGHTNING_FUSED",
+            &[("auto", None), ("on", Some(true)), ("off", Some(false))],
+        ),
+        tile: knob(
+            "SCALELAB_LIGHTNING_FUSED_TILE",
+            &[("64x128", None), ("32x64", Some((32, 64)))],
+        ),
+        rows: knob(
+            "SCALELAB_LIGHTNING_FUSED_ROWS",
+            &[("32", None), ("16", Some(16))],
+        ),
+        sched: Schedule {
+            packed_weights: knob(
+                "SCALELAB_LIGHTNING_FUSED_WEIGHTS",
+                &[("packed", true), ("f32", false)],
             ),
-            knob(
-                "SCALELAB_LIGHTNING_FUSED_TILE",
-                &[("64x128", None), ("32x64", Some((32, 64)))],
-            ),
-            knob(
-                "SCALELAB_LIGHTNING_FUSED_ROWS",
-                &[("32", None), ("16", Some(16))],
-            ),
-        )
+        },
     })
 }
 
@@ -1021,7 +1038,16 @@ pub(crate) fn fused_geometry<R: CubeRuntime>(
     [bh, dkp, dc]: [usize; 3],
     nv: usize,
 ) -> Option<FusedGeometry> {
-    let (mode, tile, rows) = fused_knobs();
+    let FusedKnobs {
+        mode,
+        tile,
+        rows,
+        sched,
+    } = fused_knobs();
+    // f16's narrow exponent would flush the weights of steep decays: its weights stay f32.
+    let sched = Schedule {
+        packed_weights: sched.packed_weights && dtype == burn::tensor::DType::BF16,
+    };
     let (c, dt) = tile.unwrap_or((64, if dc > 64 { 128 } else { 64 }));
     // 32-row warp tiles unless asked otherwise or their state blocks would not fit the
     // registers (the 32 x 64 tile's two warps), then 16.
@@ -1047,6 +1073,7 @@ pub(crate) fn fused_geometry<R: CubeRuntime>(
         dt,
         orows,
         threads: tiling.threads,
+        sched,
     })
 }
 
@@ -1092,6 +1119,7 @@ unsafe fn fused_scan<R: CubeRuntime>(
         dkp,
         geo.dt,
         geo.orows,
+        geo.sched,
         has_state,
         opts.reverse,
         opts.transpose_state,
