@@ -1044,10 +1044,7 @@ pub(crate) fn fused_geometry<R: CubeRuntime>(
         rows,
         sched,
     } = fused_knobs();
-    // f16's narrow exponent would flush the weights of steep decays: its weights stay f32.
-    let sched = Schedule {
-        packed_weights: sched.packed_weights && dtype == burn::tensor::DType::BF16,
-    };
+    let sched = schedule_for(sched, dtype);
     let (c, dt) = tile.unwrap_or((64, if dc > 64 { 128 } else { 64 }));
     // 32-row warp tiles unless asked otherwise or their state blocks would not fit the
     // registers (the 32 x 64 tile's two warps), then 16.
@@ -1075,6 +1072,14 @@ pub(crate) fn fused_geometry<R: CubeRuntime>(
         threads: tiling.threads,
         sched,
     })
+}
+
+/// The schedule the knobs ask for, as `dtype` allows it: packed token weights for bf16 only,
+/// as f16's narrow exponent would flush the weights of steep decays to zero.
+fn schedule_for(asked: Schedule, dtype: burn::tensor::DType) -> Schedule {
+    Schedule {
+        packed_weights: asked.packed_weights && dtype == burn::tensor::DType::BF16,
+    }
 }
 
 /// Whether `cubes` keep at least 70% of a device's `slots` (cubes resident at once) busy over
@@ -1526,6 +1531,18 @@ mod tests {
         assert!(fills_device(93, 132) && !fills_device(92, 132));
         // Two cubes per SM: B=4, H=32 in 64-column cubes fills one wave of 264 slots.
         assert!(fills_device(256, 264) && !fills_device(128, 264));
+    }
+
+    #[test]
+    fn packed_weights_only_for_bf16() {
+        use burn::tensor::DType;
+        let packed = Schedule {
+            packed_weights: true,
+        };
+        assert!(schedule_for(packed, DType::BF16).packed_weights);
+        assert!(!schedule_for(packed, DType::F16).packed_weights);
+        assert!(!schedule_for(packed, DType::F32).packed_weights);
+        assert!(!schedule_for(Schedule::default(), DType::BF16).packed_weights);
     }
 
     #[test]
