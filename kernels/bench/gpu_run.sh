@@ -30,7 +30,7 @@
 #   ours-rows16   ours with the one-launch kernel's 16-row warp tiles, 16 warps per cube
 #                 (SCALELAB_LIGHTNING_FUSED_ROWS=16) instead of 32 rows and 8 warps
 #   ours-env      ours once per entry of OURS_ENV (space-separated "name:VAR=value,VAR=value"), the
-#                 same build under other knobs, e.g. OURS_ENV="half:SCALELAB_LIGHTNING_FUSED_ORDER=half"
+#                 same build under other knobs, e.g. OURS_ENV="f32w:SCALELAB_LIGHTNING_FUSED_WEIGHTS=f32"
 #                 (ours-<name>.log, .jsonl; merged with the others)
 #   check-env     check-kernels once per entry of OURS_ENV (check-<name>.log)
 #   check-fused   check-kernels with FUSED=on; check-split with FUSED=off; check-fused32 with
