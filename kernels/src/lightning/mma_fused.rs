@@ -20,7 +20,8 @@
 //! ```
 //!
 //! One barrier per chunk; the price is a third `C` buffer (a chunk's `C` serves two phases) and
-//! the token weights applied to `C`'s fragments in registers. The chunk step is bound by shared
+//! the token weights applied to `C`'s fragments in registers (one packed multiply per pair under
+//! bf16, [`Schedule::packed_weights`]). The chunk step is bound by shared
 //! memory reads (`ldmatrix`), so the warp tiles are as large as the registers allow: 32 x 32
 //! outputs and a 64 x 32 block of the state per warp at D=128 (240 registers per unit), 2816
 //! `ldmatrix` wavefronts per chunk where session 10's 16 x 32 outputs and 32 x 32 state blocks
