@@ -2,7 +2,7 @@
 //! cores). Each kernel has a plain tensor-op twin in [`super::reference`] ([`super::reference::scan`]
 //! for [`scan`], [`super::reference::recurrent`] for [`decode`]) and the `wgpu` tests compare them.
 //!
-//! One kernel, [`scan_kernel`], serves the forward pass and all three gradient scans: the forward
+//! One kernel, `scan_kernel`, serves the forward pass and all three gradient scans: the forward
 //! `o_t = sum_{j<=t} lambda^(t-j) (q_t . k_j) v_j + lambda^(t+1) q_t S0` and the gradients
 //! `dq = scan(do, v, k)`, `dk = reverse scan(v, do, q)`, `dv = reverse scan(k, q, do)` are the same
 //! chunked recurrence with other operands (Lightning Attention-2's two loops, one direction each).
@@ -29,7 +29,7 @@ const KC: usize = 32;
 /// Output columns per cube: 32 where the state tile fits in shared memory, else 16.
 const DT_WIDE: usize = 32;
 
-/// Shared memory of [`scan_kernel`] in bytes, for a padded contracted dim `dkp` and `dt` columns.
+/// Shared memory of `scan_kernel` in bytes, for a padded contracted dim `dkp` and `dt` columns.
 fn scan_smem(dkp: usize, dt: usize) -> usize {
     4 * (dkp * dt + 2 * CHUNK * (KC + 1) + CHUNK * dt + CHUNK * (CHUNK + 1) + 2 * CHUNK)
 }
@@ -439,7 +439,7 @@ fn decode_rows<F: Float, S: Float, N: Size>(
 /// `S' = lambda S + k^T v`, `o = q S'`, in f32. Each unit moves `N` state columns per access (16
 /// bytes of an f32 state on CUDA) and loads all its rows before writing any, so a step keeps
 /// `rows` loads in flight per unit: the step is bound by the state's bytes, read once and
-/// written once. The default before [`decode_warp_kernel`], kept to compare.
+/// written once. The default before `decode_warp_kernel`, kept to compare.
 ///
 /// `q, k: [B, H, 1, dk]`, `v: [B, H, 1, dv]`, `state: [B, H, dk, dv]` in its own dtype `S`
 /// (f32 under bf16 inputs); writes `o: [B, H, 1, dv]` and `state_out: [B, H, dk, dv]` (dtype `S`).
@@ -492,7 +492,7 @@ fn decode_kernel<F: Float, S: Float, N: Size>(
 /// One decode step (the default kernel), one warp per (`32 N` value columns, batch x head) and
 /// `CUBE_DIM_Y` warps per cube, each on its own state: the warp walks the state's rows `rows` at
 /// a time (all loaded before any is written), so no barrier or shared memory ties warps together
-/// and each retires on its own. Same contract as [`decode_kernel`].
+/// and each retires on its own. Same contract as `decode_kernel`.
 #[allow(clippy::too_many_arguments)]
 #[cube(launch_unchecked)]
 fn decode_warp_kernel<F: Float, S: Float, N: Size>(
@@ -582,7 +582,7 @@ fn check_indexing<R: CubeRuntime>(inputs: &[&CubeTensor<R>], out_len: usize) {
 /// One decayed causal scan of `(a, b, c)` from `state` (see [`super::reference::scan`]): the
 /// packed `[B, H, n + da, dc]` result, from the tensor-core kernels where
 /// [`super::tiled::cmma_config`] finds a configuration for this device and dtype (the split pair
-/// by default), else from [`scan_kernel`].
+/// by default), else from `scan_kernel`.
 pub fn scan<R: CubeRuntime>(
     a: CubeTensor<R>,
     b: CubeTensor<R>,
@@ -603,7 +603,7 @@ fn auto_config<R: CubeRuntime>(a: &CubeTensor<R>) -> Option<TiledConfig> {
 
 /// [`scan`] with the kernel chosen by the caller: `Some(geometry)` runs the tiled kernels (split
 /// or fused as `geometry.split` says; their `cmma: false` form on any device), `None` the plain
-/// [`scan_kernel`].
+/// `scan_kernel`.
 pub fn scan_with<R: CubeRuntime>(
     a: CubeTensor<R>,
     b: CubeTensor<R>,
@@ -812,18 +812,18 @@ pub fn dk_dv_with<R: CubeRuntime>(
     super::split::launch_dk_dv(&client, args, cfg)
 }
 
-/// Warps per [`decode_warp_kernel`] cube (each on its own state).
+/// Warps per `decode_warp_kernel` cube (each on its own state).
 const DECODE_WARPS: usize = 4;
 
 /// Which decode kernel runs, and its geometry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DecodeKernel {
-    /// [`decode_kernel`]: `groups` warps per cube share one state's rows, then add their `o`.
+    /// `decode_kernel`: `groups` warps per cube share one state's rows, then add their `o`.
     Cube {
         /// Warps per cube (each unit holds `dk / groups` state rows, rounded up).
         groups: usize,
     },
-    /// [`decode_warp_kernel`]: one warp per state, walking its rows `rows` at a time.
+    /// `decode_warp_kernel`: one warp per state, walking its rows `rows` at a time.
     Warp {
         /// State rows each unit loads before writing any.
         rows: usize,
@@ -855,7 +855,7 @@ fn decode_choice() -> DecodeKernel {
 }
 
 /// One recurrent step, `(o [B, H, 1, dv], new state [B, H, dk, dv])`; the state may have its own
-/// float dtype (the new state keeps it). Runs [`decode_choice`]'s kernel.
+/// float dtype (the new state keeps it). Runs `decode_choice`'s kernel.
 pub fn decode<R: CubeRuntime>(
     q: CubeTensor<R>,
     k: CubeTensor<R>,

@@ -1,6 +1,6 @@
 //! Lightning attention: the MiniMax decayed linear-attention core.
 //!
-//! [`reference`] holds the plain tensor-op forms (naive, chunked, recurrent, and the general
+//! [`reference`](mod@reference) holds the plain tensor-op forms (naive, chunked, recurrent, and the general
 //! [`reference::scan`]). [`LightningBackend::lightning_attention`] is what model code calls:
 //! backends without a kernel run the chunked reference; the CubeCL backends (`CubeBackend`, and
 //! `Fusion<CubeBackend>` through a fusion custom op) run the kernels of `cube`, and
@@ -301,7 +301,7 @@ fn unpack<B: Backend>(packed: Tensor<B, 4>, n: usize, d: usize) -> (Tensor<B, 4>
 /// `ds` uses the identity `ds_h = -sum_t (t+1) (q_t . dq_t - k_t . dk_t)` summed over the batch,
 /// in tensor ops; it loses relative precision like `1e-7 * seq * s` in f32 (cancellation), so
 /// about 1e-3 at 64K tokens and `s = 1`. Under f16/bf16 inputs its `dq` and `dk` come from two
-/// more scans in f32 ([`ds_scans`]): the position weights multiply whatever the half-precision
+/// more scans in f32 (`ds_scans`): the position weights multiply whatever the half-precision
 /// scans round (their outputs, and the scores and states their tensor-core products take in
 /// the input dtype), while `ds` itself stays small under steep decays, so from those scans
 /// `ds` was off by 4e-2 to 8e-2 at 2K tokens under MiniMax's decays and by over 100% under

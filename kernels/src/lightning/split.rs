@@ -2,12 +2,12 @@
 //! recurrence runs in sequence and the chunks' outputs run in parallel (fla's `chunk_fwd_h` /
 //! `chunk_fwd_o` split).
 //!
-//! 1. [`chunk_states_kernel`], one cube per (64 state rows, `dt` state columns, batch x head),
+//! 1. `chunk_states_kernel`, one cube per (64 state rows, `dt` state columns, batch x head),
 //!    walks the chunks in order doing only the state update
 //!    `S <- lambda^len S + (lambda^(len-1-i) B)^T C`, and writes the state each chunk starts
 //!    from (`H[chunk]`, rounded to the input dtype, as the fused kernel rounds its copy) and the
 //!    final state.
-//! 2. [`chunk_output_kernel`], one cube per (`dt` output columns, chunk, batch x head), computes
+//! 2. `chunk_output_kernel`, one cube per (`dt` output columns, chunk, batch x head), computes
 //!    `O = (lambda^(i+1) A) H[chunk] + mask(A B^T) lambda^(i-j) C` for its chunk alone.
 //!
 //! The price is `H`: `ceil(n / chunk) * dk * dc` input-dtype values per batch x head written once
@@ -15,8 +15,8 @@
 //! four products and four barriers to one product and two barriers, and the output products fill
 //! the GPU whatever the batch.
 //!
-//! Where the batch x heads fill the device, [`launch`] runs the one-launch kernel of
-//! [`super::mma_fused`] instead (the state in registers, no `H`): see [`fused_geometry`].
+//! Where the batch x heads fill the device, `launch` runs the one-launch kernel of
+//! `super::mma_fused` instead (the state in registers, no `H`): see `fused_geometry`.
 
 use burn::tensor::Shape;
 use burn_cubecl::{
@@ -33,12 +33,12 @@ use super::tiled::{
 };
 use super::ScanOptions;
 
-/// Threads per cube of [`chunk_states_kernel`]: 4 warps, so that 4 cubes fit an SM and every
+/// Threads per cube of `chunk_states_kernel`: 4 warps, so that 4 cubes fit an SM and every
 /// (row tile, column tile, batch x head) chain of a B=4, H=32, D=128 scan runs in one wave.
 const ST_THREADS: usize = 128;
 const ST_WARPS: usize = 4;
 
-/// State rows per cube of [`chunk_states_kernel`] for a contracted dim padded to `dkp`: the
+/// State rows per cube of `chunk_states_kernel` for a contracted dim padded to `dkp`: the
 /// widest of 64, 32, 16 that divides it.
 fn state_rows(dkp: usize) -> usize {
     [64, 32].into_iter().find(|r| dkp % r == 0).unwrap_or(T16)
@@ -964,7 +964,7 @@ fn output_staging<R: CubeRuntime>(
     (cpc, async_copy)
 }
 
-/// The one-launch register kernel's geometry ([`super::mma_fused`]): tokens per chunk, state
+/// The one-launch register kernel's geometry (`super::mma_fused`): tokens per chunk, state
 /// and output columns per cube, output rows per warp, and units per cube.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct FusedGeometry {
@@ -990,7 +990,7 @@ struct FusedKnobs {
     sched: Schedule,
 }
 
-/// Whether scans run as one launch with the state in registers ([`super::mma_fused`]) instead
+/// Whether scans run as one launch with the state in registers (`super::mma_fused`) instead
 /// of the split pair: `SCALELAB_LIGHTNING_FUSED` = `auto` (unset: where its cubes keep at least
 /// 70% of the device's cube slots busy over their waves), `on` or `off`; and its tile,
 /// `SCALELAB_LIGHTNING_FUSED_TILE` = `64x128` (unset: 64-token chunks, 128 columns per cube, or
@@ -1028,7 +1028,7 @@ fn fused_knobs() -> FusedKnobs {
     })
 }
 
-/// The geometry of [`super::mma_fused`]'s kernel for this scan, if it applies: a tiling it
+/// The geometry of `super::mma_fused`'s kernel for this scan, if it applies: a tiling it
 /// takes ([`Tiling::checked`]) within the device's shared memory, `mma` and `cp.async` on this
 /// device, and [`fused_knobs`] asking for it.
 pub(crate) fn fused_geometry<R: CubeRuntime>(
@@ -1091,11 +1091,11 @@ fn fills_device(cubes: usize, slots: usize) -> bool {
     cubes > 0 && 10 * cubes >= 7 * cubes.div_ceil(slots) * slots
 }
 
-/// Launches [`super::mma_fused`]'s kernel over `[a, b, c, s, state, out]` (the kernels'
+/// Launches `super::mma_fused`'s kernel over `[a, b, c, s, state, out]` (the kernels'
 /// arguments, in order): the outputs and the final state of the whole scan.
 ///
 /// # Safety
-/// As for the split kernels: shapes checked by the caller, `geo` from [`fused_geometry`] for
+/// As for the split kernels: shapes checked by the caller, `geo` from `fused_geometry` for
 /// these tensors and `nv`.
 #[allow(clippy::too_many_arguments)]
 unsafe fn fused_scan<R: CubeRuntime>(
@@ -1135,7 +1135,7 @@ unsafe fn fused_scan<R: CubeRuntime>(
 
 /// Launches the output pass over `[a, b, c, s, h, out]` (the kernels' arguments, in order), `H`
 /// transposed with `h_t`: [`super::mma`]'s register kernel where [`mma_output_cols`]
-/// allows, else [`chunk_output_kernel`]. `dc` is the output width, `dkp` the contracted one.
+/// allows, else `chunk_output_kernel`. `dc` is the output width, `dkp` the contracted one.
 ///
 /// # Safety
 /// As for the kernels: shapes checked by the caller, `h` written by this scan's states pass (or,
@@ -1204,7 +1204,7 @@ unsafe fn output_pass<R: CubeRuntime>(
 
 /// Launches the states pass over `[b, c, s, state, h, out]` (the kernels' arguments, in order)
 /// for `bh` batch x heads and `dc` state columns: [`super::mma`]'s register kernel where
-/// [`mma_states`] allows, else [`chunk_states_kernel`]. Either writes `h` as `dkp` rows by
+/// [`mma_states`] allows, else `chunk_states_kernel`. Either writes `h` as `dkp` rows by
 /// `dc` padded to `cfg.dt` columns per chunk.
 ///
 /// # Safety
@@ -1274,7 +1274,7 @@ unsafe fn states_pass<R: CubeRuntime>(
 }
 
 /// Launches the two kernels on inputs [`super::cube::scan_with`] has checked; writes `args.out`
-/// (rows `0..n` from [`chunk_output_kernel`], the final state from [`chunk_states_kernel`]).
+/// (rows `0..n` from `chunk_output_kernel`, the final state from `chunk_states_kernel`).
 pub(crate) fn launch<R: CubeRuntime>(
     client: &ComputeClient<R>,
     args: ScanArgs<R>,
@@ -1376,7 +1376,7 @@ pub(crate) struct PairArgs<R: CubeRuntime> {
 
 /// The backward's `dv = reverse scan(k, q, do)` from `dS` and `dk = reverse scan(v, do, q)` from
 /// `dS^T` on one states pass: the `dk` scan's chunk states are the `dv` scan's transposed, so
-/// [`chunk_states_kernel`] runs once and [`chunk_output_kernel`] twice, the second reading `H`
+/// `chunk_states_kernel` runs once and `chunk_output_kernel` twice, the second reading `H`
 /// transposed. Returns `(dk, dv)`: `dk` in rows `0..n` of `[B, H, n + dv, dk]` (the rows past
 /// `n` are not written), `dv` packed as [`super::cube::scan`] packs it (rows `n..`: `dS0`).
 pub(crate) fn launch_dk_dv<R: CubeRuntime>(

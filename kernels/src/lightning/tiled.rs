@@ -45,7 +45,7 @@ pub struct TiledConfig {
     /// Tensor-core tile products (`false`: the same kernels with plain loops).
     pub cmma: bool,
     /// Two launches, states in sequence then outputs in parallel ([`super::split`]), instead of
-    /// the one fused [`tiled_scan_kernel`] walking the chunks.
+    /// the one fused `tiled_scan_kernel` walking the chunks.
     pub split: bool,
 }
 
@@ -111,7 +111,7 @@ pub fn cmma_config<R: CubeRuntime>(
     (cfg.smem(da, dtype.size()) <= props.hardware.max_shared_memory_size).then_some(cfg)
 }
 
-/// `SCALELAB_LIGHTNING_SCAN=fused` runs the one-launch [`tiled_scan_kernel`] instead of the
+/// `SCALELAB_LIGHTNING_SCAN=fused` runs the one-launch `tiled_scan_kernel` instead of the
 /// split pair, to compare the two.
 fn force_fused() -> bool {
     static FUSED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -763,7 +763,7 @@ pub(crate) fn check_launch<R: CubeRuntime>(
     );
 }
 
-/// Launches [`tiled_scan_kernel`] with the given geometry on inputs [`super::cube::scan_with`]
+/// Launches `tiled_scan_kernel` with the given geometry on inputs [`super::cube::scan_with`]
 /// has checked; writes `args.out`.
 pub(crate) fn launch<R: CubeRuntime>(
     client: &ComputeClient<R>,

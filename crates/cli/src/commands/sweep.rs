@@ -15,7 +15,7 @@ use crate::backend;
 pub struct Args {
     /// A sweep file, e.g. experiments/attention-scaling-quick.yaml.
     pub file: PathBuf,
-    /// Sweep directory; defaults to runs/<sweep name>.
+    /// Sweep directory; defaults to runs/NAME, NAME the sweep's name.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Print the plan (runs, parameters, tokens, FLOPs, estimated time) and stop.

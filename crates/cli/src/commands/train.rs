@@ -15,7 +15,7 @@ pub struct Args {
     /// A model config (trains with default settings on the synthetic language) or a run file
     /// with `model:`, `train:` and `data:` sections.
     pub config: PathBuf,
-    /// Run directory; defaults to runs/<model name>.
+    /// Run directory; defaults to runs/NAME, NAME the model's name.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Continue the run in the output directory from its latest checkpoint.
