@@ -315,8 +315,8 @@ fn check(device: &CudaDevice, ts: &[usize], reference: bool) {
     check_row(&format!("bf16{against} {shape}"), got, &want);
     // The same inputs in f16 (exact: bf16's 8-bit mantissa fits f16's 10 in this range): the
     // tensor-core kernels' f16 form, the one-launch kernel at this B x H. The decay rates in
-    // f32: here `ds` reaches 1e5-2e5 in the slowest heads (`--example ds_range`), past f16's 65504 (with f16 rates the
-    // row's `ds` was inf, session 12).
+    // f32: here `ds` reaches 1e5-2e5 in the slowest heads (`--example ds_range`), past f16's
+    // 65504 (with f16 rates the row's `ds` was inf, session 12).
     let got = attention_and_grads_with::<Hf>(device, &inputs, true, DType::F32);
     check_row(&format!("f16 (f32 rates){against} {shape}"), got, &want);
 

@@ -671,7 +671,12 @@ fn front<F: Float>(
     let rts = comptime!(tl.srows / MM);
     #[unroll]
     for kk in 0..chunk / MK {
-        let fds = weighed_c::<F>(sm, cb, kk, wk.scol, wbase + kk * MK, tl);
+        let w0 = wbase + kk * MK;
+        let fds = if comptime!(tl.sched.packed_weights) {
+            weighed_c::<F, F>(&sm.sc, &sm.wtp, cb, kk, wk.scol, w0, tl)
+        } else {
+            weighed_c::<F, f32>(&sm.sc, &sm.wt, cb, kk, wk.scol, w0, tl)
+        };
         #[unroll]
         for rt in 0..rts {
             let fa = frag_a::<F>(&sm.sb, ab, wk.srow + rt * MM, kk * MK, ks, true);
@@ -769,12 +774,14 @@ fn back<F: Float>(
 }
 
 /// The warp's fragments of `C` for tokens `16 kk..` and its state columns `scol..`, each
-/// token's row weighed by its state-update weight from `w0` (`wt`, or `wtp` with
-/// [`Schedule::packed_weights`]): lane `tq`'s tokens are `2 tq, 2 tq + 1` (registers 0 and 2
-/// of a fragment) and those `+ 8` (1 and 3).
+/// token's row weighed by its state-update weight from `wt[w0..]`, multiplied in the weights'
+/// dtype `W` and rounded back to `F` (with `W = F`, [`Schedule::packed_weights`], the casts
+/// vanish and each pair is one packed multiply). Lane `tq`'s tokens are `2 tq, 2 tq + 1`
+/// (registers 0 and 2 of a fragment) and those `+ 8` (1 and 3).
 #[cube]
-fn weighed_c<F: Float>(
-    sm: &Tiles<F>,
+fn weighed_c<F: Float, W: Float>(
+    sc: &SharedMemory<F>,
+    wt: &SharedMemory<W>,
     cb: usize,
     kk: usize,
     scol: usize,
@@ -784,39 +791,20 @@ fn weighed_c<F: Float>(
     let stiles = comptime!(tl.stiles);
     let cs = comptime!(tl.dt + PAD);
     let mut fds = Array::<Pair<F>>::new(comptime!(2 * stiles));
-    if comptime!(tl.sched.packed_weights) {
-        let wv = sm
-            .wtp
-            .slice(w0, w0 + 10)
-            .into_vectorized()
-            .with_vector_size::<Const<2>>();
-        let (lo, hi) = (wv[0], wv[4]);
+    let wv = wt
+        .slice(w0, w0 + 10)
+        .into_vectorized()
+        .with_vector_size::<Const<2>>();
+    let (lo, hi) = (wv[0], wv[4]);
+    #[unroll]
+    for tp in 0..stiles / 2 {
+        let fb = frag_b2::<F>(sc, cb, kk * MK, scol + tp * 2 * MN, cs, false);
         #[unroll]
-        for tp in 0..stiles / 2 {
-            let fb = frag_b2::<F>(&sm.sc, cb, kk * MK, scol + tp * 2 * MN, cs, false);
-            #[unroll]
-            for h in 0..2usize {
-                fds[4 * tp + 2 * h] = fb[2 * h] * lo;
-                fds[4 * tp + 2 * h + 1] = fb[2 * h + 1] * hi;
-            }
-        }
-    } else {
-        let wv = sm
-            .wt
-            .slice(w0, w0 + 10)
-            .into_vectorized()
-            .with_vector_size::<Const<2>>();
-        let (lo, hi) = (wv[0], wv[4]);
-        #[unroll]
-        for tp in 0..stiles / 2 {
-            let fb = frag_b2::<F>(&sm.sc, cb, kk * MK, scol + tp * 2 * MN, cs, false);
-            #[unroll]
-            for h in 0..2usize {
-                let lo_c = Pair::<f32>::cast_from(fb[2 * h]) * lo;
-                let hi_c = Pair::<f32>::cast_from(fb[2 * h + 1]) * hi;
-                fds[4 * tp + 2 * h] = Pair::<F>::cast_from(lo_c);
-                fds[4 * tp + 2 * h + 1] = Pair::<F>::cast_from(hi_c);
-            }
+        for h in 0..2usize {
+            let lo_c = Pair::<W>::cast_from(fb[2 * h]) * lo;
+            let hi_c = Pair::<W>::cast_from(fb[2 * h + 1]) * hi;
+            fds[4 * tp + 2 * h] = Pair::<F>::cast_from(lo_c);
+            fds[4 * tp + 2 * h + 1] = Pair::<F>::cast_from(hi_c);
         }
     }
     fds

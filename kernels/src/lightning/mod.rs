@@ -1,11 +1,11 @@
 //! Lightning attention: the MiniMax decayed linear-attention core.
 //!
-//! [`reference`](mod@reference) holds the plain tensor-op forms (naive, chunked, recurrent, and the general
-//! [`reference::scan`]). [`LightningBackend::lightning_attention`] is what model code calls:
-//! backends without a kernel run the chunked reference; the CubeCL backends (`CubeBackend`, and
-//! `Fusion<CubeBackend>` through a fusion custom op) run the kernels of `cube`, and
-//! `Autodiff` over them records two backward nodes: the output's, whose gradients are three more
-//! kernel scans, and the final state's, a closed form in tensor ops.
+//! [`reference`](mod@reference) holds the plain tensor-op forms (naive, chunked, recurrent, and
+//! the general [`reference::scan`]). [`LightningBackend::lightning_attention`] is what model code
+//! calls: backends without a kernel run the chunked reference; the CubeCL backends
+//! (`CubeBackend`, and `Fusion<CubeBackend>` through a fusion custom op) run the kernels of
+//! `cube`, and `Autodiff` over them records two backward nodes: the output's, whose gradients are
+//! three more kernel scans, and the final state's, a closed form in tensor ops.
 
 #[cfg(feature = "cubecl")]
 pub mod cube;
