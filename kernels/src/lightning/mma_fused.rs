@@ -70,8 +70,8 @@ pub(crate) struct Tiling {
     rtiles: usize,
     /// State accumulator pairs per lane.
     sfrags: usize,
-    /// How the state update weighs its tokens ([`Schedule`]).
-    sched: Schedule,
+    /// How the chunk step is scheduled ([`Schedule`]).
+    pub(crate) sched: Schedule,
 }
 
 /// How the chunk step is computed, beside the tiling; chosen by the launcher's knobs.
@@ -81,6 +81,15 @@ pub(crate) struct Schedule {
     /// `C` (bf16 only: its exponent range is f32's, so rounding the weight costs 2^-9 relative
     /// and nothing underflows), instead of unpacking `C` to f32, weighing and repacking.
     pub(crate) packed_weights: bool,
+    /// Each warp makes the score tiles of its own output rows against key tile `warp % groups`
+    /// inside its `A H` loop, sharing that loop's `A` fragments (one `ldmatrix` of keys per
+    /// step of the contraction for all its rows, where spread tiles load `A` and `B` per tile:
+    /// 608 instead of 704 `ldmatrix` per cube and chunk at D=128, for 6 more tiles' `mma` above
+    /// the diagonal, made and dropped), and each phase finishes chunk
+    /// `j - 1` before starting chunk `j`, so that the two chunks' output accumulators are never
+    /// live together (room for the score accumulators). Taken where the cube's column groups
+    /// are as many as the chunk's key tiles ([`Tiling::with_schedule`]).
+    pub(crate) row_scores: bool,
 }
 
 impl Tiling {
@@ -110,9 +119,27 @@ impl Tiling {
             .filter(|t| t.sfrags <= 32)
     }
 
-    /// This tiling with the chunk step scheduled as `sched` says.
+    /// This tiling with the chunk step scheduled as `sched` says (row scores only where each
+    /// column group of warps can take one key tile).
     pub(crate) fn with_schedule(self, sched: Schedule) -> Self {
-        Self { sched, ..self }
+        let row_scores = sched.row_scores && self.groups == self.ptiles;
+        Self {
+            sched: Schedule {
+                row_scores,
+                ..sched
+            },
+            ..self
+        }
+    }
+
+    /// Score tiles per warp: its output row tiles ([`Schedule::row_scores`]) or its share of
+    /// the lower triangle spread over all warps.
+    fn score_slots(&self) -> usize {
+        if self.sched.row_scores {
+            self.mts
+        } else {
+            self.rtiles
+        }
     }
 
     /// The shared memory one cube takes with `elem`-byte inputs: double-buffered `A`, `B`, `H`
@@ -250,11 +277,8 @@ pub(crate) fn chunk_fused_mma_kernel<F: Float, N: Size>(
     let tl = comptime!(Tiling::new(chunk, dkp, dt, orows).with_schedule(sched));
     let groups = comptime!(tl.groups);
     let row_warps = comptime!(tl.row_warps);
-    let warps = comptime!(tl.warps);
     let threads = comptime!(tl.threads);
     let stiles = comptime!(tl.stiles);
-    let ptiles = comptime!(tl.ptiles);
-    let rtiles = comptime!(tl.rtiles);
     let acc_len = comptime!(2 * (OCOLS / MN) * tl.mts);
     let tid = UNIT_POS_X as usize;
     let lane = tid % 32;
@@ -341,25 +365,14 @@ pub(crate) fn chunk_fused_mma_kernel<F: Float, N: Size>(
     put_state::<F>(&acc_s, &mut sm.sh, h_pair, 0usize, tl);
     barrier.arrive_and_wait();
 
-    // Score tiles `warp, warp + warps, ...` of the chunk's `ntiles` on and below the diagonal
-    // (row tile m holds tiles m (m + 1) / 2 ..), spread so that the SM sub-partitions
-    // (warp % 4) compute within one tile of each other; and each lane's mask and decay
-    // lambda^(i-j) on them.
-    let mut tiles = Array::<usize>::new(comptime!(2 * rtiles));
-    let mut sw = Array::<Pair<f32>>::new(comptime!(4 * rtiles));
+    // The warp's score tiles ([`score_tile`], the same in every chunk) and each lane's mask and
+    // decay lambda^(i-j) on them.
+    let slots = comptime!(tl.score_slots());
+    let mut tiles = Array::<usize>::new(comptime!(2 * slots));
+    let mut sw = Array::<Pair<f32>>::new(comptime!(4 * slots));
     #[unroll]
-    for r in 0..rtiles {
-        let idx = warp + r * warps;
-        let mut tm = 0usize;
-        let mut tk = 0usize;
-        #[unroll]
-        for m in 0..ptiles {
-            let first = m * (m + 1) / 2;
-            if idx >= first {
-                tm = m;
-                tk = idx - first;
-            }
-        }
+    for r in 0..slots {
+        let (tm, tk) = score_tile(warp, r, tl);
         tiles[2 * r] = tm;
         tiles[2 * r + 1] = tk;
         #[unroll]
@@ -465,9 +478,38 @@ pub(crate) fn chunk_fused_mma_kernel<F: Float, N: Size>(
     }
 }
 
+/// Score tile `(row tile, key tile)` number `r` of warp `warp`, the same in every chunk; tiles
+/// above the diagonal (key tile past the row tile) are made by no warp.
+///
+/// - spread (default): tiles `warp, warp + warps, ...` of the lower triangle in row order (row
+///   tile `m` holds tiles `m (m + 1) / 2 ..`), so that the SM sub-partitions (`warp % 4`)
+///   compute within one tile of each other;
+/// - [`Schedule::row_scores`]: the warp's own output row tile `mt + r` against key tile
+///   `warp % groups`.
+#[cube]
+fn score_tile(warp: usize, r: usize, #[comptime] tl: Tiling) -> (usize, usize) {
+    let mut tm = 0usize;
+    let mut tk = 0usize;
+    if comptime!(tl.sched.row_scores) {
+        tm = (warp / comptime!(tl.groups)) * comptime!(tl.mts) + r;
+        tk = warp % comptime!(tl.groups);
+    } else {
+        let idx = warp + r * comptime!(tl.warps);
+        #[unroll]
+        for m in 0..comptime!(tl.ptiles) {
+            let first = m * (m + 1) / 2;
+            if idx >= first {
+                tm = m;
+                tk = idx - first;
+            }
+        }
+    }
+    (tm, tk)
+}
+
 /// Phase `j` of the walk (its double buffers `cur = j % 2`): chunk `j + 1`'s copies issued,
 /// chunk `j`'s [`front`] into `acc_new`, chunk `j - 1`'s [`back`] from `acc_old` (with
-/// `finish`), then the one barrier.
+/// `finish`; before `front` under [`Schedule::row_scores`]), then the one barrier.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn phase<F: Float, N: Size>(
@@ -509,6 +551,22 @@ fn phase<F: Float, N: Size>(
         );
     }
     barrier.commit_copy_async();
+    // Row scores hold more registers in `front`: chunk j - 1 is finished first, so that its
+    // accumulators are free by then.
+    let back_first = comptime!(tl.sched.row_scores);
+    if comptime!(finish && back_first) {
+        back::<F>(
+            out,
+            sm,
+            acc_old,
+            wk,
+            j - 1,
+            ((j + 2) % 3) * cbuf,
+            comptime!(1 - cur),
+            tl,
+            reverse,
+        );
+    }
     front::<F>(
         sm,
         acc_s,
@@ -522,7 +580,7 @@ fn phase<F: Float, N: Size>(
         cur,
         tl,
     );
-    if finish {
+    if comptime!(finish && !back_first) {
         back::<F>(
             out,
             sm,
@@ -578,44 +636,45 @@ fn front<F: Float>(
     let otiles = comptime!(OCOLS / MN);
     let ks = comptime!(tl.dkp + PAD);
     let cs = comptime!(tl.dt + PAD);
-    let ps = comptime!(tl.chunk + PAD);
     let ab = comptime!(cur * tl.chunk * (tl.dkp + PAD));
     let hb = comptime!(cur * tl.dkp * (tl.dt + PAD));
-    let pb = comptime!(cur * tl.chunk * (tl.chunk + PAD));
     let warp = wk.tid / 32;
     let mut len = wk.n - j * chunk;
     if len > chunk {
         len = chunk;
     }
 
-    // This warp's score tiles, masked and decayed, into P.
-    #[unroll]
-    for r in 0..rtiles {
-        if warp + r * warps < ntiles {
-            let tm = tiles[2 * r];
-            let tk = tiles[2 * r + 1];
-            let mut sx = Array::<Pair<f32>>::new(4usize);
-            #[unroll]
-            for i in 0..4usize {
-                sx[i] = Pair::<f32>::new(0.0);
-            }
-            #[unroll]
-            for kk in 0..dkp / MK {
-                let fa = frag_a::<F>(&sm.sa, ab, tm * MM, kk * MK, ks, false);
-                let fb = frag_b2::<F>(&sm.sb, ab, kk * MK, tk * MK, ks, true);
-                mma_half::<F>(&fa, &fb, 0usize, &mut sx, 0usize);
-                mma_half::<F>(&fa, &fb, 1usize, &mut sx, 2usize);
-            }
-            let mut spp = sm
-                .sp
-                .slice_mut(pb, comptime!(pb + tl.chunk * (tl.chunk + PAD)))
-                .into_vectorized()
-                .with_vector_size::<Const<2>>();
-            let at = (tm * MM + wk.g) * (ps / 2) + tk * (MK / 2) + wk.tq;
-            #[unroll]
-            for q in 0..4usize {
-                spp[at + (q % 2) * (4 * ps) + (q / 2) * (MN / 2)] =
-                    Pair::<F>::cast_from(sx[q] * sw[4 * r + q]);
+    // This warp's score tiles, masked and decayed, into P (row scores: in the `A H` loop).
+    if comptime!(!tl.sched.row_scores) {
+        #[unroll]
+        for r in 0..rtiles {
+            if warp + r * warps < ntiles {
+                let tm = tiles[2 * r];
+                let tk = tiles[2 * r + 1];
+                let mut sx = Array::<Pair<f32>>::new(4usize);
+                #[unroll]
+                for i in 0..4usize {
+                    sx[i] = Pair::<f32>::new(0.0);
+                }
+                #[unroll]
+                for kk in 0..dkp / MK {
+                    let fa = frag_a::<F>(&sm.sa, ab, tm * MM, kk * MK, ks, false);
+                    let fb = frag_b2::<F>(&sm.sb, ab, kk * MK, tk * MK, ks, true);
+                    mma_half::<F>(&fa, &fb, 0usize, &mut sx, 0usize);
+                    mma_half::<F>(&fa, &fb, 1usize, &mut sx, 2usize);
+                }
+                put_scores::<F>(
+                    &mut sm.sp,
+                    &sx,
+                    0usize,
+                    sw,
+                    comptime!(4 * r),
+                    tm,
+                    tk,
+                    wk,
+                    cur,
+                    tl,
+                );
             }
         }
     }
@@ -625,6 +684,14 @@ fn front<F: Float>(
     for i in 0..2 * otiles * mts {
         acc[i] = Pair::<f32>::new(0.0);
     }
+    let row_scores = comptime!(tl.sched.row_scores);
+    let mut sx = Array::<Pair<f32>>::new(comptime!(4 * mts));
+    if row_scores {
+        #[unroll]
+        for i in 0..4 * mts {
+            sx[i] = Pair::<f32>::new(0.0);
+        }
+    }
     #[unroll]
     for kk in 0..dkp / MK {
         let mut fas = Array::<Pair<F>>::new(comptime!(4 * mts));
@@ -632,6 +699,16 @@ fn front<F: Float>(
         for m in 0..mts {
             let fa = frag_a::<F>(&sm.sa, ab, (wk.mt + m) * MM, kk * MK, ks, false);
             put_frag::<F>(&fa, &mut fas, comptime!(4 * m));
+        }
+        if row_scores {
+            // Key tile `tiles[1]` against each of the warp's row tiles (slot m: row tile mt + m).
+            let fk = frag_b2::<F>(&sm.sb, ab, kk * MK, tiles[1] * MK, ks, true);
+            #[unroll]
+            for m in 0..mts {
+                let fa = get_frag::<F>(&fas, comptime!(4 * m));
+                mma_half::<F>(&fa, &fk, 0usize, &mut sx, comptime!(4 * m));
+                mma_half::<F>(&fa, &fk, 1usize, &mut sx, comptime!(4 * m + 2));
+            }
         }
         #[unroll]
         for tp in 0..otiles / 2 {
@@ -642,6 +719,26 @@ fn front<F: Float>(
                 let at = comptime!(2 * otiles * m + 4 * tp);
                 mma_half::<F>(&fa, &fb, 0usize, acc, at);
                 mma_half::<F>(&fa, &fb, 1usize, acc, at + 2);
+            }
+        }
+    }
+    if row_scores {
+        #[unroll]
+        for m in 0..mts {
+            let (tm, tk) = (tiles[2 * m], tiles[2 * m + 1]);
+            if tk <= tm {
+                put_scores::<F>(
+                    &mut sm.sp,
+                    &sx,
+                    comptime!(4 * m),
+                    sw,
+                    comptime!(4 * m),
+                    tm,
+                    tk,
+                    wk,
+                    cur,
+                    tl,
+                );
             }
         }
     }
@@ -697,6 +794,36 @@ fn front<F: Float>(
             comptime!((1 - cur) * tl.dkp * (tl.dt + PAD) / 2),
             tl,
         );
+    }
+}
+
+/// Score tile `(tm, tk)` from its accumulators `sx[sx_at..sx_at + 4]`, masked and decayed by
+/// `sw[sw_at..]` and rounded, into `P` buffer `cur`.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn put_scores<F: Float>(
+    sp: &mut SharedMemory<F>,
+    sx: &Array<Pair<f32>>,
+    #[comptime] sx_at: usize,
+    sw: &Array<Pair<f32>>,
+    #[comptime] sw_at: usize,
+    tm: usize,
+    tk: usize,
+    wk: &Walk,
+    #[comptime] cur: usize,
+    #[comptime] tl: Tiling,
+) {
+    let ps = comptime!(tl.chunk + PAD);
+    let pb = comptime!(cur * tl.chunk * (tl.chunk + PAD));
+    let mut spp = sp
+        .slice_mut(pb, comptime!(pb + tl.chunk * (tl.chunk + PAD)))
+        .into_vectorized()
+        .with_vector_size::<Const<2>>();
+    let at = (tm * MM + wk.g) * (ps / 2) + tk * (MK / 2) + wk.tq;
+    #[unroll]
+    for q in 0..4usize {
+        spp[at + (q % 2) * (4 * ps) + (q / 2) * (MN / 2)] =
+            Pair::<F>::cast_from(sx[sx_at + q] * sw[sw_at + q]);
     }
 }
 
@@ -914,6 +1041,19 @@ mod tests {
         assert_eq!((t.warps, t.threads, t.srows, t.scols), (8, 256, 64, 32));
         assert_eq!((t.rtiles, t.sfrags), (2, 32));
         assert_eq!(t.shared_bytes(2), 211_012);
+        // Row scores: 4 column groups of warps for the 4 key tiles; each warp 2 score tiles.
+        let rows = Schedule {
+            row_scores: true,
+            ..Schedule::default()
+        };
+        let tr = t.with_schedule(rows);
+        assert!(tr.sched.row_scores);
+        assert_eq!((tr.score_slots(), t.score_slots()), (2, 2));
+        // Head dim 64 (64 columns per cube, 2 groups for 4 key tiles) keeps spread tiles.
+        let t64r = Tiling::checked(64, 64, 64, 32, 8)
+            .unwrap()
+            .with_schedule(rows);
+        assert!(!t64r.sched.row_scores);
         // 16-row tiles (SCALELAB_LIGHTNING_FUSED_ROWS=16): 16 warps, a 64 x 16 block each.
         let t16 = Tiling::checked(64, 128, 128, 16, 8).expect("16 rows are taken");
         assert_eq!((t16.warps, t16.srows, t16.scols), (16, 64, 16));
@@ -929,9 +1069,31 @@ mod tests {
         }
     }
 
+    /// Every score tile on and below the diagonal made by exactly one (warp, slot) of
+    /// [`score_tile`], and under row scores by a warp whose output rows it is.
+    fn assert_covers_lower_triangle(t: Tiling) {
+        let mut made = vec![0usize; t.ptiles * t.ptiles];
+        for warp in 0..t.warps {
+            for r in 0..t.score_slots() {
+                let (tm, tk) = score_tile(warp, r, t);
+                if tk <= tm && tm < t.ptiles {
+                    made[tm * t.ptiles + tk] += 1;
+                    if t.sched.row_scores {
+                        assert_eq!(tm / t.mts, warp / t.groups, "{t:?}: warp {warp}");
+                    }
+                }
+            }
+        }
+        for tm in 0..t.ptiles {
+            for tk in 0..=tm {
+                assert_eq!(made[tm * t.ptiles + tk], 1, "{t:?}: tile ({tm}, {tk})");
+            }
+        }
+    }
+
     #[test]
     fn every_admitted_tiling_adds_up_to_its_tiles() {
-        let mut admitted = 0;
+        let (mut admitted, mut row_scored) = (0, 0);
         for chunk in [16, 32, 64, 128] {
             for dkp in [16, 32, 64, 96, 128, 160] {
                 for dt in [32, 64, 128] {
@@ -958,12 +1120,25 @@ mod tests {
                             assert_eq!((chunk * dkp) % (t.threads * nv), 0, "{at}");
                             assert_eq!((chunk * dt) % (t.threads * nv), 0, "{at}");
                             assert!(nv >= 2 && dkp <= 128, "{at}");
+                            // Both mappings of warps to score tiles make each tile of the lower
+                            // triangle once; row scores only where they can.
+                            for row_scores in [false, true] {
+                                let t = t.with_schedule(Schedule {
+                                    row_scores,
+                                    ..t.sched
+                                });
+                                let taken = t.sched.row_scores;
+                                assert_eq!(taken, row_scores && t.groups == t.ptiles, "{at}");
+                                row_scored += usize::from(taken);
+                                assert_covers_lower_triangle(t);
+                            }
                         }
                     }
                 }
             }
         }
         assert!(admitted > 20, "{admitted} tilings");
+        assert!(row_scored > 10, "{row_scored} tilings with row scores");
         // Not taken: 8-row warp tiles, a contracted dim past 128, single-element staging.
         assert!(Tiling::checked(64, 128, 128, 8, 8).is_none());
         assert!(Tiling::checked(64, 160, 128, 32, 8).is_none());

@@ -1003,7 +1003,10 @@ struct FusedKnobs {
 /// products) or `16` (16 warps per 128 columns, as in session 10, with 64 x 16 state blocks).
 /// The state update's token weights ([`Schedule`]): `SCALELAB_LIGHTNING_FUSED_WEIGHTS` =
 /// `packed` (unset: bf16 pairs, one packed multiply per pair of `C`; bf16 inputs only, f16
-/// keeps f32, as its narrow exponent would flush the weights of steep decays) or `f32`.
+/// keeps f32, as its narrow exponent would flush the weights of steep decays) or `f32`. The
+/// score tiles ([`Schedule::row_scores`]): `SCALELAB_LIGHTNING_FUSED_SCORES` = `rows` (unset:
+/// each warp its own rows' tiles, sharing its `A H` loop's fragments, where the tiling allows)
+/// or `spread` (the lower triangle spread over all warps; session 13's kernel).
 fn fused_knobs() -> FusedKnobs {
     static KNOBS: std::sync::OnceLock<FusedKnobs> = std::sync::OnceLock::new();
     *KNOBS.get_or_init(|| FusedKnobs {
@@ -1023,6 +1026,10 @@ fn fused_knobs() -> FusedKnobs {
             packed_weights: knob(
                 "SCALELAB_LIGHTNING_FUSED_WEIGHTS",
                 &[("packed", true), ("f32", false)],
+            ),
+            row_scores: knob(
+                "SCALELAB_LIGHTNING_FUSED_SCORES",
+                &[("rows", true), ("spread", false)],
             ),
         },
     })
@@ -1070,7 +1077,7 @@ pub(crate) fn fused_geometry<R: CubeRuntime>(
         dt,
         orows,
         threads: tiling.threads,
-        sched,
+        sched: tiling.with_schedule(sched).sched,
     })
 }
 
@@ -1079,6 +1086,7 @@ pub(crate) fn fused_geometry<R: CubeRuntime>(
 fn schedule_for(asked: Schedule, dtype: burn::tensor::DType) -> Schedule {
     Schedule {
         packed_weights: asked.packed_weights && dtype == burn::tensor::DType::BF16,
+        ..asked
     }
 }
 
@@ -1538,6 +1546,7 @@ mod tests {
         use burn::tensor::DType;
         let packed = Schedule {
             packed_weights: true,
+            row_scores: false,
         };
         assert!(schedule_for(packed, DType::BF16).packed_weights);
         assert!(!schedule_for(packed, DType::F16).packed_weights);
