@@ -11,13 +11,18 @@
 //!
 //! ```text
 //! copies of chunk j+1 issued (cp.async)
-//! P_j  = mask(A B^T lambda^(i-j)), each 16 x 16 tile once          into shared memory
+//! O_j-1 += P_j-1 C_j-1, stored                                     (P from phase j-1)
 //! O_j  = lambda^(i+1) (A H_j)                                      registers, until phase j+1
+//! P_j  = mask(A B^T lambda^(i-j)), each 16 x 16 tile once          into shared memory, from
+//!                                                                  A H's A fragments
 //! S   <- lambda^len S + B^T (w C),  w = lambda^(len-1-t) per token  the warp's block of S
 //! H_j+1 = S rounded                                                into the other H buffer
-//! O_j-1 += P_j-1 C_j-1, stored                                     (P from phase j-1)
 //! barrier (P_j, H_j+1 published; chunk j+1 landed)
 //! ```
+//!
+//! (That is [`Schedule::row_scores`], the default where the tiling takes it; otherwise the
+//! score tiles spread over all warps come first, in a loop of their own, and chunk `j - 1`
+//! is finished last.)
 //!
 //! One barrier per chunk; the price is a third `C` buffer (a chunk's `C` serves two phases) and
 //! the token weights applied to `C`'s fragments in registers (one packed multiply per pair under
