@@ -87,13 +87,13 @@ pub(crate) struct Schedule {
     /// and nothing underflows), instead of unpacking `C` to f32, weighing and repacking.
     pub(crate) packed_weights: bool,
     /// Each warp makes the score tiles of its own output rows against key tile `warp % groups`
-    /// inside its `A H` loop, sharing that loop's `A` fragments (one `ldmatrix` of keys per
-    /// step of the contraction for all its rows, where spread tiles load `A` and `B` per tile:
-    /// 608 instead of 704 `ldmatrix` per cube and chunk at D=128, for 6 more tiles' `mma` above
-    /// the diagonal, made and dropped), and each phase finishes chunk
-    /// `j - 1` before starting chunk `j`, so that the two chunks' output accumulators are never
-    /// live together (room for the score accumulators). Taken where the cube's column groups
-    /// are as many as the chunk's key tiles ([`Tiling::with_schedule`]).
+    /// inside its `A H` loop, from that loop's `A` fragments (one `ldmatrix` of keys per step
+    /// of the contraction for all its rows, where spread tiles load `A` and `B` for each: 608
+    /// instead of 704 `ldmatrix` per cube and chunk at D=128, for 6 tiles above the diagonal
+    /// made and dropped); and each phase finishes chunk `j - 1` before starting chunk `j`, so
+    /// that the two chunks' output accumulators are never live together (room for the score
+    /// accumulators). Taken where the cube's column groups of warps are as many as the chunk's
+    /// key tiles ([`Tiling::with_schedule`]).
     pub(crate) row_scores: bool,
 }
 
@@ -486,11 +486,11 @@ pub(crate) fn chunk_fused_mma_kernel<F: Float, N: Size>(
 /// Score tile `(row tile, key tile)` number `r` of warp `warp`, the same in every chunk; tiles
 /// above the diagonal (key tile past the row tile) are made by no warp.
 ///
-/// - spread (default): tiles `warp, warp + warps, ...` of the lower triangle in row order (row
-///   tile `m` holds tiles `m (m + 1) / 2 ..`), so that the SM sub-partitions (`warp % 4`)
-///   compute within one tile of each other;
-/// - [`Schedule::row_scores`]: the warp's own output row tile `mt + r` against key tile
-///   `warp % groups`.
+/// - [`Schedule::row_scores`] (the default where the tiling takes it): the warp's own output
+///   row tile `mt + r` against key tile `warp % groups`;
+/// - spread: tiles `warp, warp + warps, ...` of the lower triangle in row order (row tile `m`
+///   holds tiles `m (m + 1) / 2 ..`), so that the SM sub-partitions (`warp % 4`) compute
+///   within one tile of each other.
 #[cube]
 fn score_tile(warp: usize, r: usize, #[comptime] tl: Tiling) -> (usize, usize) {
     let mut tm = 0usize;
