@@ -560,17 +560,7 @@ fn phase<F: Float, N: Size>(
     // accumulators are free by then.
     let back_first = comptime!(tl.sched.row_scores);
     if comptime!(finish && back_first) {
-        back::<F>(
-            out,
-            sm,
-            acc_old,
-            wk,
-            j - 1,
-            ((j + 2) % 3) * cbuf,
-            comptime!(1 - cur),
-            tl,
-            reverse,
-        );
+        finish_prev::<F>(out, sm, acc_old, wk, j, cur, tl, reverse);
     }
     front::<F>(
         sm,
@@ -586,19 +576,37 @@ fn phase<F: Float, N: Size>(
         tl,
     );
     if comptime!(finish && !back_first) {
-        back::<F>(
-            out,
-            sm,
-            acc_old,
-            wk,
-            j - 1,
-            ((j + 2) % 3) * cbuf,
-            comptime!(1 - cur),
-            tl,
-            reverse,
-        );
+        finish_prev::<F>(out, sm, acc_old, wk, j, cur, tl, reverse);
     }
     barrier.arrive_and_wait();
+}
+
+/// Chunk `j - 1`'s [`back`] in phase `j` (buffers `cur = j % 2`): its `P` in buffer
+/// `1 - cur`, its `C` in `(j - 1) % 3`.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn finish_prev<F: Float>(
+    out: &mut Tensor<Pair<F>>,
+    sm: &Tiles<F>,
+    acc_old: &mut Array<Pair<f32>>,
+    wk: &Walk,
+    j: usize,
+    #[comptime] cur: usize,
+    #[comptime] tl: Tiling,
+    #[comptime] reverse: bool,
+) {
+    let cbuf = comptime!(tl.chunk * (tl.dt + PAD));
+    back::<F>(
+        out,
+        sm,
+        acc_old,
+        wk,
+        j - 1,
+        ((j + 2) % 3) * cbuf,
+        comptime!(1 - cur),
+        tl,
+        reverse,
+    );
 }
 
 /// Chunk `j`'s products that need only its inputs (`A`, `B` in buffer `cur`, `C` from `cb`) and
