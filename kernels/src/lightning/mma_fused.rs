@@ -640,9 +640,7 @@ fn front<F: Float>(
 ) {
     let chunk = comptime!(tl.chunk);
     let dkp = comptime!(tl.dkp);
-    let warps = comptime!(tl.warps);
     let stiles = comptime!(tl.stiles);
-    let ntiles = comptime!(tl.ntiles);
     let rtiles = comptime!(tl.rtiles);
     let sfrags = comptime!(tl.sfrags);
     let mts = comptime!(tl.mts);
@@ -651,7 +649,6 @@ fn front<F: Float>(
     let cs = comptime!(tl.dt + PAD);
     let ab = comptime!(cur * tl.chunk * (tl.dkp + PAD));
     let hb = comptime!(cur * tl.dkp * (tl.dt + PAD));
-    let warp = wk.tid / 32;
     let mut len = wk.n - j * chunk;
     if len > chunk {
         len = chunk;
@@ -661,9 +658,8 @@ fn front<F: Float>(
     if comptime!(!tl.sched.row_scores) {
         #[unroll]
         for r in 0..rtiles {
-            if warp + r * warps < ntiles {
-                let tm = tiles[2 * r];
-                let tk = tiles[2 * r + 1];
+            let (tm, tk) = (tiles[2 * r], tiles[2 * r + 1]);
+            if tk <= tm {
                 let mut sx = Array::<Pair<f32>>::new(4usize);
                 #[unroll]
                 for i in 0..4usize {
