@@ -44,10 +44,53 @@ pub(crate) const MK: usize = 16;
 /// A pair of elements, the unit of `mma` fragments (32-bit registers of f16/bf16).
 pub(crate) type Pair<E> = Vector<E, Const<2>>;
 
+/// How a shared tile of row-major `[r][c]` elements lies in shared memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Lay {
+    /// Rows one after another, this many elements apart (padded so that `ldmatrix`'s eight
+    /// row addresses fall in distinct banks).
+    Rows(usize),
+    /// As the bulk tensor copies (TMA) land it: slabs of `width` columns (16: 32 bytes per
+    /// row, the copy's box), `rows` rows each, one after another. The copy's 32-byte swizzle
+    /// exchanges a row's two 16-byte halves on rows `4..8` of every 8, which keeps an
+    /// `ldmatrix`'s eight rows conflict-free; the tile must start on a 256-byte boundary.
+    /// (8-column slabs, 16-byte rows, need no swizzle but twice the boxes: 1.18x the forward's
+    /// time at 2K in session 15, removed.) With `reversed`,
+    /// row `r` of the tile lies at slab row `rows - 1 - r` (a reverse scan's chunk, copied in
+    /// the sequence's order).
+    Slabs {
+        rows: usize,
+        width: usize,
+        reversed: bool,
+    },
+}
+
+impl Lay {
+    /// The tile's size in elements, with `rows` rows of `cols` columns.
+    pub(crate) fn elems(self, rows: usize, cols: usize) -> usize {
+        match self {
+            Lay::Rows(stride) => rows * stride,
+            Lay::Slabs { .. } => rows * cols,
+        }
+    }
+
+    /// `(row stride, rows, slab width, reversed)`: the stride for [`Lay::Rows`] (width 0),
+    /// the rest for [`Lay::Slabs`] (width 16).
+    fn parts(self) -> (usize, usize, usize, bool) {
+        match self {
+            Lay::Rows(stride) => (stride, 0, 0, false),
+            Lay::Slabs {
+                rows,
+                width,
+                reversed,
+            } => (0, rows, width, reversed),
+        }
+    }
+}
+
 /// Four 8x8 matrices of `sm` into the registers of one `mma` operand by `ldmatrix` (`.trans`
-/// with `trans`): lane `l` points at row `l % 8` of matrix `l / 8`, which starts at
-/// `base + (r0 + 8 * (j % 2)) * stride + c0 + 8 * (j / 2)` (`swap`: `j / 2` and `j % 2`
-/// exchanged). Rows are 16 bytes, aligned.
+/// with `trans`), each lane pointing where [`lane_offset`] says. `r0` is a multiple of 8 and
+/// `c0` of 16.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn ldm<F: Float>(
@@ -55,18 +98,13 @@ fn ldm<F: Float>(
     base: usize,
     r0: usize,
     c0: usize,
-    #[comptime] stride: usize,
+    #[comptime] lay: Lay,
     #[comptime] swap: bool,
     #[comptime] trans: bool,
     #[comptime] ident: MatrixIdent,
 ) -> Array<Pair<F>> {
     let def = MmaDefinition::<F, F, f32>::new(MM, MN, MK);
-    let lane = UNIT_POS_X as usize % 32;
-    let j = lane / 8;
-    let (jr, jc) = if swap { (j / 2, j % 2) } else { (j % 2, j / 2) };
-    // The lane's own part apart, so a tile offset known at compile time folds into the
-    // instruction's immediate instead of costing address arithmetic per load.
-    let off = base + r0 * stride + c0 + ((lane % 8 + 8 * jr) * stride + 8 * jc);
+    let off = lane_offset(UNIT_POS_X as usize % 32, base, r0, c0, lay, swap);
     def.load_matrix::<F, Const<2>>(&sm.slice(off, off + 8), ident, 4usize, trans)
 }
 
@@ -81,10 +119,59 @@ pub(crate) fn frag_a<F: Float>(
     #[comptime] stride: usize,
     #[comptime] stored_t: bool,
 ) -> Array<Pair<F>> {
-    if stored_t {
-        ldm::<F>(sm, base, k0, m0, stride, true, true, MatrixIdent::A)
+    frag_a_in::<F>(sm, base, m0, k0, comptime!(Lay::Rows(stride)), stored_t)
+}
+
+/// The element of the tile at `base` (laid out as `lay` says) whose address lane `lane` gives
+/// [`ldm`]: row `lane % 8` of matrix `j = lane / 8`, at rows `r0 + 8 * (j % 2)..`, columns
+/// `c0 + 8 * (j / 2)..` (`swap`: `j / 2` and `j % 2` exchanged).
+#[cube]
+pub(crate) fn lane_offset(
+    lane: usize,
+    base: usize,
+    r0: usize,
+    c0: usize,
+    #[comptime] lay: Lay,
+    #[comptime] swap: bool,
+) -> usize {
+    let j = lane / 8;
+    let (jr, jc) = if swap { (j / 2, j % 2) } else { (j % 2, j / 2) };
+    let row = lane % 8 + 8 * jr;
+    // The lane's own part apart, so a tile offset known at compile time folds into the
+    // instruction's immediate instead of costing address arithmetic per load.
+    let (stride, rows, width, reversed) = comptime!(lay.parts());
+    // Slabs: row `r0 + row` at slab row `r0 + row`, or reversed `(rows - 1 - r0) - row`. Its
+    // bit 2 flips the 16-byte halves of 32-byte rows; reversed, the 8 rows' order and so that
+    // bit are mirrored (`rows - 1 - r0` is 7 modulo 8).
+    let mut flip = (lane % 8) / 4;
+    let mut rows_part = r0 * 16;
+    let mut lane_part = row * 16;
+    if comptime!(reversed) {
+        flip = 1 - flip;
+        rows_part = 0;
+        lane_part = ((comptime!(rows.max(1) - 1) - r0) - row) * 16;
+    }
+    if comptime!(width == 0) {
+        base + r0 * stride + c0 + (row * stride + 8 * jc)
     } else {
-        ldm::<F>(sm, base, m0, k0, stride, false, false, MatrixIdent::A)
+        base + (c0 / 16) * comptime!(rows * 16) + rows_part + (lane_part + 8 * (jc ^ flip))
+    }
+}
+
+/// [`frag_a`] from a tile laid out as `lay` says.
+#[cube]
+pub(crate) fn frag_a_in<F: Float>(
+    sm: &SharedMemory<F>,
+    base: usize,
+    m0: usize,
+    k0: usize,
+    #[comptime] lay: Lay,
+    #[comptime] stored_t: bool,
+) -> Array<Pair<F>> {
+    if stored_t {
+        ldm::<F>(sm, base, k0, m0, lay, true, true, MatrixIdent::A)
+    } else {
+        ldm::<F>(sm, base, m0, k0, lay, false, false, MatrixIdent::A)
     }
 }
 
@@ -100,10 +187,23 @@ pub(crate) fn frag_b2<F: Float>(
     #[comptime] stride: usize,
     #[comptime] stored_t: bool,
 ) -> Array<Pair<F>> {
+    frag_b2_in::<F>(sm, base, k0, n0, comptime!(Lay::Rows(stride)), stored_t)
+}
+
+/// [`frag_b2`] from a tile laid out as `lay` says.
+#[cube]
+pub(crate) fn frag_b2_in<F: Float>(
+    sm: &SharedMemory<F>,
+    base: usize,
+    k0: usize,
+    n0: usize,
+    #[comptime] lay: Lay,
+    #[comptime] stored_t: bool,
+) -> Array<Pair<F>> {
     if stored_t {
-        ldm::<F>(sm, base, n0, k0, stride, true, false, MatrixIdent::B)
+        ldm::<F>(sm, base, n0, k0, lay, true, false, MatrixIdent::B)
     } else {
-        ldm::<F>(sm, base, k0, n0, stride, false, true, MatrixIdent::B)
+        ldm::<F>(sm, base, k0, n0, lay, false, true, MatrixIdent::B)
     }
 }
 
@@ -810,6 +910,68 @@ pub(crate) fn chunk_output_mma_kernel<F: Float, N: Size>(
                 let tt = t0 + i;
                 let p = if reverse { n - 1 - tt } else { tt };
                 out[(o_base + p * o_st + col) / 2] = Pair::<F>::cast_from(acc[2 * t + half]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Where a bulk copy of 2-byte elements lands element `(r, c)` of a tile in 16-column
+    /// slabs of `rows` rows (reversed: row `rows - 1 - r`): boxes one after another, 32-byte
+    /// rows under the 32-byte swizzle, which flips address bit 4 (the row's 16-byte half)
+    /// where bit 7 is set.
+    fn landed(r: usize, c: usize, rows: usize, reversed: bool) -> usize {
+        let r = if reversed { rows - 1 - r } else { r };
+        let byte = 2 * ((c / 16) * rows * 16 + r * 16 + c % 16);
+        (byte ^ (((byte >> 7) & 1) << 4)) / 2
+    }
+
+    /// Each lane's address under every layout is its element's, and under slabs each 8x8
+    /// matrix's eight 16-byte rows cover the 32 banks once (no conflicts).
+    #[test]
+    fn lane_offsets_find_their_elements_without_bank_conflicts() {
+        for (rows, cols) in [(64, 128), (64, 64), (32, 128)] {
+            let slabs = [false, true].map(|reversed| Lay::Slabs {
+                rows,
+                width: 16,
+                reversed,
+            });
+            for lay in std::iter::once(Lay::Rows(cols + 8)).chain(slabs) {
+                // The second of a double buffer: a multiple of the 1 KB alignment.
+                let base = lay.elems(rows, cols);
+                for swap in [false, true] {
+                    for r0 in (0..rows).step_by(16) {
+                        for c0 in (0..cols).step_by(16) {
+                            let offs: Vec<usize> = (0..32)
+                                .map(|l| lane_offset(l, base, r0, c0, lay, swap))
+                                .collect();
+                            for (l, &off) in offs.iter().enumerate() {
+                                let j = l / 8;
+                                let (jr, jc) = if swap { (j / 2, j % 2) } else { (j % 2, j / 2) };
+                                let (r, c) = (r0 + 8 * jr + l % 8, c0 + 8 * jc);
+                                let want = match lay {
+                                    Lay::Rows(stride) => r * stride + c,
+                                    Lay::Slabs { rows, reversed, .. } => {
+                                        landed(r, c, rows, reversed)
+                                    }
+                                };
+                                assert_eq!(off, base + want, "{lay:?} swap {swap} lane {l}");
+                            }
+                            for m in offs.chunks(8) {
+                                let mut banks = [0; 32];
+                                for off in m {
+                                    for w in 0..4 {
+                                        banks[(off * 2 / 4 + w) % 32] += 1;
+                                    }
+                                }
+                                assert_eq!(banks, [1; 32], "{lay:?} at ({r0}, {c0}): {m:?}");
+                            }
+                        }
+                    }
+                }
             }
         }
     }

@@ -10,7 +10,7 @@
 //! barriers:
 //!
 //! ```text
-//! copies of chunk j+1 issued (cp.async)
+//! copies of chunk j+1 issued (bulk tensor copies, or cp.async)
 //! O_j-1 += P_j-1 C_j-1, stored                                     (P from phase j-1)
 //! O_j  = lambda^(i+1) (A H_j)                                      registers, until phase j+1
 //! P_j  = mask(A B^T lambda^(i-j)), each 16 x 16 tile once          into shared memory, from
@@ -24,7 +24,10 @@
 //! score tiles spread over all warps come first, in a loop of their own, and chunk `j - 1`
 //! is finished last.)
 //!
-//! One barrier per chunk; the price is a third `C` buffer (a chunk's `C` serves two phases) and
+//! Where the device has TMA and the inputs allow it ([`Schedule::tma_width`]), one unit stages a
+//! chunk by bulk tensor copies of 16-column boxes, which land as 32-byte-swizzled slabs
+//! ([`Lay::Slabs`]) and count their bytes on the phase's barrier: no unit computes a copy's
+//! address or bounds. One barrier per chunk; the price is a third `C` buffer (a chunk's `C` serves two phases) and
 //! the token weights applied to `C`'s fragments in registers (one packed multiply per pair under
 //! bf16, [`Schedule::packed_weights`]). The chunk step is bound by shared
 //! memory reads (`ldmatrix`), so the warp tiles are as large as the registers allow: 32 x 32
@@ -39,8 +42,8 @@
 use cubecl::{prelude::barrier::Barrier, prelude::*};
 
 use super::mma::{
-    copy_tile_async, frag_a, frag_b2, initial_pair, mma_half, state_col, state_row, Pair, MK, MM,
-    MN,
+    copy_tile_async, frag_a, frag_a_in, frag_b2, frag_b2_in, initial_pair, mma_half, state_col,
+    state_row, Lay, Pair, MK, MM, MN,
 };
 use super::split::{output_chunk, OutputChunk};
 use super::tiled::{decay_powers, PAD};
@@ -77,6 +80,9 @@ pub(crate) struct Tiling {
     sfrags: usize,
     /// How the chunk step is scheduled ([`Schedule`]).
     pub(crate) sched: Schedule,
+    /// A reverse scan's chunks staged by bulk copies, whose rows land in the sequence's order:
+    /// reversed in the tiles ([`Lay::Slabs`]).
+    reversed: bool,
 }
 
 /// How the chunk step is computed, beside the tiling; chosen by the launcher's knobs.
@@ -95,6 +101,11 @@ pub(crate) struct Schedule {
     /// accumulators). Taken where the cube's column groups of warps are as many as the chunk's
     /// key tiles ([`Tiling::with_schedule`]).
     pub(crate) row_scores: bool,
+    /// Columns per box of the bulk tensor copies (TMA) that stage `A`, `B` and `C`, 16
+    /// ([`Lay::Slabs`]); 0: `cp.async` copies into padded rows. One unit issues a chunk's boxes
+    /// on the phase's barrier, which also counts their bytes; the boxes zero-fill past the
+    /// sequence and the head dims, so no unit computes a copy's address or bounds.
+    pub(crate) tma_width: usize,
 }
 
 impl Tiling {
@@ -149,15 +160,53 @@ impl Tiling {
 
     /// The shared memory one cube takes with `elem`-byte inputs: double-buffered `A`, `B`, `H`
     /// and `P`, three `C` buffers (a chunk's `C` serves two phases), the decay powers and token
-    /// weights (f32 and input-dtype copies), and 64 bytes for the barrier and alignment.
+    /// weights (f32 and input-dtype copies), and 64 bytes for the barrier and alignment (1 KB
+    /// more under bulk copies, whose tiles start on 1 KB boundaries).
     pub(crate) fn shared_bytes(&self, elem: usize) -> usize {
         let (c, dkp, dt) = (self.chunk, self.dkp, self.dt);
-        let tiles = 4 * c * (dkp + PAD)
-            + 3 * c * (dt + PAD)
-            + 2 * dkp * (dt + PAD)
-            + 2 * c * (c + PAD)
-            + 2 * c;
-        elem * tiles + 4 * (3 * c + 1) + 64
+        let tiles = 4 * self.kbuf() + 3 * self.cbuf() + 2 * dkp * (dt + PAD) + 2 * c * (c + PAD);
+        let align = if self.sched.tma_width > 0 { 1024 } else { 0 };
+        elem * (tiles + 2 * c) + 4 * (3 * c + 1) + 64 + align
+    }
+
+    /// How a chunk's `A` and `B` (`chunk x dkp`) lie in shared memory.
+    fn lay_k(&self) -> Lay {
+        self.lay(self.dkp)
+    }
+
+    /// How a chunk's `C` (`chunk x dt`) lies in shared memory.
+    fn lay_c(&self) -> Lay {
+        self.lay(self.dt)
+    }
+
+    fn lay(&self, cols: usize) -> Lay {
+        match self.sched.tma_width {
+            0 => Lay::Rows(cols + PAD),
+            width => Lay::Slabs {
+                rows: self.chunk,
+                width,
+                reversed: self.reversed,
+            },
+        }
+    }
+
+    /// One buffer of `A` or `B`, and of `C`, in elements.
+    fn kbuf(&self) -> usize {
+        self.lay_k().elems(self.chunk, self.dkp)
+    }
+
+    fn cbuf(&self) -> usize {
+        self.lay_c().elems(self.chunk, self.dt)
+    }
+
+    /// The alignment of the staged tiles in bytes: 1 KB under bulk copies (a 32-byte swizzle
+    /// is read from address bits 4 and 7, so a slab must start on a 256-byte boundary).
+    fn tile_align(&self) -> usize {
+        if self.sched.tma_width > 0 {
+            1024
+        } else {
+            32
+        }
     }
 
     /// State rows per warp: 64 or 32, whichever divides `dkp` and leaves each warp whole
@@ -198,6 +247,16 @@ impl Tiling {
             rtiles: ntiles.div_ceil(warps),
             sfrags: 2 * (srows / MM) * (scols / MN),
             sched: Schedule::default(),
+            reversed: false,
+        }
+    }
+
+    /// This tiling for a scan in reverse order (`reverse`): the staged rows reversed where
+    /// bulk copies stage them.
+    fn in_order(self, reverse: bool) -> Self {
+        Self {
+            reversed: reverse && self.sched.tma_width > 0,
+            ..self
         }
     }
 }
@@ -229,7 +288,8 @@ struct Walk {
     cols_in: usize,
 }
 
-/// The shared tiles: `A`, `B`, `H` and `P` double-buffered (by chunk parity), `C` in three
+/// The shared tiles (`A`, `B` and `C` as [`Tiling::lay_k`] and [`Tiling::lay_c`] say, the rest
+/// in padded rows): `A`, `B`, `H` and `P` double-buffered (by chunk parity), `C` in three
 /// buffers (chunk `j`'s in `j % 3`), the decay powers `pw[d] = lambda^d` and the token weights
 /// `wt` of the state update (`lambda^(chunk-1-t)`, then the last chunk's; `wtp` the same in
 /// the input dtype, for [`Schedule::packed_weights`]).
@@ -243,6 +303,15 @@ struct Tiles<F: Float> {
     pw: SharedMemory<f32>,
     wt: SharedMemory<f32>,
     wtp: SharedMemory<F>,
+}
+
+/// The bulk-copy descriptors of `A`, `B` and `C` (`[batch, heads, tokens, dim]`, boxes of
+/// one chunk's rows by [`Schedule::tma_width`] columns), where the scan stages by them.
+#[derive(CubeType)]
+struct Maps<F: Float> {
+    a: ComptimeOption<TensorMap<F, Tiled>>,
+    b: ComptimeOption<TensorMap<F, Tiled>>,
+    c: ComptimeOption<TensorMap<F, Tiled>>,
 }
 
 /// The fused scan: one cube of `chunk / orows * dt / 32` warps per (`dt` columns from
@@ -268,6 +337,9 @@ pub(crate) fn chunk_fused_mma_kernel<F: Float, N: Size>(
     s: &Tensor<F>,
     state: &Tensor<F>,
     out: &mut Tensor<Pair<F>>,
+    a_map: &ComptimeOption<TensorMap<F, Tiled>>,
+    b_map: &ComptimeOption<TensorMap<F, Tiled>>,
+    c_map: &ComptimeOption<TensorMap<F, Tiled>>,
     #[comptime] chunk: usize,
     #[comptime] dkp: usize,
     #[comptime] dt: usize,
@@ -279,7 +351,9 @@ pub(crate) fn chunk_fused_mma_kernel<F: Float, N: Size>(
     #[comptime] state_exp0: bool,
     #[define(F)] _dtype: StorageType,
 ) {
-    let tl = comptime!(Tiling::new(chunk, dkp, dt, orows).with_schedule(sched));
+    let tl = comptime!(Tiling::new(chunk, dkp, dt, orows)
+        .with_schedule(sched)
+        .in_order(reverse));
     let groups = comptime!(tl.groups);
     let row_warps = comptime!(tl.row_warps);
     let threads = comptime!(tl.threads);
@@ -305,13 +379,14 @@ pub(crate) fn chunk_fused_mma_kernel<F: Float, N: Size>(
     let sv = f32::cast_from(s[hi * s.stride(0)]);
 
     let cs = comptime!(dt + PAD);
-    let kbuf = comptime!(chunk * (dkp + PAD));
-    let cbuf = comptime!(chunk * (dt + PAD));
+    let kbuf = comptime!(tl.kbuf());
+    let cbuf = comptime!(tl.cbuf());
     let hbuf = comptime!(dkp * (dt + PAD));
+    let align = comptime!(tl.tile_align());
     let mut sm = Tiles::<F> {
-        sa: SharedMemory::<F>::new_aligned(comptime!(2 * kbuf), 32usize),
-        sb: SharedMemory::<F>::new_aligned(comptime!(2 * kbuf), 32usize),
-        sc: SharedMemory::<F>::new_aligned(comptime!(3 * cbuf), 32usize),
+        sa: SharedMemory::<F>::new_aligned(comptime!(2 * kbuf), align),
+        sb: SharedMemory::<F>::new_aligned(comptime!(2 * kbuf), align),
+        sc: SharedMemory::<F>::new_aligned(comptime!(3 * cbuf), align),
         sh: SharedMemory::<F>::new_aligned(comptime!(2 * hbuf), 32usize),
         sp: SharedMemory::<F>::new_aligned(comptime!(2 * chunk * (chunk + PAD)), 32usize),
         pw: SharedMemory::<f32>::new(chunk + 1),
@@ -319,11 +394,21 @@ pub(crate) fn chunk_fused_mma_kernel<F: Float, N: Size>(
         wtp: SharedMemory::<F>::new_aligned(comptime!(2 * chunk), 8usize),
     };
     let barrier = Barrier::shared(threads as u32, tid == 0);
+    let maps = Maps::<F> {
+        a: *a_map,
+        b: *b_map,
+        c: *c_map,
+    };
+    if comptime!(tl.sched.tma_width > 0) {
+        sync_async_proxy_shared();
+    }
 
     if nblocks > 0 {
-        stage_chunk::<F, N>(a, b, c, &oc, 0, c0, &mut sm, 0, 0, tid, tl, reverse);
+        stage_chunk::<F, N>(
+            a, b, c, &maps, &barrier, &oc, 0, c0, &mut sm, 0, 0, tid, tl, reverse,
+        );
     }
-    barrier.commit_copy_async();
+    commit_copies(&barrier, tl);
     decay_powers(&mut sm.pw, sv, chunk, threads);
     // The state update's token weights: a whole chunk's, then the last chunk's (0 past it).
     let mut last_len = 0usize;
@@ -423,21 +508,22 @@ pub(crate) fn chunk_fused_mma_kernel<F: Float, N: Size>(
     let mut acc1 = Array::<Pair<f32>>::new(acc_len);
     if nblocks > 0 {
         phase::<F, N>(
-            a, b, c, &oc, out, &mut sm, &barrier, &mut acc_s, &mut acc0, &mut acc1, &sw, &tiles,
-            &wk, 0, 0usize, false, tl, reverse,
+            a, b, c, &maps, &oc, out, &mut sm, &barrier, &mut acc_s, &mut acc0, &mut acc1, &sw,
+            &tiles, &wk, 0, 0usize, false, tl, reverse,
         );
     }
     for pair in 0..nblocks / 2 {
         let j = 2 * pair + 1;
         phase::<F, N>(
-            a, b, c, &oc, out, &mut sm, &barrier, &mut acc_s, &mut acc1, &mut acc0, &sw, &tiles,
-            &wk, j, 1usize, true, tl, reverse,
+            a, b, c, &maps, &oc, out, &mut sm, &barrier, &mut acc_s, &mut acc1, &mut acc0, &sw,
+            &tiles, &wk, j, 1usize, true, tl, reverse,
         );
         if j + 1 < nblocks {
             phase::<F, N>(
                 a,
                 b,
                 c,
+                &maps,
                 &oc,
                 out,
                 &mut sm,
@@ -521,6 +607,7 @@ fn phase<F: Float, N: Size>(
     a: &Tensor<Vector<F, N>>,
     b: &Tensor<Vector<F, N>>,
     c: &Tensor<Vector<F, N>>,
+    maps: &Maps<F>,
     oc: &OutputChunk,
     out: &mut Tensor<Pair<F>>,
     sm: &mut Tiles<F>,
@@ -537,25 +624,27 @@ fn phase<F: Float, N: Size>(
     #[comptime] tl: Tiling,
     #[comptime] reverse: bool,
 ) {
-    let cbuf = comptime!(tl.chunk * (tl.dt + PAD));
+    let cbuf = comptime!(tl.cbuf());
     let next = j + 1 < wk.nblocks;
     if next {
         stage_chunk::<F, N>(
             a,
             b,
             c,
+            maps,
+            barrier,
             oc,
             j + 1,
             wk.c0,
             sm,
-            comptime!((1 - cur) * tl.chunk * (tl.dkp + PAD)),
+            comptime!((1 - cur) * tl.kbuf()),
             ((j + 1) % 3) * cbuf,
             wk.tid,
             tl,
             reverse,
         );
     }
-    barrier.commit_copy_async();
+    commit_copies(barrier, tl);
     // Row scores hold more registers in `front`: chunk j - 1 is finished first, so that its
     // accumulators are free by then.
     let back_first = comptime!(tl.sched.row_scores);
@@ -595,7 +684,7 @@ fn finish_prev<F: Float>(
     #[comptime] tl: Tiling,
     #[comptime] reverse: bool,
 ) {
-    let cbuf = comptime!(tl.chunk * (tl.dt + PAD));
+    let cbuf = comptime!(tl.cbuf());
     back::<F>(
         out,
         sm,
@@ -645,9 +734,9 @@ fn front<F: Float>(
     let sfrags = comptime!(tl.sfrags);
     let mts = comptime!(tl.mts);
     let otiles = comptime!(OCOLS / MN);
-    let ks = comptime!(tl.dkp + PAD);
+    let lk = comptime!(tl.lay_k());
     let cs = comptime!(tl.dt + PAD);
-    let ab = comptime!(cur * tl.chunk * (tl.dkp + PAD));
+    let ab = comptime!(cur * tl.kbuf());
     let hb = comptime!(cur * tl.dkp * (tl.dt + PAD));
     let mut len = wk.n - j * chunk;
     if len > chunk {
@@ -667,8 +756,8 @@ fn front<F: Float>(
                 }
                 #[unroll]
                 for kk in 0..dkp / MK {
-                    let fa = frag_a::<F>(&sm.sa, ab, tm * MM, kk * MK, ks, false);
-                    let fb = frag_b2::<F>(&sm.sb, ab, kk * MK, tk * MK, ks, true);
+                    let fa = frag_a_in::<F>(&sm.sa, ab, tm * MM, kk * MK, lk, false);
+                    let fb = frag_b2_in::<F>(&sm.sb, ab, kk * MK, tk * MK, lk, true);
                     mma_half::<F>(&fa, &fb, 0usize, &mut sx, 0usize);
                     mma_half::<F>(&fa, &fb, 1usize, &mut sx, 2usize);
                 }
@@ -706,12 +795,12 @@ fn front<F: Float>(
         let mut fas = Array::<Pair<F>>::new(comptime!(4 * mts));
         #[unroll]
         for m in 0..mts {
-            let fa = frag_a::<F>(&sm.sa, ab, (wk.mt + m) * MM, kk * MK, ks, false);
+            let fa = frag_a_in::<F>(&sm.sa, ab, (wk.mt + m) * MM, kk * MK, lk, false);
             put_frag::<F>(&fa, &mut fas, comptime!(4 * m));
         }
         if row_scores {
             // Key tile `tiles[1]` against each of the warp's row tiles (slot m: row tile mt + m).
-            let fk = frag_b2::<F>(&sm.sb, ab, kk * MK, tiles[1] * MK, ks, true);
+            let fk = frag_b2_in::<F>(&sm.sb, ab, kk * MK, tiles[1] * MK, lk, true);
             #[unroll]
             for m in 0..mts {
                 let fa = get_frag::<F>(&fas, comptime!(4 * m));
@@ -785,7 +874,7 @@ fn front<F: Float>(
         };
         #[unroll]
         for rt in 0..rts {
-            let fa = frag_a::<F>(&sm.sb, ab, wk.srow + rt * MM, kk * MK, ks, true);
+            let fa = frag_a_in::<F>(&sm.sb, ab, wk.srow + rt * MM, kk * MK, lk, true);
             #[unroll]
             for tp in 0..stiles / 2 {
                 let fd = get_frag::<F>(&fds, comptime!(4 * tp));
@@ -855,7 +944,7 @@ fn back<F: Float>(
     let ptiles = comptime!(tl.ptiles);
     let mts = comptime!(tl.mts);
     let otiles = comptime!(OCOLS / MN);
-    let cs = comptime!(tl.dt + PAD);
+    let lc = comptime!(tl.lay_c());
     let ps = comptime!(tl.chunk + PAD);
     let pb = comptime!(cur * tl.chunk * (tl.chunk + PAD));
     #[unroll]
@@ -870,7 +959,7 @@ fn back<F: Float>(
             }
             #[unroll]
             for tp in 0..otiles / 2 {
-                let fb = frag_b2::<F>(&sm.sc, cb, kv * MK, wk.wcol + tp * 2 * MN, cs, false);
+                let fb = frag_b2_in::<F>(&sm.sc, cb, kv * MK, wk.wcol + tp * 2 * MN, lc, false);
                 #[unroll]
                 for m in 0..mts {
                     if kv <= wk.mt + m {
@@ -925,7 +1014,7 @@ fn weighed_c<F: Float, W: Float>(
     #[comptime] tl: Tiling,
 ) -> Array<Pair<F>> {
     let stiles = comptime!(tl.stiles);
-    let cs = comptime!(tl.dt + PAD);
+    let lc = comptime!(tl.lay_c());
     let mut fds = Array::<Pair<F>>::new(comptime!(2 * stiles));
     let wv = wt
         .slice(w0, w0 + 10)
@@ -934,7 +1023,7 @@ fn weighed_c<F: Float, W: Float>(
     let (lo, hi) = (wv[0], wv[4]);
     #[unroll]
     for tp in 0..stiles / 2 {
-        let fb = frag_b2::<F>(sc, cb, kk * MK, scol + tp * 2 * MN, cs, false);
+        let fb = frag_b2_in::<F>(sc, cb, kk * MK, scol + tp * 2 * MN, lc, false);
         #[unroll]
         for h in 0..2usize {
             let lo_c = Pair::<W>::cast_from(fb[2 * h]) * lo;
@@ -967,15 +1056,18 @@ fn get_frag<F: Float>(frags: &Array<Pair<F>>, #[comptime] at: usize) -> Array<Pa
     frag
 }
 
-/// Chunk `blk`'s `A`, `B` (`chunk x dkp`, row stride `dkp + PAD`, from `kb`) and `C`
-/// (`chunk x dt` from column `c0`, stride `dt + PAD`, from `cb`) into the shared tiles by
-/// `cp.async`, zero past the sequence and the head dims; the caller commits.
+/// Chunk `blk`'s `A`, `B` (`chunk x dkp`, from `kb`) and `C` (`chunk x dt` from column `c0`,
+/// from `cb`) into the shared tiles, zero past the sequence and the head dims: by bulk copies
+/// (one unit issues them and adds their bytes to `barrier`'s phase) where `maps` hold their
+/// descriptors, else by `cp.async` into padded rows, which the caller commits.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn stage_chunk<F: Float, N: Size>(
     a: &Tensor<Vector<F, N>>,
     b: &Tensor<Vector<F, N>>,
     c: &Tensor<Vector<F, N>>,
+    maps: &Maps<F>,
+    barrier: &Barrier,
     oc: &OutputChunk,
     blk: usize,
     c0: usize,
@@ -989,26 +1081,90 @@ fn stage_chunk<F: Float, N: Size>(
     let chunk = comptime!(tl.chunk);
     let dkp = comptime!(tl.dkp);
     let dt = comptime!(tl.dt);
-    let threads = comptime!(tl.threads);
-    let ks = comptime!(tl.dkp + PAD);
-    let cs = comptime!(tl.dt + PAD);
     let t0 = blk * chunk;
-    let mut len = oc.n - t0;
-    if len > chunk {
-        len = chunk;
+    if comptime!(tl.sched.tma_width > 0) {
+        if tid == 0 {
+            let bytes = comptime!((2 * dkp + dt) * chunk) * F::type_size();
+            barrier.expect_tx(bytes as u32);
+            let heads = a.shape(1);
+            let bh = CUBE_POS_Z as usize;
+            let (bi, hi) = (bh / heads, bh % heads);
+            // A reverse scan's chunk is the sequence's rows `n - t0 - chunk..n - t0`, before
+            // its start (zero-filled) for the last one.
+            let mut t = t0 as i32;
+            if reverse {
+                t = (oc.n as i32) - (t0 as i32) - comptime!(chunk as i32);
+            }
+            load_boxes::<F>(&maps.a, barrier, &mut sm.sa, kb, bi, hi, t, 0, dkp, tl);
+            load_boxes::<F>(&maps.b, barrier, &mut sm.sb, kb, bi, hi, t, 0, dkp, tl);
+            load_boxes::<F>(&maps.c, barrier, &mut sm.sc, cb, bi, hi, t, c0, dt, tl);
+        }
+    } else {
+        let threads = comptime!(tl.threads);
+        let ks = comptime!(tl.dkp + PAD);
+        let cs = comptime!(tl.dt + PAD);
+        let mut len = oc.n - t0;
+        if len > chunk {
+            len = chunk;
+        }
+        copy_tile_async::<F, N>(
+            a, oc.a_base, oc.a_st, oc.a_sd, oc.n, oc.da, t0, len, 0, &mut sm.sa, kb, tid, ks,
+            chunk, dkp, reverse, threads,
+        );
+        copy_tile_async::<F, N>(
+            b, oc.b_base, oc.b_st, oc.b_sd, oc.n, oc.da, t0, len, 0, &mut sm.sb, kb, tid, ks,
+            chunk, dkp, reverse, threads,
+        );
+        copy_tile_async::<F, N>(
+            c, oc.c_base, oc.c_st, oc.c_sd, oc.n, oc.dc, t0, len, c0, &mut sm.sc, cb, tid, cs,
+            chunk, dt, reverse, threads,
+        );
     }
-    copy_tile_async::<F, N>(
-        a, oc.a_base, oc.a_st, oc.a_sd, oc.n, oc.da, t0, len, 0, &mut sm.sa, kb, tid, ks, chunk,
-        dkp, reverse, threads,
-    );
-    copy_tile_async::<F, N>(
-        b, oc.b_base, oc.b_st, oc.b_sd, oc.n, oc.da, t0, len, 0, &mut sm.sb, kb, tid, ks, chunk,
-        dkp, reverse, threads,
-    );
-    copy_tile_async::<F, N>(
-        c, oc.c_base, oc.c_st, oc.c_sd, oc.n, oc.dc, t0, len, c0, &mut sm.sc, cb, tid, cs, chunk,
-        dt, reverse, threads,
-    );
+}
+
+/// One chunk's rows (from token `t`, which may lie before the sequence, of batch `bi`, head
+/// `hi`) of `cols` columns from column `col0` of `map`, as [`Lay::Slabs`] from `dst[base..]`:
+/// one box per slab.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn load_boxes<F: Float>(
+    map: &ComptimeOption<TensorMap<F, Tiled>>,
+    barrier: &Barrier,
+    dst: &mut SharedMemory<F>,
+    base: usize,
+    bi: usize,
+    hi: usize,
+    t: i32,
+    col0: usize,
+    #[comptime] cols: usize,
+    #[comptime] tl: Tiling,
+) {
+    let width = comptime!(tl.sched.tma_width);
+    let slab = comptime!(tl.chunk * tl.sched.tma_width);
+    #[comptime]
+    if let ComptimeOption::Some(m) = map {
+        #[unroll]
+        for s in 0..cols / width {
+            let off = base + s * slab;
+            barrier.tma_load_4d(
+                m,
+                &mut dst.slice_mut(off, off + slab),
+                bi as i32,
+                hi as i32,
+                t,
+                (col0 + s * width) as i32,
+            );
+        }
+    }
+}
+
+/// Ends this unit's part of a phase's copies: `cp.async`'s arrival on `barrier` (bulk copies
+/// count their bytes on it instead).
+#[cube]
+fn commit_copies(barrier: &Barrier, #[comptime] tl: Tiling) {
+    if comptime!(tl.sched.tma_width == 0) {
+        barrier.commit_copy_async();
+    }
 }
 
 /// The warp's state accumulators, rounded, into `H` buffer `at0 / (dkp (dt + PAD) / 2)`: `at`
@@ -1075,6 +1231,24 @@ mod tests {
         for t in [t, t16, t64] {
             assert!(t.shared_bytes(4) > t.shared_bytes(2));
             assert!(t.shared_bytes(2) <= HOPPER, "{t:?}");
+        }
+        // Bulk copies: A, B and C unpadded in slabs, 1 KB more for their alignment.
+        for (width, reverse) in [(16, false), (16, true)] {
+            let tma = t
+                .with_schedule(Schedule {
+                    tma_width: width,
+                    ..Schedule::default()
+                })
+                .in_order(reverse);
+            assert_eq!((tma.kbuf(), tma.cbuf()), (64 * 128, 64 * 128));
+            let lay = Lay::Slabs {
+                rows: 64,
+                width,
+                reversed: reverse,
+            };
+            assert_eq!(tma.lay_c(), lay);
+            let unpadded = 2 * (4 * 64 * 8 + 3 * 64 * 8);
+            assert_eq!(tma.shared_bytes(2), t.shared_bytes(2) - unpadded + 1024);
         }
     }
 

@@ -724,6 +724,20 @@ pub(crate) fn vector_aligned<R: CubeRuntime>(t: &CubeTensor<R>, nv: usize) -> bo
         && offset % (nv * t.dtype.size()) == 0
 }
 
+/// Whether bulk tensor copies can read `t` (`[batch, heads, tokens, dim]`): its dims
+/// contiguous, its other strides and its start on 16-byte boundaries, as TMA requires (and
+/// no stride 0: a broadcast stays on `cp.async`).
+fn tma_fits<R: CubeRuntime>(t: &CubeTensor<R>) -> bool {
+    let elem = t.dtype.size();
+    let offset = t.handle.offset_start.unwrap_or(0) as usize;
+    let strides = t.meta.strides();
+    strides[3] == 1
+        && strides[..3]
+            .iter()
+            .all(|&st| st > 0 && (st * elem) % 16 == 0 && st * elem < 1 << 40)
+        && offset % 16 == 0
+}
+
 /// `t` itself where it is [`vector_aligned`], else a contiguous copy (a broadcast gradient, a
 /// strided view): one pass over it buys vector loads in both kernels.
 fn aligned<R: CubeRuntime>(t: CubeTensor<R>, nv: usize) -> CubeTensor<R> {
@@ -988,6 +1002,10 @@ struct FusedKnobs {
     rows: Option<usize>,
     /// How its state update weighs tokens (packed weights asked for; bf16 only).
     sched: Schedule,
+    /// Whether reverse scans (the backward's `dk` and `dv`) stage by bulk copies too.
+    tma_reverse: bool,
+    /// The bulk copies' L2 promotion.
+    l2: TensorMapPrefetch,
 }
 
 /// Whether scans run as one launch with the state in registers (`super::mma_fused`) instead
@@ -1006,32 +1024,60 @@ struct FusedKnobs {
 /// keeps f32, as its narrow exponent would flush the weights of steep decays) or `f32`. The
 /// score tiles ([`Schedule::row_scores`]): `SCALELAB_LIGHTNING_FUSED_SCORES` = `rows` (unset:
 /// each warp its own rows' tiles, sharing its `A H` loop's fragments, where the tiling allows)
-/// or `spread` (the lower triangle spread over all warps; session 13's kernel).
+/// or `spread` (the lower triangle spread over all warps; session 13's kernel). How chunks are
+/// staged ([`Schedule::tma_width`]): `SCALELAB_LIGHTNING_FUSED_COPIES` = `tma` (unset: bulk
+/// tensor copies of 16-column boxes, 32-byte swizzled, issued by one unit, on devices with TMA
+/// and inputs that [`tma_fits`]; else `cp-async`), `tma-forward` (the same for forward-order
+/// scans only: the backward's `dk` and `dv` scans by `cp-async`) or `cp-async` (every unit
+/// copies 16-byte vectors into padded rows); and `SCALELAB_LIGHTNING_FUSED_L2` = `256` (unset),
+/// `none` or `128`: the bulk copies' L2 promotion, the bytes L2 fetches from DRAM per request
+/// (their 32-byte box rows are narrower than a line; 0.96-0.98x the forward's time at 4K-64K
+/// against `none`, session 15).
 fn fused_knobs() -> FusedKnobs {
     static KNOBS: std::sync::OnceLock<FusedKnobs> = std::sync::OnceLock::new();
-    *KNOBS.get_or_init(|| FusedKnobs {
-        mode: knob(
-            "SCALELAB_LIGHTNING_FUSED",
-            &[("auto", None), ("on", Some(true)), ("off", Some(false))],
-        ),
-        tile: knob(
-            "SCALELAB_LIGHTNING_FUSED_TILE",
-            &[("64x128", None), ("32x64", Some((32, 64)))],
-        ),
-        rows: knob(
-            "SCALELAB_LIGHTNING_FUSED_ROWS",
-            &[("32", None), ("16", Some(16))],
-        ),
-        sched: Schedule {
-            packed_weights: knob(
-                "SCALELAB_LIGHTNING_FUSED_WEIGHTS",
-                &[("packed", true), ("f32", false)],
+    *KNOBS.get_or_init(|| {
+        let (tma_width, tma_reverse) = knob(
+            "SCALELAB_LIGHTNING_FUSED_COPIES",
+            &[
+                ("tma", (16, true)),
+                ("tma-forward", (16, false)),
+                ("cp-async", (0, false)),
+            ],
+        );
+        FusedKnobs {
+            mode: knob(
+                "SCALELAB_LIGHTNING_FUSED",
+                &[("auto", None), ("on", Some(true)), ("off", Some(false))],
             ),
-            row_scores: knob(
-                "SCALELAB_LIGHTNING_FUSED_SCORES",
-                &[("rows", true), ("spread", false)],
+            tile: knob(
+                "SCALELAB_LIGHTNING_FUSED_TILE",
+                &[("64x128", None), ("32x64", Some((32, 64)))],
             ),
-        },
+            rows: knob(
+                "SCALELAB_LIGHTNING_FUSED_ROWS",
+                &[("32", None), ("16", Some(16))],
+            ),
+            sched: Schedule {
+                packed_weights: knob(
+                    "SCALELAB_LIGHTNING_FUSED_WEIGHTS",
+                    &[("packed", true), ("f32", false)],
+                ),
+                row_scores: knob(
+                    "SCALELAB_LIGHTNING_FUSED_SCORES",
+                    &[("rows", true), ("spread", false)],
+                ),
+                tma_width,
+            },
+            tma_reverse,
+            l2: knob(
+                "SCALELAB_LIGHTNING_FUSED_L2",
+                &[
+                    ("256", TensorMapPrefetch::B256),
+                    ("none", TensorMapPrefetch::None),
+                    ("128", TensorMapPrefetch::B128),
+                ],
+            ),
+        }
     })
 }
 
@@ -1050,6 +1096,7 @@ pub(crate) fn fused_geometry<R: CubeRuntime>(
         tile,
         rows,
         sched,
+        ..
     } = fused_knobs();
     let sched = schedule_for(sched, dtype);
     let (c, dt) = tile.unwrap_or((64, if dc > 64 { 128 } else { 64 }));
@@ -1117,6 +1164,34 @@ unsafe fn fused_scan<R: CubeRuntime>(
     opts: ScanOptions,
 ) {
     let dtype = a.dtype;
+    let width = geo.sched.tma_width;
+    let tma = width > 0
+        && (!opts.reverse || fused_knobs().tma_reverse)
+        && client
+            .properties()
+            .features
+            .tma
+            .contains(cubecl::ir::features::Tma::Base)
+        && [&a, &b, &c].iter().all(|t| tma_fits(t));
+    let sched = Schedule {
+        tma_width: if tma { width } else { 0 },
+        ..geo.sched
+    };
+    let map = |t: &CubeTensor<R>| {
+        tma.then(|| {
+            TensorMapArg::new(
+                TiledArgs {
+                    tile_size: Shape::new([1, 1, geo.chunk, width]),
+                },
+                t.clone().into_tensor_arg(),
+                StorageType::from(dtype),
+            )
+            .with_swizzle(TensorMapSwizzle::B32)
+            .with_prefetch(fused_knobs().l2)
+        })
+        .into()
+    };
+    let maps = (map(&a), map(&b), map(&c));
     super::mma_fused::chunk_fused_mma_kernel::launch_unchecked::<R>(
         client,
         CubeCount::Static(dc.div_ceil(geo.dt) as u32, 1, bh as u32),
@@ -1128,11 +1203,14 @@ unsafe fn fused_scan<R: CubeRuntime>(
         s.into_tensor_arg(),
         state.into_tensor_arg(),
         out.into_tensor_arg(),
+        maps.0,
+        maps.1,
+        maps.2,
         geo.chunk,
         dkp,
         geo.dt,
         geo.orows,
-        geo.sched,
+        sched,
         has_state,
         opts.reverse,
         opts.transpose_state,
@@ -1546,7 +1624,7 @@ mod tests {
         use burn::tensor::DType;
         let packed = Schedule {
             packed_weights: true,
-            row_scores: false,
+            ..Schedule::default()
         };
         assert!(schedule_for(packed, DType::BF16).packed_weights);
         assert!(!schedule_for(packed, DType::F16).packed_weights);
