@@ -27,7 +27,9 @@
 //! Where the device has TMA and the inputs allow it ([`Schedule::tma_width`]), one unit stages a
 //! chunk by bulk tensor copies of 16-column boxes, which land as 32-byte-swizzled slabs
 //! ([`Lay::Slabs`]) and count their bytes on the phase's barrier: no unit computes a copy's
-//! address or bounds. One barrier per chunk; the price is a third `C` buffer (a chunk's `C` serves two phases) and
+//! address or bounds.
+//!
+//! One barrier per chunk; the price is a third `C` buffer (a chunk's `C` serves two phases) and
 //! the token weights applied to `C`'s fragments in registers (one packed multiply per pair under
 //! bf16, [`Schedule::packed_weights`]). The chunk step is bound by shared
 //! memory reads (`ldmatrix`), so the warp tiles are as large as the registers allow: 32 x 32
