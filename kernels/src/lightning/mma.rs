@@ -44,25 +44,24 @@ pub(crate) const MK: usize = 16;
 /// A pair of elements, the unit of `mma` fragments (32-bit registers of f16/bf16).
 pub(crate) type Pair<E> = Vector<E, Const<2>>;
 
+/// Columns per slab of [`Lay::Slabs`] (32 bytes of f16/bf16 per row: one bulk-copy box wide).
+pub(crate) const SLAB: usize = 16;
+
 /// How a shared tile of row-major `[r][c]` elements lies in shared memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Lay {
     /// Rows one after another, this many elements apart (padded so that `ldmatrix`'s eight
     /// row addresses fall in distinct banks).
     Rows(usize),
-    /// As the bulk tensor copies (TMA) land it: slabs of `width` columns (16: 32 bytes per
-    /// row, the copy's box), `rows` rows each, one after another. The copy's 32-byte swizzle
+    /// As the bulk tensor copies (TMA) land it: slabs of [`SLAB`] columns (32 bytes per row,
+    /// the copy's box), `rows` rows each, one after another. The copy's 32-byte swizzle
     /// exchanges a row's two 16-byte halves on rows `4..8` of every 8, which keeps an
     /// `ldmatrix`'s eight rows conflict-free; the tile must start on a 256-byte boundary.
     /// (8-column slabs, 16-byte rows, need no swizzle but twice the boxes: 1.18x the forward's
     /// time at 2K in session 15, removed.) With `reversed`,
     /// row `r` of the tile lies at slab row `rows - 1 - r` (a reverse scan's chunk, copied in
     /// the sequence's order).
-    Slabs {
-        rows: usize,
-        width: usize,
-        reversed: bool,
-    },
+    Slabs { rows: usize, reversed: bool },
 }
 
 impl Lay {
@@ -74,16 +73,12 @@ impl Lay {
         }
     }
 
-    /// `(row stride, rows, slab width, reversed)`: the stride for [`Lay::Rows`] (width 0),
-    /// the rest for [`Lay::Slabs`] (width 16).
-    fn parts(self) -> (usize, usize, usize, bool) {
+    /// `(row stride, slabs, rows, reversed)`: the stride for [`Lay::Rows`], the rest for
+    /// [`Lay::Slabs`].
+    fn parts(self) -> (usize, bool, usize, bool) {
         match self {
-            Lay::Rows(stride) => (stride, 0, 0, false),
-            Lay::Slabs {
-                rows,
-                width,
-                reversed,
-            } => (0, rows, width, reversed),
+            Lay::Rows(stride) => (stride, false, 0, false),
+            Lay::Slabs { rows, reversed } => (0, true, rows, reversed),
         }
     }
 }
@@ -139,22 +134,22 @@ pub(crate) fn lane_offset(
     let row = lane % 8 + 8 * jr;
     // The lane's own part apart, so a tile offset known at compile time folds into the
     // instruction's immediate instead of costing address arithmetic per load.
-    let (stride, rows, width, reversed) = comptime!(lay.parts());
-    // Slabs: row `r0 + row` at slab row `r0 + row`, or reversed `(rows - 1 - r0) - row`. Its
-    // bit 2 flips the 16-byte halves of 32-byte rows; reversed, the 8 rows' order and so that
-    // bit are mirrored (`rows - 1 - r0` is 7 modulo 8).
-    let mut flip = (lane % 8) / 4;
-    let mut rows_part = r0 * 16;
-    let mut lane_part = row * 16;
-    if comptime!(reversed) {
-        flip = 1 - flip;
-        rows_part = 0;
-        lane_part = ((comptime!(rows.max(1) - 1) - r0) - row) * 16;
-    }
-    if comptime!(width == 0) {
+    let (stride, slabs, rows, reversed) = comptime!(lay.parts());
+    if comptime!(!slabs) {
         base + r0 * stride + c0 + (row * stride + 8 * jc)
     } else {
-        base + (c0 / 16) * comptime!(rows * 16) + rows_part + (lane_part + 8 * (jc ^ flip))
+        // Row `r0 + row` at slab row `r0 + row`, or reversed `(rows - 1 - r0) - row`. Its
+        // bit 2 flips the 16-byte halves of 32-byte rows; reversed, the 8 rows' order and so
+        // that bit are mirrored (`rows - 1 - r0` is 7 modulo 8).
+        let mut flip = (lane % 8) / 4;
+        let mut rows_part = r0 * SLAB;
+        let mut lane_part = row * SLAB;
+        if comptime!(reversed) {
+            flip = 1 - flip;
+            rows_part = 0;
+            lane_part = ((comptime!(rows.max(1) - 1) - r0) - row) * SLAB;
+        }
+        base + (c0 / SLAB) * comptime!(rows * SLAB) + rows_part + (lane_part + 8 * (jc ^ flip))
     }
 }
 
@@ -934,11 +929,7 @@ mod tests {
     #[test]
     fn lane_offsets_find_their_elements_without_bank_conflicts() {
         for (rows, cols) in [(64, 128), (64, 64), (32, 128)] {
-            let slabs = [false, true].map(|reversed| Lay::Slabs {
-                rows,
-                width: 16,
-                reversed,
-            });
+            let slabs = [false, true].map(|reversed| Lay::Slabs { rows, reversed });
             for lay in std::iter::once(Lay::Rows(cols + 8)).chain(slabs) {
                 // The second of a double buffer: a multiple of the 1 KB alignment.
                 let base = lay.elems(rows, cols);
@@ -954,9 +945,7 @@ mod tests {
                                 let (r, c) = (r0 + 8 * jr + l % 8, c0 + 8 * jc);
                                 let want = match lay {
                                     Lay::Rows(stride) => r * stride + c,
-                                    Lay::Slabs { rows, reversed, .. } => {
-                                        landed(r, c, rows, reversed)
-                                    }
+                                    Lay::Slabs { rows, reversed } => landed(r, c, rows, reversed),
                                 };
                                 assert_eq!(off, base + want, "{lay:?} swap {swap} lane {l}");
                             }

@@ -24,7 +24,7 @@
 //! score tiles spread over all warps come first, in a loop of their own, and chunk `j - 1`
 //! is finished last.)
 //!
-//! Where the device has TMA and the inputs allow it ([`Schedule::tma_width`]), one unit stages a
+//! Where the device has TMA and the inputs allow it ([`Schedule::tma`]), one unit stages a
 //! chunk by bulk tensor copies of 16-column boxes, which land as 32-byte-swizzled slabs
 //! ([`Lay::Slabs`]) and count their bytes on the phase's barrier: no unit computes a copy's
 //! address or bounds.
@@ -45,7 +45,7 @@ use cubecl::{prelude::barrier::Barrier, prelude::*};
 
 use super::mma::{
     copy_tile_async, frag_a, frag_a_in, frag_b2, frag_b2_in, initial_pair, mma_half, state_col,
-    state_row, Lay, Pair, MK, MM, MN,
+    state_row, Lay, Pair, MK, MM, MN, SLAB,
 };
 use super::split::{output_chunk, OutputChunk};
 use super::tiled::{decay_powers, PAD};
@@ -103,11 +103,11 @@ pub(crate) struct Schedule {
     /// accumulators). Taken where the cube's column groups of warps are as many as the chunk's
     /// key tiles ([`Tiling::with_schedule`]).
     pub(crate) row_scores: bool,
-    /// Columns per box of the bulk tensor copies (TMA) that stage `A`, `B` and `C`, 16
-    /// ([`Lay::Slabs`]); 0: `cp.async` copies into padded rows. One unit issues a chunk's boxes
+    /// `A`, `B` and `C` staged by bulk tensor copies (TMA) of [`SLAB`]-column boxes
+    /// ([`Lay::Slabs`]), not `cp.async` copies into padded rows. One unit issues a chunk's boxes
     /// on the phase's barrier, which also counts their bytes; the boxes zero-fill past the
     /// sequence and the head dims, so no unit computes a copy's address or bounds.
-    pub(crate) tma_width: usize,
+    pub(crate) tma: bool,
 }
 
 impl Tiling {
@@ -167,7 +167,7 @@ impl Tiling {
     pub(crate) fn shared_bytes(&self, elem: usize) -> usize {
         let (c, dkp, dt) = (self.chunk, self.dkp, self.dt);
         let tiles = 4 * self.kbuf() + 3 * self.cbuf() + 2 * dkp * (dt + PAD) + 2 * c * (c + PAD);
-        let align = if self.sched.tma_width > 0 { 1024 } else { 0 };
+        let align = if self.sched.tma { 1024 } else { 0 };
         elem * (tiles + 2 * c) + 4 * (3 * c + 1) + 64 + align
     }
 
@@ -182,13 +182,13 @@ impl Tiling {
     }
 
     fn lay(&self, cols: usize) -> Lay {
-        match self.sched.tma_width {
-            0 => Lay::Rows(cols + PAD),
-            width => Lay::Slabs {
+        if self.sched.tma {
+            Lay::Slabs {
                 rows: self.chunk,
-                width,
                 reversed: self.reversed,
-            },
+            }
+        } else {
+            Lay::Rows(cols + PAD)
         }
     }
 
@@ -204,7 +204,7 @@ impl Tiling {
     /// The alignment of the staged tiles in bytes: 1 KB under bulk copies (a 32-byte swizzle
     /// is read from address bits 4 and 7, so a slab must start on a 256-byte boundary).
     fn tile_align(&self) -> usize {
-        if self.sched.tma_width > 0 {
+        if self.sched.tma {
             1024
         } else {
             32
@@ -257,7 +257,7 @@ impl Tiling {
     /// bulk copies stage them.
     fn in_order(self, reverse: bool) -> Self {
         Self {
-            reversed: reverse && self.sched.tma_width > 0,
+            reversed: reverse && self.sched.tma,
             ..self
         }
     }
@@ -308,7 +308,7 @@ struct Tiles<F: Float> {
 }
 
 /// The bulk-copy descriptors of `A`, `B` and `C` (`[batch, heads, tokens, dim]`, boxes of
-/// one chunk's rows by [`Schedule::tma_width`] columns), where the scan stages by them.
+/// one chunk's rows by [`SLAB`] columns), where the scan stages by them ([`Schedule::tma`]).
 #[derive(CubeType)]
 struct Maps<F: Float> {
     a: ComptimeOption<TensorMap<F, Tiled>>,
@@ -401,7 +401,7 @@ pub(crate) fn chunk_fused_mma_kernel<F: Float, N: Size>(
         b: *b_map,
         c: *c_map,
     };
-    if comptime!(tl.sched.tma_width > 0) {
+    if comptime!(tl.sched.tma) {
         sync_async_proxy_shared();
     }
 
@@ -1084,7 +1084,7 @@ fn stage_chunk<F: Float, N: Size>(
     let dkp = comptime!(tl.dkp);
     let dt = comptime!(tl.dt);
     let t0 = blk * chunk;
-    if comptime!(tl.sched.tma_width > 0) {
+    if comptime!(tl.sched.tma) {
         if tid == 0 {
             let bytes = comptime!((2 * dkp + dt) * chunk) * F::type_size();
             barrier.expect_tx(bytes as u32);
@@ -1141,12 +1141,11 @@ fn load_boxes<F: Float>(
     #[comptime] cols: usize,
     #[comptime] tl: Tiling,
 ) {
-    let width = comptime!(tl.sched.tma_width);
-    let slab = comptime!(tl.chunk * tl.sched.tma_width);
+    let slab = comptime!(tl.chunk * SLAB);
     #[comptime]
     if let ComptimeOption::Some(m) = map {
         #[unroll]
-        for s in 0..cols / width {
+        for s in 0..cols / SLAB {
             let off = base + s * slab;
             barrier.tma_load_4d(
                 m,
@@ -1154,7 +1153,7 @@ fn load_boxes<F: Float>(
                 bi as i32,
                 hi as i32,
                 t,
-                (col0 + s * width) as i32,
+                (col0 + s * SLAB) as i32,
             );
         }
     }
@@ -1164,7 +1163,7 @@ fn load_boxes<F: Float>(
 /// count their bytes on it instead).
 #[cube]
 fn commit_copies(barrier: &Barrier, #[comptime] tl: Tiling) {
-    if comptime!(tl.sched.tma_width == 0) {
+    if comptime!(!tl.sched.tma) {
         barrier.commit_copy_async();
     }
 }
@@ -1235,17 +1234,16 @@ mod tests {
             assert!(t.shared_bytes(2) <= HOPPER, "{t:?}");
         }
         // Bulk copies: A, B and C unpadded in slabs, 1 KB more for their alignment.
-        for (width, reverse) in [(16, false), (16, true)] {
+        for reverse in [false, true] {
             let tma = t
                 .with_schedule(Schedule {
-                    tma_width: width,
+                    tma: true,
                     ..Schedule::default()
                 })
                 .in_order(reverse);
             assert_eq!((tma.kbuf(), tma.cbuf()), (64 * 128, 64 * 128));
             let lay = Lay::Slabs {
                 rows: 64,
-                width,
                 reversed: reverse,
             };
             assert_eq!(tma.lay_c(), lay);

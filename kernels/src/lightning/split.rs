@@ -26,6 +26,7 @@ use burn_cubecl::{
 use cubecl::prelude::*;
 
 use super::cube::{load_state, store_state};
+use super::mma::SLAB;
 use super::mma_fused::{Schedule, Tiling};
 use super::tiled::{
     check_launch, decay_powers, mask_scores, output_tiles, padded, score_tiles, state_tiles,
@@ -724,18 +725,15 @@ pub(crate) fn vector_aligned<R: CubeRuntime>(t: &CubeTensor<R>, nv: usize) -> bo
         && offset % (nv * t.dtype.size()) == 0
 }
 
-/// Whether bulk tensor copies can read `t` (`[batch, heads, tokens, dim]`): its dims
-/// contiguous, its other strides and its start on 16-byte boundaries, as TMA requires (and
-/// no stride 0: a broadcast stays on `cp.async`).
+/// Whether bulk tensor copies can read `t` (`[batch, heads, tokens, dim]`): [`vector_aligned`]
+/// for 16-byte vectors, as TMA requires of its strides and start, with no stride 0 (a broadcast
+/// stays on `cp.async`) and none past TMA's 2^40 bytes.
 fn tma_fits<R: CubeRuntime>(t: &CubeTensor<R>) -> bool {
     let elem = t.dtype.size();
-    let offset = t.handle.offset_start.unwrap_or(0) as usize;
-    let strides = t.meta.strides();
-    strides[3] == 1
-        && strides[..3]
+    vector_aligned(t, 16 / elem)
+        && t.meta.strides()[..3]
             .iter()
-            .all(|&st| st > 0 && (st * elem) % 16 == 0 && st * elem < 1 << 40)
-        && offset % 16 == 0
+            .all(|&st| st > 0 && st * elem < 1 << 40)
 }
 
 /// `t` itself where it is [`vector_aligned`], else a contiguous copy (a broadcast gradient, a
@@ -1025,7 +1023,7 @@ struct FusedKnobs {
 /// score tiles ([`Schedule::row_scores`]): `SCALELAB_LIGHTNING_FUSED_SCORES` = `rows` (unset:
 /// each warp its own rows' tiles, sharing its `A H` loop's fragments, where the tiling allows)
 /// or `spread` (the lower triangle spread over all warps; session 13's kernel). How chunks are
-/// staged ([`Schedule::tma_width`]): `SCALELAB_LIGHTNING_FUSED_COPIES` = `tma` (unset: bulk
+/// staged ([`Schedule::tma`]): `SCALELAB_LIGHTNING_FUSED_COPIES` = `tma` (unset: bulk
 /// tensor copies of 16-column boxes, 32-byte swizzled, issued by one unit, on devices with TMA
 /// and inputs that [`tma_fits`]; else `cp-async`), `tma-forward` (the same for forward-order
 /// scans only: the backward's `dk` and `dv` scans by `cp-async`) or `cp-async` (every unit
@@ -1036,12 +1034,12 @@ struct FusedKnobs {
 fn fused_knobs() -> FusedKnobs {
     static KNOBS: std::sync::OnceLock<FusedKnobs> = std::sync::OnceLock::new();
     *KNOBS.get_or_init(|| {
-        let (tma_width, tma_reverse) = knob(
+        let (tma, tma_reverse) = knob(
             "SCALELAB_LIGHTNING_FUSED_COPIES",
             &[
-                ("tma", (16, true)),
-                ("tma-forward", (16, false)),
-                ("cp-async", (0, false)),
+                ("tma", (true, true)),
+                ("tma-forward", (true, false)),
+                ("cp-async", (false, false)),
             ],
         );
         FusedKnobs {
@@ -1066,7 +1064,7 @@ fn fused_knobs() -> FusedKnobs {
                     "SCALELAB_LIGHTNING_FUSED_SCORES",
                     &[("rows", true), ("spread", false)],
                 ),
-                tma_width,
+                tma,
             },
             tma_reverse,
             l2: knob(
@@ -1164,8 +1162,7 @@ unsafe fn fused_scan<R: CubeRuntime>(
     opts: ScanOptions,
 ) {
     let dtype = a.dtype;
-    let width = geo.sched.tma_width;
-    let tma = width > 0
+    let tma = geo.sched.tma
         && (!opts.reverse || fused_knobs().tma_reverse)
         && client
             .properties()
@@ -1173,15 +1170,12 @@ unsafe fn fused_scan<R: CubeRuntime>(
             .tma
             .contains(cubecl::ir::features::Tma::Base)
         && [&a, &b, &c].iter().all(|t| tma_fits(t));
-    let sched = Schedule {
-        tma_width: if tma { width } else { 0 },
-        ..geo.sched
-    };
+    let sched = Schedule { tma, ..geo.sched };
     let map = |t: &CubeTensor<R>| {
         tma.then(|| {
             TensorMapArg::new(
                 TiledArgs {
-                    tile_size: Shape::new([1, 1, geo.chunk, width]),
+                    tile_size: Shape::new([1, 1, geo.chunk, SLAB]),
                 },
                 t.clone().into_tensor_arg(),
                 StorageType::from(dtype),
