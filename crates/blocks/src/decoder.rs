@@ -4,7 +4,7 @@
 use burn::module::Initializer;
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, Linear, RmsNorm, RmsNormConfig};
-use burn::tensor::{backend::Backend, Int, Tensor};
+use burn::tensor::{backend::Backend, FloatDType, Int, Tensor};
 use scalelab_config::{AttentionKind, FfnKind, ModelConfig, Residual};
 use scalelab_kernels::LightningBackend;
 
@@ -12,6 +12,7 @@ use crate::ffn::{SwiGlu, SwiGluConfig};
 use crate::init::WeightInit;
 use crate::lightning::{LightningAttention, LightningAttentionConfig};
 use crate::moe::{Moe, MoeConfig, MoeStats};
+use crate::precision::{cast_to, float_dtype, linear, rms_norm, stats_dtype};
 use crate::softmax::{KvCache, SoftmaxAttention, SoftmaxAttentionConfig};
 
 /// The attention of one layer.
@@ -80,14 +81,19 @@ pub struct DecoderOutput<B: Backend> {
 }
 
 impl<B: LightningBackend> DecoderLayer<B> {
-    fn forward(&self, x: Tensor<B, 3>) -> (Tensor<B, 3>, Option<crate::moe::MoeOutput<B>>) {
+    /// `[batch, seq, d] -> [batch, seq, d]`; the sub-layers compute in `compute`.
+    fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        compute: FloatDType,
+    ) -> (Tensor<B, 3>, Option<crate::moe::MoeOutput<B>>) {
         let attend = |h| match &self.attention {
             Attention::Lightning(a) => a.forward(h),
             Attention::Softmax(a) => a.forward(h),
         };
-        let x = self.residual(x, &self.attention_norm, attend);
+        let x = self.residual(x, &self.attention_norm, compute, attend);
         let mut moe = None;
-        let x = self.residual(x, &self.ffn_norm, |h| match &self.ffn {
+        let x = self.residual(x, &self.ffn_norm, compute, |h| match &self.ffn {
             FeedForward::Dense(f) => f.forward(h),
             FeedForward::Moe(m) => {
                 let out = m.forward(h);
@@ -99,8 +105,13 @@ impl<B: LightningBackend> DecoderLayer<B> {
         (x, moe)
     }
 
-    fn step(&self, x: Tensor<B, 3>, state: &mut LayerState<B>) -> Tensor<B, 3> {
-        let x = self.residual(x, &self.attention_norm, |h| {
+    fn step(
+        &self,
+        x: Tensor<B, 3>,
+        compute: FloatDType,
+        state: &mut LayerState<B>,
+    ) -> Tensor<B, 3> {
+        let x = self.residual(x, &self.attention_norm, compute, |h| {
             match (&self.attention, &mut *state) {
                 (Attention::Lightning(a), LayerState::Lightning(s)) => {
                     let (y, next) = a.forward_with_state(h, s.take());
@@ -117,25 +128,27 @@ impl<B: LightningBackend> DecoderLayer<B> {
                 }
             }
         });
-        self.residual(x, &self.ffn_norm, |h| match &self.ffn {
+        self.residual(x, &self.ffn_norm, compute, |h| match &self.ffn {
             FeedForward::Dense(f) => f.forward(h),
             FeedForward::Moe(m) => m.forward_dropless(h).output,
         })
     }
 
-    /// PreNorm: `x + f(norm(x))`. DeepNorm (MiniMax): `h = norm(x); alpha * h + f(h)`.
+    /// PreNorm: `x + f(norm(x))`. DeepNorm (MiniMax): `h = norm(x); alpha * h + f(h)`. `f` runs
+    /// in `compute`; the residual stream keeps `x`'s dtype.
     fn residual(
         &self,
         x: Tensor<B, 3>,
         norm: &RmsNorm<B>,
+        compute: FloatDType,
         f: impl FnOnce(Tensor<B, 3>) -> Tensor<B, 3>,
     ) -> Tensor<B, 3> {
+        let stream = float_dtype(&x);
+        let h = rms_norm(norm, x.clone());
+        let y = cast_to(f(cast_to(h.clone(), compute)), stream);
         match self.deepnorm_alpha {
-            None => x.clone() + f(norm.forward(x)),
-            Some(alpha) => {
-                let h = norm.forward(x);
-                h.clone() * alpha + f(h)
-            }
+            None => x + y,
+            Some(alpha) => h * alpha + y,
         }
     }
 }
@@ -151,20 +164,39 @@ pub struct HybridDecoder<B: LightningBackend> {
     pub norm: RmsNorm<B>,
     /// Output head `d -> vocab`; `None` when tied to the embedding.
     pub head: Option<Linear<B>>,
+    /// The float dtype the layers and the head compute in; `None`: the weights' own. Set with
+    /// [`HybridDecoder::with_compute_dtype`] for mixed precision (f32 weights, bf16 compute).
+    #[module(skip)]
+    compute_dtype: Option<FloatDType>,
 }
 
 impl<B: LightningBackend> HybridDecoder<B> {
-    /// Training forward: tokens `[batch, seq]` -> logits `[batch, seq, vocab]`, plus the MoE
-    /// auxiliary losses and routing statistics.
+    /// The same model computing its layers and head in `dtype` (mixed precision: the weights,
+    /// the residual stream and the norms stay in the weights' dtype); `None` computes in the
+    /// weights' dtype.
+    pub fn with_compute_dtype(mut self, dtype: Option<FloatDType>) -> Self {
+        self.compute_dtype = dtype;
+        self
+    }
+
+    /// The dtype set by [`Self::with_compute_dtype`].
+    pub fn compute_dtype(&self) -> Option<FloatDType> {
+        self.compute_dtype
+    }
+
+    /// Training forward: tokens `[batch, seq]` -> logits `[batch, seq, vocab]` (in the compute
+    /// dtype), plus the MoE auxiliary losses (f32, or f64 for f64 weights) and routing statistics.
     pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> DecoderOutput<B> {
         let mut x = self.embedding.forward(tokens);
-        let mut aux_loss = Tensor::zeros([1], &x.device());
+        let compute = self.compute_dtype.unwrap_or(float_dtype(&x));
+        let wide = stats_dtype(float_dtype(&x));
+        let mut aux_loss = Tensor::<B, 1>::zeros([1], &x.device()).cast(wide);
         let mut moe = Vec::new();
         for (i, layer) in self.layers.iter().enumerate() {
-            let (y, out) = layer.forward(x);
+            let (y, out) = layer.forward(x, compute);
             x = y;
             if let Some(out) = out {
-                aux_loss = aux_loss + out.aux_loss;
+                aux_loss = aux_loss + cast_to(out.aux_loss, wide);
                 moe.push((i, out.stats));
             }
         }
@@ -201,19 +233,21 @@ impl<B: LightningBackend> HybridDecoder<B> {
     ) -> Tensor<B, 3> {
         let t = tokens.dims()[1];
         let mut x = self.embedding.forward(tokens);
+        let compute = self.compute_dtype.unwrap_or(float_dtype(&x));
         for (layer, s) in self.layers.iter().zip(state.layers.iter_mut()) {
-            x = layer.step(x, s);
+            x = layer.step(x, compute, s);
         }
         state.position += t;
         self.logits(x)
     }
 
     fn logits(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let x = self.norm.forward(x);
+        let compute = self.compute_dtype.unwrap_or(float_dtype(&x));
+        let x = cast_to(rms_norm(&self.norm, x), compute);
         match &self.head {
-            Some(head) => head.forward(x),
+            Some(head) => linear(head, x),
             None => {
-                let w = self.embedding.weight.val().transpose(); // [d, vocab]
+                let w = cast_to(self.embedding.weight.val().transpose(), compute); // [d, vocab]
                 x.matmul(w.unsqueeze())
             }
         }
@@ -253,6 +287,7 @@ impl ModelConfigExt for ModelConfig {
                 .with_epsilon(self.norm_eps)
                 .init(device),
             head: (!self.tie_embeddings).then(|| inits.input.linear(d, self.vocab_size, device)),
+            compute_dtype: None,
         }
     }
 }

@@ -7,6 +7,7 @@ use burn::tensor::activation::silu;
 use burn::tensor::{backend::Backend, Tensor};
 
 use crate::init::WeightInit;
+use crate::precision::linear;
 
 /// Configuration of a [`SwiGlu`] block.
 #[derive(Config, Debug)]
@@ -46,9 +47,9 @@ pub struct SwiGlu<B: Backend> {
 }
 
 impl<B: Backend> SwiGlu<B> {
-    /// `[..., d] -> [..., d]`.
+    /// `[..., d] -> [..., d]`, in `x`'s float dtype.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        self.w2
-            .forward(silu(self.w1.forward(x.clone())) * self.w3.forward(x))
+        let gated = silu(linear(&self.w1, x.clone())) * linear(&self.w3, x);
+        linear(&self.w2, gated)
     }
 }

@@ -46,6 +46,7 @@ pub mod ffn;
 pub mod init;
 pub mod lightning;
 pub mod moe;
+pub mod precision;
 pub mod softmax;
 
 pub use burn::module::Module;

@@ -6,6 +6,8 @@ use burn::module::{Module, Param};
 use burn::nn::{Linear, RmsNorm, RmsNormConfig};
 use burn::tensor::activation::{sigmoid, silu};
 use burn::tensor::{DType, FloatDType, Tensor, TensorData};
+
+use crate::precision::{linear, rms_norm};
 use scalelab_kernels::LightningBackend;
 
 use crate::init::WeightInit;
@@ -87,6 +89,7 @@ impl LightningAttentionConfig {
             "LightningAttentionConfig: heads, head_dim and block_size must be positive"
         );
         let (d, w) = (self.d_model, self.heads * self.head_dim);
+        let decay_rates = minimax_decay_rates(self.heads, self.layer_index, self.num_layers);
         // Fused [q | k | v] columns; q and k drawn with `init`, v with `value_init`, each as if it
         // were its own d x w matrix.
         let qk = self.init.weight::<B>(d, w, [d, 2 * w], device);
@@ -105,7 +108,8 @@ impl LightningAttentionConfig {
             heads: self.heads,
             head_dim: self.head_dim,
             block_size: self.block_size,
-            decay_rates: minimax_decay_rates(self.heads, self.layer_index, self.num_layers),
+            decays: Tensor::from_data(TensorData::from(decay_rates.as_slice()), device),
+            decay_rates,
         }
     }
 }
@@ -127,10 +131,13 @@ pub struct LightningAttention<B: LightningBackend> {
     /// Per-head decay rates `s_h` (`lambda = exp(-s_h)`).
     #[module(skip)]
     decay_rates: Vec<f64>,
+    /// The same rates on the device, `[heads]`, made once (a constant, not a parameter).
+    decays: Tensor<B, 1>,
 }
 
 impl<B: LightningBackend> LightningAttention<B> {
-    /// Training forward: `[batch, seq, d] -> [batch, seq, d]`.
+    /// Training forward: `[batch, seq, d] -> [batch, seq, d]`, computed in `x`'s float dtype
+    /// (the weights are cast to it; see [`crate::precision`]).
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         self.forward_with_state(x, None).0
     }
@@ -151,12 +158,12 @@ impl<B: LightningBackend> LightningAttention<B> {
         let [b, t, _] = x.dims();
         let (h, hd) = (self.heads, self.head_dim);
         // [b, t, 3w] -> [3, b, h, t, hd]
-        let qkv = silu(self.qkv.forward(x.clone()))
+        let qkv = silu(linear(&self.qkv, x.clone()))
             .reshape([b, t, 3, h, hd])
             .permute([2, 0, 3, 1, 4]);
         let part = |i| qkv.clone().narrow(0, i, 1).squeeze_dim::<4>(0);
         let (q, k, v) = (part(0), part(1), part(2));
-        let decays = self.decay_tensor(&x.device());
+        let decays = self.decays.clone();
         let state_dtype = state_dtype(q.dtype());
         let (o, state) = if t == 1 {
             let state = state.unwrap_or_else(|| Tensor::zeros([b, h, hd, hd], &x.device()));
@@ -166,17 +173,14 @@ impl<B: LightningBackend> LightningAttention<B> {
             let (o, st) = B::lightning_attention(q, k, v, decays, state, self.block_size);
             (o, st.cast(state_dtype))
         };
-        let o = self.norm.forward(o.swap_dims(1, 2).reshape([b, t, h * hd]));
-        (self.out.forward(sigmoid(self.gate.forward(x)) * o), state)
+        let o = rms_norm(&self.norm, o.swap_dims(1, 2).reshape([b, t, h * hd]));
+        let y = linear(&self.out, sigmoid(linear(&self.gate, x)) * o);
+        (y, state)
     }
 
     /// The per-head decay rates `s_h` of this layer.
     pub fn decay_rates(&self) -> &[f64] {
         &self.decay_rates
-    }
-
-    fn decay_tensor(&self, device: &B::Device) -> Tensor<B, 1> {
-        Tensor::from_data(TensorData::from(self.decay_rates.as_slice()), device)
     }
 }
 

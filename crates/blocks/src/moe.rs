@@ -13,6 +13,7 @@ use scalelab_config::RouterOrder;
 
 use crate::ffn::{SwiGlu, SwiGluConfig};
 use crate::init::WeightInit;
+use crate::precision::{cast_to, float_dtype, linear, stats_dtype};
 
 /// Configuration of a [`Moe`] block.
 #[derive(Config, Debug)]
@@ -139,9 +140,10 @@ impl<B: Backend> Moe<B> {
     }
 
     /// The routing weights `[tokens, top_k]` and expert indices of `x2` (`[tokens, d]`), plus the
-    /// router logits and probabilities.
+    /// router logits and probabilities, all in f32 (f64 for f64 inputs) whatever `x2`'s dtype.
     pub fn router_weights(&self, x2: Tensor<B, 2>) -> RouterDecision<B> {
-        let logits = self.router.forward(x2);
+        let wide = stats_dtype(float_dtype(&x2));
+        let logits = cast_to(linear(&self.router, x2), wide);
         let probs = softmax(logits.clone(), 1);
         let (_, indices) = probs.clone().topk_with_indices(self.top_k, 1);
         let weights = match self.router_order {
@@ -176,8 +178,9 @@ impl<B: Backend> Moe<B> {
             capacity_factor.map(|cf| ((cf * (n * k) as f64 / e as f64).ceil() as usize).max(1));
         let plan = DispatchPlan::new(&chosen, n, k, e, capacity);
 
-        let weights = decision.weights.clone().reshape([n * k]);
-        let mut out = Tensor::<B, 2>::zeros([n, d], &device);
+        let dtype = float_dtype(&x2);
+        let weights = cast_to(decision.weights.clone().reshape([n * k]), dtype);
+        let mut out = x2.zeros_like();
         for (expert, (tokens, slots)) in self.experts.iter().zip(&plan.kept) {
             if tokens.is_empty() {
                 continue;
@@ -199,7 +202,8 @@ impl<B: Backend> Moe<B> {
             .iter()
             .map(|&c| c as f64 / (n * k) as f64)
             .collect::<Vec<_>>();
-        let f = Tensor::<B, 1>::from_data(TensorData::from(f.as_slice()), &device);
+        let f = Tensor::<B, 1>::from_data(TensorData::from(f.as_slice()), &device)
+            .cast(float_dtype(&decision.probs));
         let load_balance_loss = (f * decision.probs.mean_dim(0).reshape([e])).sum() * e as f64;
         let z_loss = log_sum_exp(decision.logits).powi_scalar(2).mean();
         let aux_loss =

@@ -3,11 +3,13 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::Linear;
+use burn::tensor::activation::softmax;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{backend::Backend, Bool, Int, Tensor, TensorData};
+use burn::tensor::{backend::Backend, Bool, DType, FloatDType, Int, Tensor, TensorData};
 
 use crate::init::WeightInit;
+use crate::precision::{cast_to, float_dtype, linear, stats_dtype};
 
 /// Configuration of a [`SoftmaxAttention`] layer.
 #[derive(Config, Debug)]
@@ -57,6 +59,13 @@ impl SoftmaxAttentionConfig {
             self.kv_heads * self.head_dim,
         );
         let half = self.rope_dims / 2;
+        // One unused entry without RoPE keeps the constant's shape valid.
+        let inv_freq: Vec<f64> = (0..half.max(1))
+            .map(|i| {
+                self.rope_base
+                    .powf(-((2 * i) as f64) / self.rope_dims.max(2) as f64)
+            })
+            .collect();
         SoftmaxAttention {
             q: self.init.linear(d, w, device),
             k: self.init.linear(d, kvw, device),
@@ -66,12 +75,11 @@ impl SoftmaxAttentionConfig {
             kv_heads: self.kv_heads,
             head_dim: self.head_dim,
             rope_dims: self.rope_dims,
-            inv_freq: (0..half)
-                .map(|i| {
-                    self.rope_base
-                        .powf(-((2 * i) as f64) / self.rope_dims as f64)
-                })
-                .collect(),
+            inv_freq: {
+                let f = Tensor::<B, 1>::from_data(TensorData::from(inv_freq.as_slice()), device);
+                let wide = stats_dtype(float_dtype(&f));
+                cast_to(f, wide).reshape([1, half.max(1)])
+            },
         }
     }
 }
@@ -113,13 +121,14 @@ pub struct SoftmaxAttention<B: Backend> {
     kv_heads: usize,
     head_dim: usize,
     rope_dims: usize,
-    /// RoPE frequencies `base^(-2i/rope_dims)`.
-    #[module(skip)]
-    inv_freq: Vec<f64>,
+    /// RoPE frequencies `base^(-2i/rope_dims)`, `[1, rope_dims / 2]` in f32 (f64 in f64
+    /// models), made once (a constant, not a parameter).
+    inv_freq: Tensor<B, 2>,
 }
 
 impl<B: Backend> SoftmaxAttention<B> {
-    /// Training forward: `[batch, seq, d] -> [batch, seq, d]`, causal.
+    /// Training forward: `[batch, seq, d] -> [batch, seq, d]`, causal, computed in `x`'s float
+    /// dtype (softmax in f32; see [`crate::precision`]).
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         self.forward_cached(x, None).0
     }
@@ -135,9 +144,9 @@ impl<B: Backend> SoftmaxAttention<B> {
         let (h, kvh, hd) = (self.heads, self.kv_heads, self.head_dim);
         let offset = cache.as_ref().map_or(0, KvCache::len);
         let heads = |y: Tensor<B, 3>, n| y.reshape([b, t, n, hd]).swap_dims(1, 2);
-        let q = self.apply_rope(heads(self.q.forward(x.clone()), h), offset);
-        let k = self.apply_rope(heads(self.k.forward(x.clone()), kvh), offset);
-        let v = heads(self.v.forward(x), kvh);
+        let q = self.apply_rope(heads(linear(&self.q, x.clone()), h), offset);
+        let k = self.apply_rope(heads(linear(&self.k, x.clone()), kvh), offset);
+        let v = heads(linear(&self.v, x), kvh);
         let cache = match cache {
             Some(c) => KvCache {
                 k: Tensor::cat(vec![c.k, k], 2),
@@ -156,21 +165,23 @@ impl<B: Backend> SoftmaxAttention<B> {
                 false,
             ),
         };
-        let options = AttentionModuleOptions {
-            scale: None,
-            softcap: None,
-            is_causal,
-        };
-        let o = attention(
-            q,
+        let (k, v) = (
             self.repeat_kv(cache.k.clone()),
             self.repeat_kv(cache.v.clone()),
-            mask,
-            None,
-            options,
         );
+        let o = match q.dtype() {
+            DType::F16 | DType::BF16 => half_attention(q, k, v, mask, is_causal),
+            _ => {
+                let options = AttentionModuleOptions {
+                    scale: None,
+                    softcap: None,
+                    is_causal,
+                };
+                attention(q, k, v, mask, None, options)
+            }
+        };
         (
-            self.out.forward(o.swap_dims(1, 2).reshape([b, t, h * hd])),
+            linear(&self.out, o.swap_dims(1, 2).reshape([b, t, h * hd])),
             cache,
         )
     }
@@ -197,13 +208,16 @@ impl<B: Backend> SoftmaxAttention<B> {
         let [_, _, n, hd] = x.dims();
         let (r, half) = (self.rope_dims, self.rope_dims / 2);
         let device = x.device();
+        let dtype = float_dtype(&x);
         let pos = Tensor::<B, 1, Int>::arange(offset as i64..(offset + n) as i64, &device)
             .float()
+            .cast(float_dtype(&self.inv_freq))
             .reshape([n, 1]);
-        let freq = Tensor::<B, 1>::from_data(TensorData::from(self.inv_freq.as_slice()), &device)
-            .reshape([1, half]);
-        let angle = (pos * freq).reshape([1, 1, n, half]);
-        let (cos, sin) = (angle.clone().cos(), angle.sin());
+        let angle = (pos * self.inv_freq.clone()).reshape([1, 1, n, half]);
+        let (cos, sin) = (
+            cast_to(angle.clone().cos(), dtype),
+            cast_to(angle.sin(), dtype),
+        );
         let x1 = x.clone().narrow(3, 0, half);
         let x2 = x.clone().narrow(3, half, half);
         let mut parts = vec![
@@ -235,4 +249,31 @@ impl<B: Backend> SoftmaxAttention<B> {
             .reshape([1, 1, t, total])
             .expand([b, self.heads, t, total])
     }
+}
+
+/// Causal (or masked) attention of half-precision `q, k, v` (`[batch, heads, len, hd]`) with the
+/// scores and softmax in f32 and the products in the inputs' dtype: `-> [batch, heads, t, hd]`.
+fn half_attention<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    mask: Option<Tensor<B, 4, Bool>>,
+    is_causal: bool,
+) -> Tensor<B, 4> {
+    let [b, h, t, hd] = q.dims();
+    let total = k.dims()[2];
+    let dtype = float_dtype(&q);
+    let scores = cast_to(q.matmul(k.swap_dims(2, 3)), FloatDType::F32) / (hd as f64).sqrt();
+    let scores = match (mask, is_causal) {
+        (Some(mask), _) => scores.mask_fill(mask, f32::NEG_INFINITY),
+        (None, true) => {
+            let future = Tensor::<B, 2, Bool>::triu_mask([t, total], 1, &scores.device());
+            scores.mask_fill(
+                future.reshape([1, 1, t, total]).expand([b, h, t, total]),
+                f32::NEG_INFINITY,
+            )
+        }
+        (None, false) => scores,
+    };
+    cast_to(softmax(scores, 3), dtype).matmul(v)
 }

@@ -10,6 +10,34 @@ mod chosen {
     pub type TrainBf16 = burn::backend::Autodiff<burn::backend::Cuda<burn::tensor::bf16>>;
     /// A one-line description for logs.
     pub const NAME: &str = "cuda";
+    /// The precision of runs that name none.
+    pub const DEFAULT_PRECISION: Option<scalelab_train::Precision> =
+        Some(scalelab_train::Precision::Bf16Mixed);
+    /// Precisions this build can train in.
+    pub const PRECISIONS: &[scalelab_train::Precision] = &[
+        scalelab_train::Precision::F32,
+        scalelab_train::Precision::Bf16Mixed,
+        scalelab_train::Precision::Bf16,
+    ];
+
+    /// Keeps CubeCL's compiled kernels and autotune results under `dir` (unless a `cubecl.toml`
+    /// in the working directory or above says otherwise), so a second run of a model skips
+    /// NVRTC and autotuning. Call before the first device use.
+    pub fn kernel_cache(dir: &std::path::Path) {
+        use cubecl::config::{cache::CacheConfig, CubeClRuntimeConfig, RuntimeConfig};
+        let has_file = std::env::current_dir().is_ok_and(|d| {
+            d.ancestors()
+                .any(|a| a.join("cubecl.toml").exists() || a.join("burn.toml").exists())
+        });
+        if has_file {
+            return;
+        }
+        let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+        let mut config = CubeClRuntimeConfig::default();
+        config.autotune.cache = CacheConfig::File(dir.clone());
+        config.compilation.cache = Some(CacheConfig::File(dir));
+        CubeClRuntimeConfig::set(config);
+    }
     /// The default device.
     pub fn device() -> burn::backend::cuda::CudaDevice {
         Default::default()
@@ -38,6 +66,12 @@ mod chosen {
     pub type Train = burn::backend::Autodiff<burn::backend::Wgpu>;
     /// A one-line description for logs.
     pub const NAME: &str = "wgpu";
+    /// The precision of runs that name none (f32).
+    pub const DEFAULT_PRECISION: Option<scalelab_train::Precision> = None;
+    /// Precisions this build can train in.
+    pub const PRECISIONS: &[scalelab_train::Precision] = &[scalelab_train::Precision::F32];
+    /// CubeCL's caches keep their defaults (CPU builds compile no kernels at run time).
+    pub fn kernel_cache(_dir: &std::path::Path) {}
     /// The default device.
     pub fn device() -> burn::backend::wgpu::WgpuDevice {
         Default::default()
@@ -54,6 +88,12 @@ mod chosen {
     pub type Train = burn::backend::Autodiff<burn::backend::NdArray>;
     /// A one-line description for logs.
     pub const NAME: &str = "cpu (ndarray)";
+    /// The precision of runs that name none (f32).
+    pub const DEFAULT_PRECISION: Option<scalelab_train::Precision> = None;
+    /// Precisions this build can train in.
+    pub const PRECISIONS: &[scalelab_train::Precision] = &[scalelab_train::Precision::F32];
+    /// CubeCL's caches keep their defaults (CPU builds compile no kernels at run time).
+    pub fn kernel_cache(_dir: &std::path::Path) {}
     /// The default device.
     pub fn device() -> burn::backend::ndarray::NdArrayDevice {
         Default::default()
@@ -73,6 +113,12 @@ mod chosen {
     pub type Train = burn::backend::Autodiff<burn::backend::Flex>;
     /// A one-line description for logs.
     pub const NAME: &str = "cpu (flex)";
+    /// The precision of runs that name none (f32).
+    pub const DEFAULT_PRECISION: Option<scalelab_train::Precision> = None;
+    /// Precisions this build can train in.
+    pub const PRECISIONS: &[scalelab_train::Precision] = &[scalelab_train::Precision::F32];
+    /// CubeCL's caches keep their defaults (CPU builds compile no kernels at run time).
+    pub fn kernel_cache(_dir: &std::path::Path) {}
     /// The default device.
     pub fn device() -> burn::backend::flex::FlexDevice {
         Default::default()

@@ -32,6 +32,8 @@ enum Command {
     Plan(commands::plan::Args),
     /// Fit scaling laws to a results table, per architecture, in the paper's Table 2 form.
     Fit(commands::fit::Args),
+    /// Benchmarks: `bench train` measures training throughput, MFU, memory and start-up.
+    Bench(commands::bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +53,7 @@ fn main() -> ExitCode {
         Command::Flops(args) => commands::flops::run(&args),
         Command::Plan(args) => commands::plan::run(&args),
         Command::Fit(args) => commands::fit::run(&args),
+        Command::Bench(args) => commands::bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

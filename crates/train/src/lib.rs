@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod error;
 pub mod eval;
 pub mod grads;
+pub mod loader;
 pub mod metrics;
 pub mod probes;
 pub mod schedule;
@@ -17,5 +18,5 @@ pub mod settings;
 pub mod trainer;
 
 pub use error::TrainError;
-pub use settings::{Budget, RunConfig, Schedule, TrainSettings};
+pub use settings::{Budget, Precision, RunConfig, Schedule, TrainSettings};
 pub use trainer::{train, Summary, TrainOptions};

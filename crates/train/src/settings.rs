@@ -49,6 +49,53 @@ pub enum Schedule {
     Wsd,
 }
 
+/// The float precision of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Precision {
+    /// Everything in f32.
+    #[serde(rename = "f32")]
+    F32,
+    /// f32 weights, AdamW state, residual stream, norms, softmax statistics, loss and gradient
+    /// norm; bf16 inputs to the matrix products and to the attention kernels. The CUDA default.
+    #[serde(rename = "bf16-mixed")]
+    Bf16Mixed,
+    /// Everything in bf16 (weights and optimizer state too), except norm statistics, softmax
+    /// and the loss.
+    #[serde(rename = "bf16")]
+    Bf16,
+}
+
+impl Precision {
+    /// The name as written in configs and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::Bf16Mixed => "bf16-mixed",
+            Self::Bf16 => "bf16",
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f32" => Ok(Self::F32),
+            "bf16-mixed" => Ok(Self::Bf16Mixed),
+            "bf16" => Ok(Self::Bf16),
+            other => Err(format!(
+                "unknown precision `{other}`: use f32, bf16-mixed or bf16"
+            )),
+        }
+    }
+}
+
 /// Training settings; every field has a default suited to the tiny CPU models.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -101,6 +148,10 @@ pub struct TrainSettings {
     pub peak_flops: Option<f64>,
     /// How FLOPs are counted for budgets and MFU.
     pub flop_convention: Convention,
+    /// Float precision; left out: the backend's default (`bf16-mixed` on CUDA, `f32` elsewhere),
+    /// which `scalelab train` writes into the run's `config.yaml`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub precision: Option<Precision>,
 }
 
 impl Default for TrainSettings {
@@ -129,6 +180,7 @@ impl Default for TrainSettings {
             probe_every: None,
             peak_flops: None,
             flop_convention: Convention::Exact,
+            precision: None,
         }
     }
 }

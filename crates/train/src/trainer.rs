@@ -8,21 +8,21 @@ use std::time::Instant;
 
 use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
-use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::ElementConversion;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{DType, Element, ElementConversion, FloatDType, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use scalelab_blocks::{HybridDecoder, LightningBackend, ModelConfigExt, MoeStats};
-use scalelab_data::Split;
 use scalelab_tensorboard::HParamValue;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{Checkpoints, LoopState};
 use crate::error::TrainError;
-use crate::eval::{batch, cross_entropy, validation_loss};
+use crate::eval::{cross_entropy, validation_loss};
+use crate::loader::Prefetch;
 use crate::metrics::{MetricsLog, Record};
 use crate::probes::{run_probes, ProbeScores};
 use crate::schedule::learning_rate;
-use crate::settings::RunConfig;
+use crate::settings::{Precision, RunConfig};
 
 /// How to run, beyond the config.
 #[derive(Debug, Clone, Default)]
@@ -68,6 +68,10 @@ pub struct Summary {
     pub probes: ProbeScores,
     /// Training wall time, seconds.
     pub wall_secs: f64,
+    /// Seconds from the start of `train` (model init included) to the end of this process's
+    /// first step, kernel compilation and autotuning included.
+    #[serde(default)]
+    pub first_step_secs: Option<f64>,
     /// Training tokens per second.
     pub tokens_per_s: f64,
     /// Model FLOPs utilization against `peak_flops`, when given.
@@ -85,6 +89,7 @@ where
     B: AutodiffBackend + LightningBackend,
     B::InnerBackend: LightningBackend,
 {
+    let entered = Instant::now();
     run.validate()?;
     let t = &run.train;
     std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
@@ -107,6 +112,7 @@ where
     let tokens_per_step = run.tokens_per_step();
     let params = run.model.param_count();
 
+    let compute = compute_dtype::<B>(t.precision)?;
     B::seed(device, t.seed);
     let mut model: HybridDecoder<B> = run.model.init(device);
     let mut optim = AdamWConfig::new()
@@ -129,6 +135,9 @@ where
         let (m, o, s) = checkpoints.load(model, optim, device)?;
         (model, optim, state) = (m, o, s);
     }
+    model = model.with_compute_dtype(compute);
+    let data: Arc<dyn scalelab_data::Dataset> = Arc::from(data);
+    let batches = Prefetch::start(data.clone(), state.sequences, t.batch_size, t.seq_len);
     let mut log = MetricsLog::open(dir, resume_step)?;
     if resume_step.is_none() {
         log.config_text(&serde_saphyr::to_string(run).unwrap_or_default())?;
@@ -147,49 +156,35 @@ where
     let mut last_checkpoint: Option<PathBuf> = checkpoints.latest();
     let stopped = |o: &TrainOptions| o.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
 
+    // The step's losses and gradient norm stay on the device until a log step or checkpoint
+    // reads them, so the host queues step after step without waiting for the GPU.
+    let mut pending_loss: Option<Tensor<B::InnerBackend, 1>> = None;
+    let mut first_step_secs = None;
     while state.step < total_steps && !stopped(opts) {
         let lr = learning_rate(t, state.step, total_steps);
         let mut accum = GradientsAccumulator::<HybridDecoder<B>>::new();
-        let mut step_loss = 0.0;
         let mut moe_stats = Vec::new();
         for _ in 0..t.grad_accum {
-            let (x, y) = batch::<B>(
-                data.as_ref(),
-                Split::Train,
-                state.sequences,
-                t.batch_size,
-                t.seq_len,
-                device,
-            );
+            let (x, y) = batches.next().upload::<B>(device);
             state.sequences += t.batch_size as u64;
             let out = model.forward(x);
             let lm = cross_entropy(out.logits, y);
             let loss = (lm.clone() + out.aux_loss) / t.grad_accum as f64;
-            step_loss += lm.into_scalar().elem::<f64>() / t.grad_accum as f64;
+            let lm = lm.inner() / t.grad_accum as f64;
+            pending_loss = Some(match pending_loss.take() {
+                Some(p) => p + lm,
+                None => lm,
+            });
             accum.accumulate(&model, GradientsParams::from_grads(loss.backward(), &model));
             moe_stats = out.moe;
         }
-        if !step_loss.is_finite() {
-            bar.abandon();
-            log.close(false)?;
-            return Err(TrainError::NonFinite {
-                step: state.step + 1,
-                value: step_loss,
-                last_checkpoint: last_checkpoint
-                    .map_or("none (no checkpoint was written yet)".into(), |p| {
-                        p.display().to_string()
-                    }),
-            });
-        }
         let mut grads = accum.grads();
-        let grad_norm = crate::grads::clip_global_norm::<B, _>(&model, &mut grads, t.grad_clip);
+        let grad_norm =
+            crate::grads::clip_global_norm::<B, _>(&model, &mut grads, t.grad_clip, device);
         model = optim.step(lr, model, grads);
         state.step += 1;
         state.tokens += tokens_per_step;
         state.flops += flops_per_token * tokens_per_step as f64;
-        state.elapsed_secs = started.elapsed().as_secs_f64();
-        last_loss = step_loss;
-        state.window_loss += step_loss;
         state.window_steps += 1;
 
         let end = state.step == total_steps;
@@ -203,10 +198,40 @@ where
                 device,
             );
         }
-        if state.step % t.log_every == 0 || end {
+        if first_step_secs.is_none() {
+            // One wait for the device, to time the first step with its compilation.
+            if let Some(p) = &pending_loss {
+                let _: f64 = p.clone().into_scalar().elem();
+            }
+            first_step_secs = Some(entered.elapsed().as_secs_f64());
+        }
+        let log_now = state.step % t.log_every == 0 || end;
+        let checkpoint_now = state.step % t.checkpoint_every == 0 || end || stopped(opts);
+        if log_now || checkpoint_now {
+            if let Some(sum) = pending_loss.take() {
+                let sum: f64 = sum.into_scalar().elem();
+                if !sum.is_finite() {
+                    bar.abandon();
+                    log.close(false)?;
+                    return Err(TrainError::NonFinite {
+                        step: state.step,
+                        value: sum,
+                        last_checkpoint: last_checkpoint
+                            .map_or("none (no checkpoint was written yet)".into(), |p| {
+                                p.display().to_string()
+                            }),
+                    });
+                }
+                state.window_loss += sum;
+            }
+            state.elapsed_secs = started.elapsed().as_secs_f64();
+        }
+        if log_now {
             let secs = window.0.elapsed().as_secs_f64().max(1e-9);
             let tps = (state.tokens - window.1) as f64 / secs;
             let mean_loss = state.window_loss / state.window_steps as f64;
+            let grad_norm: f64 = grad_norm.into_scalar().elem();
+            last_loss = mean_loss;
             let mut r = Record::default();
             r.scalar("train/loss", mean_loss)
                 .scalar("train/lr", lr)
@@ -236,7 +261,7 @@ where
             train_loss = mean_loss;
         }
         bar.set_position(state.step);
-        if state.step % t.checkpoint_every == 0 || end || stopped(opts) {
+        if checkpoint_now {
             log.flush()?;
             last_checkpoint = Some(checkpoints.save(&model, &optim, &state, t.keep_checkpoints)?);
         }
@@ -293,6 +318,7 @@ where
         entropy_rate: data.entropy_rate().map(|e| e.nats),
         probes,
         wall_secs: state.elapsed_secs,
+        first_step_secs,
         tokens_per_s,
         mfu: t.peak_flops.map(|p| tokens_per_s * flops_per_token / p),
     };
@@ -303,6 +329,31 @@ where
     )
     .map_err(|e| TrainError::io(&path, e))?;
     Ok(summary)
+}
+
+/// The dtype the model computes in under `precision` (`None`: its weights'), after checking
+/// that the backend keeps its weights in the dtype the precision calls for.
+fn compute_dtype<B: Backend>(
+    precision: Option<Precision>,
+) -> Result<Option<FloatDType>, TrainError> {
+    let precision = precision.unwrap_or(Precision::F32);
+    let weights = <B::FloatElem as Element>::dtype();
+    let (want, compute) = match precision {
+        Precision::F32 => (DType::F32, None),
+        Precision::Bf16Mixed => (DType::F32, Some(FloatDType::BF16)),
+        Precision::Bf16 => (DType::BF16, None),
+    };
+    if weights != want {
+        return Err(TrainError::Invalid {
+            field: "train.precision".into(),
+            value: precision.name().into(),
+            rule: format!(
+                "needs a backend with {want:?} weights, and this one keeps them in {weights:?} \
+                 (scalelab train picks the backend from the precision)"
+            ),
+        });
+    }
+    Ok(compute)
 }
 
 /// Refuses to overwrite a run without `resume`, and to resume with a changed config. Returns

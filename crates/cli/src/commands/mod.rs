@@ -1,5 +1,6 @@
 //! One module per subcommand: argument struct and `run`.
 
+pub mod bench;
 pub mod calibrate;
 pub mod fit;
 pub mod flops;

@@ -104,6 +104,24 @@ pub fn run(args: &Args) -> Result<()> {
         eprintln!("\nstopping: checkpointing the runs in flight (Ctrl-C again to abort)");
     })
     .context("cannot install the Ctrl-C handler")?;
+    let mut runs = runs;
+    for run in &mut runs {
+        let t = &mut run.config.train;
+        t.precision = t.precision.or(backend::DEFAULT_PRECISION);
+        let p = t.precision.unwrap_or(scalelab_train::Precision::F32);
+        anyhow::ensure!(
+            p != scalelab_train::Precision::Bf16 && backend::PRECISIONS.contains(&p),
+            "run {}: train.precision `{p}` cannot run in a sweep of this build ({}): use {}",
+            run.name,
+            backend::NAME,
+            if backend::PRECISIONS.len() > 1 {
+                "f32 or bf16-mixed"
+            } else {
+                "f32"
+            }
+        );
+    }
+    backend::kernel_cache(&args.cache_dir.join("cubecl"));
     let started = Instant::now();
     let opts = SweepOptions {
         jobs: args.jobs,

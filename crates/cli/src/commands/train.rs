@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use scalelab_train::{train, RunConfig, TrainOptions};
+use scalelab_train::{train, Precision, RunConfig, TrainOptions};
 
 use crate::backend;
 
@@ -48,9 +48,10 @@ pub struct Args {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
-    /// Floating-point precision of weights and activations: f32, or bf16 (cuda builds only).
-    #[arg(long, default_value = "f32", value_parser = ["f32", "bf16"])]
-    pub precision: String,
+    /// Override train.precision: f32, bf16-mixed (f32 weights, bf16 matrix products and
+    /// attention; the cuda default) or bf16 (bf16 weights too; cuda builds only).
+    #[arg(long)]
+    pub precision: Option<Precision>,
 }
 
 /// Trains one model and prints where its logs are.
@@ -69,6 +70,17 @@ pub fn run(args: &Args) -> Result<()> {
     t.lr = args.lr.unwrap_or(t.lr);
     t.seed = args.seed.unwrap_or(t.seed);
     t.peak_flops = args.peak_flops.or(t.peak_flops);
+    t.precision = args
+        .precision
+        .or(t.precision)
+        .or(backend::DEFAULT_PRECISION);
+    let precision = t.precision.unwrap_or(Precision::F32);
+    anyhow::ensure!(
+        backend::PRECISIONS.contains(&precision),
+        "train.precision `{precision}` needs a build with --features cuda; this one trains on {} \
+         in f32 (set train.precision: f32, or pass --precision f32)",
+        backend::NAME
+    );
     if args.no_probes {
         t.probes = None;
     }
@@ -97,7 +109,7 @@ pub fn run(args: &Args) -> Result<()> {
 
     let p = cfg.model.param_count();
     eprintln!(
-        "training {name} ({:.2}M parameters, {:.2}M activated) on {} for {} steps of {} tokens -> {}",
+        "training {name} ({:.2}M parameters, {:.2}M activated) on {} in {precision} for {} steps of {} tokens -> {}",
         p.total as f64 / 1e6,
         p.activated as f64 / 1e6,
         backend::NAME,
@@ -111,14 +123,10 @@ pub fn run(args: &Args) -> Result<()> {
         stop: Some(stop.clone()),
         cache_dir: args.cache_dir.clone(),
     };
-    let s = match args.precision.as_str() {
+    backend::kernel_cache(&args.cache_dir.join("cubecl"));
+    let s = match precision {
         #[cfg(feature = "cuda")]
-        "bf16" => train::<backend::TrainBf16>(&cfg, &dir, &backend::device(), &opts)?,
-        #[cfg(not(feature = "cuda"))]
-        "bf16" => anyhow::bail!(
-            "--precision bf16 needs a build with --features cuda; this one trains on {}",
-            backend::NAME
-        ),
+        Precision::Bf16 => train::<backend::TrainBf16>(&cfg, &dir, &backend::device(), &opts)?,
         _ => train::<backend::Train>(&cfg, &dir, &backend::device(), &opts)?,
     };
     let probes = s.probes.to_string();

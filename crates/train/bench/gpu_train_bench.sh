@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Training throughput on the GPU machine, in one device call: the PyTorch anchor
+# (torch_train_anchor.py, fla + SDPA, bf16 autocast) and `scalelab bench train` on the same card,
+# then the ratios. Stage first, here: `bash crates/train/bench/stage.sh` (the cuda binary, fla's
+# wheels). Through the device tool, from the repository root:
+#   run(command="bash crates/train/bench/gpu_train_bench.sh", carry=[".gpu", ".whl"])
+# Environment (all optional):
+#   MODELS     configs for scalelab (default: the four anchors)
+#   ANCHOR_MODELS, ANCHOR_T   filters of the anchor (default: its four models at T=2048)
+#   PRECISION  scalelab's precision (default bf16-mixed); STEPS, WARMUP, LOG_EVERY, BATCH, SEQ
+#   TIMEOUT    seconds per scalelab model (default 240); WARM=1 runs the first model again warm
+#   SKIP_ANCHOR=1, SKIP_OURS=1
+set -uo pipefail
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+BIN=/tmp/scalelab
+gunzip -c .gpu/scalelab.gz > "$BIN" && chmod +x "$BIN"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+git rev-parse --short HEAD 2>/dev/null | tee "$OUT/commit.txt"
+
+if [ -z "${SKIP_ANCHOR:-}" ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl \
+    && PYTHONPATH=/tmp/site OUT="$OUT" ANCHOR_T=${ANCHOR_T:-2048} \
+       ANCHOR_MODELS=${ANCHOR_MODELS:-hybrid-125M-dense,lightning-125M-dense,softmax-125M-dense,hybrid-125M-moe8x2} \
+       timeout ${ANCHOR_TIMEOUT:-240} python3 crates/train/bench/torch_train_anchor.py 2>&1 \
+       | tee "$OUT/torch_anchor.log" | grep -v Warning
+fi
+
+if [ -z "${SKIP_OURS:-}" ]; then
+  # shellcheck disable=SC2086
+  "$BIN" bench train ${MODELS:-} --precision "${PRECISION:-bf16-mixed}" \
+    --steps "${STEPS:-30}" --warmup "${WARMUP:-10}" --log-every "${LOG_EVERY:-5}" \
+    --batch-size "${BATCH:-16}" --seq-len "${SEQ:-2048}" --timeout "${TIMEOUT:-240}" \
+    --out /tmp/bench --cache-dir /tmp/scalelab-cache --json "$OUT/scalelab_bench.json" \
+    2>&1 | tee "$OUT/scalelab_bench.txt"
+  if [ -n "${WARM:-}" ]; then
+    first=$(echo ${MODELS:-configs/anchor/hybrid-125m.yaml} | awk '{print $1}')
+    "$BIN" bench train "$first" --precision "${PRECISION:-bf16-mixed}" \
+      --steps "${STEPS:-30}" --warmup "${WARMUP:-10}" --log-every "${LOG_EVERY:-5}" \
+      --batch-size "${BATCH:-16}" --seq-len "${SEQ:-2048}" --timeout "${TIMEOUT:-240}" \
+      --out /tmp/bench-warm --cache-dir /tmp/scalelab-cache --json "$OUT/scalelab_bench_warm.json" \
+      2>&1 | tee "$OUT/scalelab_bench_warm.txt"
+  fi
+  for f in /tmp/bench/*.log; do echo "== $f"; tail -5 "$f"; done
+  tar czf "$OUT/bench_runs.tgz" -C /tmp bench --exclude='checkpoints' 2>/dev/null
+fi
+python3 crates/train/bench/ratios.py "$OUT" | tee "$OUT/ratios.md"
