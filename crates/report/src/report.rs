@@ -412,7 +412,7 @@ fn section_compute(ctx: &mut Ctx, md: &mut String) {
                     .map(|i| runs[*i])
                     .min_by(|a, b| a.loss.total_cmp(&b.loss))
                     .expect("budget groups are not empty");
-                (pflops_days(best.flops), best.loss)
+                (pflops_days(best.compute()), best.loss)
             })
             .collect();
         plot.marks.push(Mark::Points {
@@ -504,7 +504,7 @@ fn profiles<'r>(ctx: &Ctx, runs: &[&'r Run]) -> Vec<Profile<'r>> {
         .iter()
         .map(|g| {
             let rs: Vec<&Run> = g.iter().map(|i| runs[*i]).collect();
-            let c = pflops_days(mean(&rs.iter().map(|r| r.flops).collect::<Vec<_>>()));
+            let c = pflops_days(mean(&rs.iter().map(|r| r.compute()).collect::<Vec<_>>()));
             let loss: Vec<f64> = rs.iter().map(|r| r.loss).collect();
             let ln_n: Vec<f64> = rs.iter().map(|r| r.activated_params.ln()).collect();
             let ln_d: Vec<f64> = rs.iter().map(|r| r.tokens.ln()).collect();
@@ -1324,7 +1324,9 @@ fn section_moe(ctx: &mut Ctx, md: &mut String) {
                 .map(|r| r.loss)
                 .fold(None, |m: Option<f64>, l| Some(m.map_or(l, |m| m.min(l))))
         };
-        let c = pflops_days(mean(&g.iter().map(|i| runs[*i].flops).collect::<Vec<_>>()));
+        let c = pflops_days(mean(
+            &g.iter().map(|i| runs[*i].compute()).collect::<Vec<_>>(),
+        ));
         let d = best(&dense);
         let _ = write!(md, "| {} | {} |", sci(c), opt(d, |x| format!("{x:.4}")));
         for m in &moe_archs {
@@ -1388,15 +1390,14 @@ fn dense_baseline(ctx: &Ctx, moe: &[String]) -> Option<String> {
         .runs
         .iter()
         .filter(|r| moe.contains(&r.arch))
-        .map(|r| r.flops)
+        .map(|r| r.compute())
         .collect();
     let shared = |arch: &str| {
         ctx.runs_of(arch)
             .iter()
             .filter(|r| {
-                moe_flops
-                    .iter()
-                    .any(|f| (r.flops - f).abs() <= tol * r.flops.max(*f))
+                let c = r.compute();
+                moe_flops.iter().any(|f| (c - f).abs() <= tol * c.max(*f))
             })
             .count()
     };
@@ -1518,7 +1519,7 @@ fn granularity(ctx: &mut Ctx, md: &mut String, moe: &[&Run]) {
             let e = |r: &Run| r.experts.filter(|_| r.is_moe()).unwrap_or(1.0);
             e(a).total_cmp(&e(b)).then(a.loss.total_cmp(&b.loss))
         });
-        let c = pflops_days(mean(&rs.iter().map(|r| r.flops).collect::<Vec<_>>()));
+        let c = pflops_days(mean(&rs.iter().map(|r| r.compute()).collect::<Vec<_>>()));
         let color = seq_color(j, n);
         let mut best: BTreeMap<u64, f64> = BTreeMap::new();
         for r in &rs {
@@ -1655,7 +1656,9 @@ fn norm(ctx: &mut Ctx, md: &mut String, runs: &[&Run], modes: &BTreeSet<String>)
     }
     md.push('\n');
     for g in &groups {
-        let c = pflops_days(mean(&g.iter().map(|i| runs[*i].flops).collect::<Vec<_>>()));
+        let c = pflops_days(mean(
+            &g.iter().map(|i| runs[*i].compute()).collect::<Vec<_>>(),
+        ));
         let _ = write!(md, "| {} |", sci(c));
         for m in modes {
             let l = g

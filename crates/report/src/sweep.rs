@@ -65,6 +65,8 @@ pub struct Run {
     pub tokens: f64,
     /// Training FLOPs.
     pub flops: f64,
+    /// The compute budget the run was planned for (the fits group by it), if the table says.
+    pub budget: Option<f64>,
     /// Final validation loss (nats/token): what the fits use.
     pub loss: f64,
     /// Final training loss.
@@ -111,7 +113,13 @@ impl Run {
             tokens: self.tokens,
             flops: self.flops,
             loss: self.loss,
+            budget: self.budget,
         }
+    }
+
+    /// The compute a run stands for in budget groups: its planned budget, else its FLOPs.
+    pub fn compute(&self) -> f64 {
+        self.budget.unwrap_or(self.flops)
     }
 
     /// The value of the swept axis whose dotted path ends with `suffix`.
@@ -456,6 +464,7 @@ fn parse_results(text: &str, path: &Path, dir: &Path) -> Result<Table, ReportErr
             activated_params: positive("activated_params")?,
             tokens: positive("tokens")?,
             flops: positive("flops")?,
+            budget: optional("budget", f64::MIN_POSITIVE, any)?,
             loss: positive("loss")?,
             train_loss: optional("train_loss", 0.0, any)?,
             entropy_rate: optional("entropy_rate", 0.0, any)?,

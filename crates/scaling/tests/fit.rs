@@ -515,3 +515,39 @@ fn plot_helpers_agree_with_the_fits() {
     let down: Vec<f64> = y.iter().map(|v| -v).collect();
     assert!(scalelab_scaling::fit::isoflop_minimum(&x, &down).is_err());
 }
+
+/// A planner overshoots small budgets by a few percent (3.084e10 FLOPs for 3e10): runs that
+/// spend one budget must still form one group when the table carries the planned `budget`,
+/// though their FLOPs differ by more than the 1% tolerance, and L(C) must recover the law.
+#[test]
+fn planned_budget_column_keeps_overshooting_runs_together() {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let (a, b) = (12.0, -0.06);
+    let budgets = [1e10, 3e10, 1e11, 3e11, 1e12];
+    let mut text = String::from("name,arch,params,activated_params,tokens,flops,budget,loss\n");
+    let mut plain = String::from("name,arch,params,activated_params,tokens,flops,loss\n");
+    for (j, c) in budgets.iter().enumerate() {
+        for (i, n) in [1e5, 3e5, 1e6].iter().enumerate() {
+            // Each size overshoots its budget by its own 0-2.8%; the middle size is best.
+            let flops = c * (1.0 + [0.0, 0.015, 0.028][i]);
+            let d = flops / (6.0 * n);
+            let penalty = if i == 1 { 1.0 } else { 1.02 };
+            let loss = a * (c / PFLOP_S_DAY).powf(b) * penalty * noise(&mut rng, 0.002);
+            text.push_str(&format!("r{j}{i},p,{n},{n},{d},{flops},{c},{loss}\n"));
+            plain.push_str(&format!("r{j}{i},p,{n},{n},{d},{flops},{loss}\n"));
+        }
+    }
+    let rows = read_results_str(&text, "t.csv").unwrap();
+    assert!(rows.iter().all(|r| r.budget.is_some()));
+    let groups = scalelab_scaling::fit::budget_groups(&rows, 0.01);
+    assert_eq!(groups.len(), budgets.len(), "{groups:?}");
+    assert!(groups.iter().all(|g| g.len() == 3));
+    let report = fit(&text, Law::Power);
+    assert_eq!(report.archs[0].budgets, budgets.len());
+    let est = law(&report, "p", "L(C)").param("b").unwrap().value;
+    assert!((est - b).abs() < 0.002, "L(C) exponent {est}, law's {b}");
+
+    // Without the column the same FLOPs split into more groups than there are budgets.
+    let rows = read_results_str(&plain, "t.csv").unwrap();
+    assert!(scalelab_scaling::fit::budget_groups(&rows, 0.01).len() > budgets.len());
+}

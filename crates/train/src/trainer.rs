@@ -72,6 +72,10 @@ pub struct Summary {
     /// first step, kernel compilation and autotuning included.
     #[serde(default)]
     pub first_step_secs: Option<f64>,
+    /// The lightning-attention kernels this process launched, with their launch counts: which
+    /// kernel the steps really ran (the tensor-core ones under bf16 on CUDA).
+    #[serde(default)]
+    pub lightning_kernels: BTreeMap<String, u64>,
     /// Training tokens per second.
     pub tokens_per_s: f64,
     /// Model FLOPs utilization against `peak_flops`, when given.
@@ -204,6 +208,20 @@ where
                 let _: f64 = p.clone().into_scalar().elem();
             }
             first_step_secs = Some(entered.elapsed().as_secs_f64());
+            let kernels = lightning_kernels();
+            if !kernels.is_empty() {
+                bar.suspend(|| {
+                    eprintln!(
+                        "first step in {:.1}s; lightning kernels launched: {}",
+                        first_step_secs.unwrap_or_default(),
+                        kernels
+                            .iter()
+                            .map(|(k, n)| format!("{k} x{n}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                });
+            }
         }
         let log_now = state.step % t.log_every == 0 || end;
         let checkpoint_now = state.step % t.checkpoint_every == 0 || end || stopped(opts);
@@ -319,6 +337,7 @@ where
         probes,
         wall_secs: state.elapsed_secs,
         first_step_secs,
+        lightning_kernels: lightning_kernels(),
         tokens_per_s,
         mfu: t.peak_flops.map(|p| tokens_per_s * flops_per_token / p),
     };
@@ -329,6 +348,13 @@ where
     )
     .map_err(|e| TrainError::io(&path, e))?;
     Ok(summary)
+}
+
+fn lightning_kernels() -> BTreeMap<String, u64> {
+    scalelab_kernels::lightning::usage::launches()
+        .into_iter()
+        .map(|(k, n)| (k.to_string(), n))
+        .collect()
 }
 
 /// The dtype the model computes in under `precision` (`None`: its weights'), after checking

@@ -676,6 +676,7 @@ pub fn scan_with<R: CubeRuntime>(
     let cube_count = CubeCount::Static(dc.div_ceil(dt) as u32, (batch * heads) as u32, 1);
     // SAFETY: every index the kernel forms is bounded by the shapes checked above (rows past `n`,
     // columns past `da`/`dc` are tested before any read or write).
+    super::usage::record("scan_kernel (scalar)");
     unsafe {
         scan_kernel::launch_unchecked::<R>(
             &client,

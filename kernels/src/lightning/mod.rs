@@ -18,6 +18,7 @@ pub mod reference;
 pub mod split;
 #[cfg(feature = "cubecl")]
 pub mod tiled;
+pub mod usage;
 
 use burn::backend::autodiff::{
     checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
@@ -90,6 +91,7 @@ pub trait LightningBackend: Backend {
     ) -> (Tensor<Self, 4>, Tensor<Self, 4>) {
         check_attention_inputs(&q, &k, &v, &s, state.as_ref(), block);
         if !Self::lightning_kernel_available() {
+            usage::record("reference::chunked (tensor ops)");
             return reference::chunked(q, k, v, s, state, block);
         }
         let [_, _, n, dk] = q.dims();

@@ -1186,6 +1186,11 @@ unsafe fn fused_scan<R: CubeRuntime>(
         .into()
     };
     let maps = (map(&a), map(&b), map(&c));
+    super::usage::record(if tma {
+        "chunk_fused_mma_kernel (tensor cores, one launch, TMA)"
+    } else {
+        "chunk_fused_mma_kernel (tensor cores, one launch)"
+    });
     super::mma_fused::chunk_fused_mma_kernel::launch_unchecked::<R>(
         client,
         CubeCount::Static(dc.div_ceil(geo.dt) as u32, 1, bh as u32),
@@ -1234,6 +1239,7 @@ unsafe fn output_pass<R: CubeRuntime>(
     let dtype = a.dtype;
     if let Some(dt) = mma_output_cols(client, dtype, cfg, [dkp, dc], nv) {
         let (cpc, async_copy) = output_staging(client, cfg, [dkp, dt], dtype.size());
+        super::usage::record("chunk_output_mma_kernel (tensor cores)");
         super::mma::chunk_output_mma_kernel::launch_unchecked::<R>(
             client,
             CubeCount::Static(
@@ -1260,6 +1266,7 @@ unsafe fn output_pass<R: CubeRuntime>(
             dtype.into(),
         );
     } else {
+        super::usage::record("chunk_output_kernel");
         chunk_output_kernel::launch_unchecked::<R>(
             client,
             CubeCount::Static(dc.div_ceil(cfg.dt) as u32, nblocks as u32, bh as u32),
@@ -1302,6 +1309,7 @@ unsafe fn states_pass<R: CubeRuntime>(
 ) {
     let dtype = b.dtype;
     if let Some(geo) = mma_states(client, dtype, cfg, [bh, dkp, dc]) {
+        super::usage::record("chunk_states_mma_kernel (tensor cores)");
         super::mma::chunk_states_mma_kernel::launch_unchecked::<R>(
             client,
             CubeCount::Static(dc.div_ceil(geo.dt) as u32, (dkp / geo.rt) as u32, bh as u32),
@@ -1328,6 +1336,7 @@ unsafe fn states_pass<R: CubeRuntime>(
         );
     } else {
         let rt = state_rows(dkp);
+        super::usage::record("chunk_states_kernel");
         chunk_states_kernel::launch_unchecked::<R>(
             client,
             CubeCount::Static(dc.div_ceil(cfg.dt) as u32, (dkp / rt) as u32, bh as u32),

@@ -783,6 +783,7 @@ pub(crate) fn launch<R: CubeRuntime>(
     let cube_count = CubeCount::Static(dc.div_ceil(cfg.dt) as u32, (batch * heads) as u32, 1);
     // SAFETY: every tensor index the kernel forms is guarded by the shape checks of `scan_with`
     // and its own bounds tests (rows past `n`, columns past `da`/`dc` are never read or written).
+    super::usage::record("tiled_scan_kernel");
     unsafe {
         tiled_scan_kernel::launch_unchecked::<R>(
             client,

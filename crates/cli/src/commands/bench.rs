@@ -92,6 +92,8 @@ pub struct BenchRow {
     pub first_step_s: Option<f64>,
     /// Loss of the last logged window.
     pub loss: Option<f64>,
+    /// The lightning kernel launched most often (what the steps ran).
+    pub lightning_kernel: Option<String>,
     /// Why the run did not finish, if it did not.
     pub error: Option<String>,
 }
@@ -251,6 +253,12 @@ fn bench_one(args: &TrainArgs, config: &Path, precision: Precision) -> Result<Be
         peak_memory_gib,
         first_step_s: summary.as_ref().and_then(|s| s.first_step_secs),
         loss: records.iter().rev().find_map(|r| r.loss),
+        lightning_kernel: summary.as_ref().and_then(|s| {
+            s.lightning_kernels
+                .iter()
+                .max_by_key(|(_, n)| **n)
+                .map(|(k, _)| k.clone())
+        }),
         error,
     })
 }
@@ -351,12 +359,12 @@ fn line(r: &BenchRow) -> String {
 
 fn table(rows: &[BenchRow]) -> String {
     let mut s = String::from(
-        "| model | precision | batch | tokens/s | MFU % | peak memory (GiB) | first step (s) | loss |\n\
-         | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+        "| model | precision | batch | tokens/s | MFU % | peak memory (GiB) | first step (s) | loss | lightning kernel |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     for r in rows {
         s += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.model,
             r.precision,
             r.batch,
@@ -368,6 +376,7 @@ fn table(rows: &[BenchRow]) -> String {
             fmt(r.peak_memory_gib, 1),
             fmt(r.first_step_s, 1),
             fmt(r.loss, 3),
+            r.lightning_kernel.as_deref().unwrap_or("-"),
         );
     }
     s

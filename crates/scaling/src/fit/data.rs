@@ -35,6 +35,10 @@ pub struct ResultRow {
     pub flops: f64,
     /// Final loss.
     pub loss: f64,
+    /// The compute budget the run was planned for (the optional `budget` column, which
+    /// `scalelab sweep` writes): fits group runs by it. Without it, runs whose FLOPs agree
+    /// within the fit's tolerance form a budget.
+    pub budget: Option<f64>,
 }
 
 /// Why a results table cannot be fitted; each names the file, the row or column, and the fix.
@@ -193,7 +197,8 @@ pub fn read_results_str(text: &str, origin: &str) -> Result<Vec<ResultRow>, FitE
     let mut index = BTreeMap::new();
     for (i, h) in header.iter().enumerate() {
         let key = h.to_ascii_lowercase();
-        if REQUIRED_COLUMNS.contains(&key.as_str()) && index.insert(key.clone(), i).is_some() {
+        let known = REQUIRED_COLUMNS.contains(&key.as_str()) || key == "budget";
+        if known && index.insert(key.clone(), i).is_some() {
             return Err(FitError::DuplicateColumn {
                 origin: origin.to_string(),
                 column: key,
@@ -212,7 +217,7 @@ pub fn read_results_str(text: &str, origin: &str) -> Result<Vec<ResultRow>, FitE
             found: header,
         });
     }
-    let col = |c: &str| index[c];
+    let col = |c: &str| index.get(c).copied().unwrap_or(usize::MAX);
     let mut rows = Vec::new();
     for rec in reader.records() {
         let rec = rec.map_err(csv_err)?;
@@ -246,8 +251,13 @@ pub fn read_results_str(text: &str, origin: &str) -> Result<Vec<ResultRow>, FitE
             }
             Ok(v)
         };
+        let budget = match cell("budget").as_str() {
+            "" => None,
+            _ => Some(number("budget")?),
+        };
         rows.push(ResultRow {
             line,
+            budget,
             params: number("params")?,
             activated_params: number("activated_params")?,
             tokens: number("tokens")?,

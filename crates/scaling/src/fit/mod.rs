@@ -357,9 +357,23 @@ fn seed_for(seed: u64, arch: &str, law: &str) -> u64 {
     seed ^ h
 }
 
-/// Groups row indices into budgets: sorted by FLOPs, a row joins the current group while its
-/// FLOPs are within `tol` of the group's first.
+/// Groups row indices into budgets: by the planned `budget` when every row has one (a planner
+/// overshoots small budgets by a few percent, so the FLOPs alone would split them); otherwise,
+/// sorted by FLOPs, a row joins the current group while its FLOPs are within `tol` of the
+/// group's first.
 fn budgets(rows: &[&ResultRow], tol: f64) -> Vec<Vec<usize>> {
+    if !rows.is_empty() && rows.iter().all(|r| r.budget.is_some()) {
+        let mut by_budget: Vec<(f64, Vec<usize>)> = Vec::new();
+        for (i, r) in rows.iter().enumerate() {
+            let b = r.budget.unwrap_or_default();
+            match by_budget.iter_mut().find(|(c, _)| *c == b) {
+                Some((_, g)) => g.push(i),
+                None => by_budget.push((b, vec![i])),
+            }
+        }
+        by_budget.sort_by(|a, b| a.0.total_cmp(&b.0));
+        return by_budget.into_iter().map(|(_, g)| g).collect();
+    }
     let mut idx: Vec<usize> = (0..rows.len()).collect();
     idx.sort_by(|a, b| rows[*a].flops.total_cmp(&rows[*b].flops));
     let mut groups: Vec<Vec<usize>> = Vec::new();
@@ -372,9 +386,10 @@ fn budgets(rows: &[&ResultRow], tol: f64) -> Vec<Vec<usize>> {
     groups
 }
 
-/// Row indices grouped into budgets exactly as the fits group them (rows sorted by FLOPs; a row
-/// joins the current group while its FLOPs are within `tolerance` of the group's first), so plots
-/// can draw the same IsoFLOP groups the fits used.
+/// Row indices grouped into budgets exactly as the fits group them (by planned budget when every
+/// row has one; else rows sorted by FLOPs, a row joining the current group while its FLOPs are
+/// within `tolerance` of the group's first), so plots can draw the same IsoFLOP groups the fits
+/// used.
 pub fn budget_groups(rows: &[ResultRow], tolerance: f64) -> Vec<Vec<usize>> {
     let refs: Vec<&ResultRow> = rows.iter().collect();
     budgets(&refs, tolerance)
@@ -393,7 +408,8 @@ pub fn isoflop_minimum(x: &[f64], y: &[f64]) -> Result<f64, &'static str> {
     parabola_minimum(x, y)
 }
 
-/// The lowest-loss run of each budget, as `(C in PFLOP/s-days, loss)`.
+/// The lowest-loss run of each budget, as `(C in PFLOP/s-days, loss)`; `C` is the planned
+/// budget where the rows have one, else the run's FLOPs.
 fn frontier(rows: &[&ResultRow], groups: &[Vec<usize>]) -> Vec<(f64, f64)> {
     groups
         .iter()
@@ -403,7 +419,8 @@ fn frontier(rows: &[&ResultRow], groups: &[Vec<usize>]) -> Vec<(f64, f64)> {
                 .min_by(|a, b| rows[**a].loss.total_cmp(&rows[**b].loss))
                 .copied()
                 .unwrap_or(g[0]);
-            (pflops_days(rows[best].flops), rows[best].loss)
+            let c = rows[best].budget.unwrap_or(rows[best].flops);
+            (pflops_days(c), rows[best].loss)
         })
         .collect()
 }
