@@ -4,6 +4,14 @@
 //! the tests compare the two on outputs, gradients and final states.
 #![warn(missing_docs)]
 
+pub mod attention;
 pub mod lightning;
 
+pub use attention::AttentionBackend;
 pub use lightning::LightningBackend;
+
+/// Everything the model blocks ask of a backend: lightning and softmax attention. Implemented
+/// for every backend that has both.
+pub trait KernelBackend: LightningBackend + AttentionBackend {}
+
+impl<B: LightningBackend + AttentionBackend> KernelBackend for B {}

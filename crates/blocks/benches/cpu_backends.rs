@@ -7,11 +7,11 @@ use std::time::Instant;
 
 use burn::backend::{Autodiff, Flex, NdArray};
 use burn::tensor::{activation::log_softmax, Int, Tensor, TensorData};
-use scalelab_blocks::{LightningBackend, ModelConfig, ModelConfigExt};
+use scalelab_blocks::{KernelBackend, ModelConfig, ModelConfigExt};
 
-fn step_ms<B: LightningBackend>(cfg: &ModelConfig, batch: usize, seq: usize, reps: usize) -> f64
+fn step_ms<B: KernelBackend>(cfg: &ModelConfig, batch: usize, seq: usize, reps: usize) -> f64
 where
-    Autodiff<B>: LightningBackend,
+    Autodiff<B>: KernelBackend,
 {
     let device = Default::default();
     let model = cfg.init::<Autodiff<B>>(&device);

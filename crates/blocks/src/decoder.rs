@@ -6,7 +6,7 @@ use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, Linear, RmsNorm, RmsNormConfig};
 use burn::tensor::{backend::Backend, FloatDType, Int, Tensor};
 use scalelab_config::{AttentionKind, FfnKind, ModelConfig, Residual};
-use scalelab_kernels::LightningBackend;
+use scalelab_kernels::KernelBackend;
 
 use crate::ffn::{SwiGlu, SwiGluConfig};
 use crate::init::WeightInit;
@@ -17,7 +17,7 @@ use crate::softmax::{KvCache, SoftmaxAttention, SoftmaxAttentionConfig};
 
 /// The attention of one layer.
 #[derive(Module, Debug)]
-pub enum Attention<B: LightningBackend> {
+pub enum Attention<B: KernelBackend> {
     /// Lightning (linear) attention.
     Lightning(LightningAttention<B>),
     /// Softmax attention.
@@ -37,7 +37,7 @@ pub enum FeedForward<B: Backend> {
 
 /// One decoder layer: attention, then FFN, with PreNorm or DeepNorm residuals.
 #[derive(Module, Debug)]
-pub struct DecoderLayer<B: LightningBackend> {
+pub struct DecoderLayer<B: KernelBackend> {
     /// Attention sub-layer.
     pub attention: Attention<B>,
     /// Feed-forward sub-layer.
@@ -80,7 +80,7 @@ pub struct DecoderOutput<B: Backend> {
     pub moe: Vec<(usize, MoeStats<B>)>,
 }
 
-impl<B: LightningBackend> DecoderLayer<B> {
+impl<B: KernelBackend> DecoderLayer<B> {
     /// `[batch, seq, d] -> [batch, seq, d]`; the sub-layers compute in `compute`.
     fn forward(
         &self,
@@ -155,7 +155,7 @@ impl<B: LightningBackend> DecoderLayer<B> {
 
 /// A decoder whose layers mix lightning and softmax attention, dense and MoE FFNs.
 #[derive(Module, Debug)]
-pub struct HybridDecoder<B: LightningBackend> {
+pub struct HybridDecoder<B: KernelBackend> {
     /// Token embedding `[vocab, d]`.
     pub embedding: Embedding<B>,
     /// The layers, in order.
@@ -170,7 +170,7 @@ pub struct HybridDecoder<B: LightningBackend> {
     compute_dtype: Option<FloatDType>,
 }
 
-impl<B: LightningBackend> HybridDecoder<B> {
+impl<B: KernelBackend> HybridDecoder<B> {
     /// The same model computing its layers and head in `dtype` (mixed precision: the weights,
     /// the residual stream and the norms stay in the weights' dtype); `None` computes in the
     /// weights' dtype.
@@ -258,11 +258,11 @@ impl<B: LightningBackend> HybridDecoder<B> {
 pub trait ModelConfigExt {
     /// Instantiates the model on `device`. The config must be valid (configs read with
     /// `ModelConfig::from_yaml_*` are).
-    fn init<B: LightningBackend>(&self, device: &B::Device) -> HybridDecoder<B>;
+    fn init<B: KernelBackend>(&self, device: &B::Device) -> HybridDecoder<B>;
 }
 
 impl ModelConfigExt for ModelConfig {
-    fn init<B: LightningBackend>(&self, device: &B::Device) -> HybridDecoder<B> {
+    fn init<B: KernelBackend>(&self, device: &B::Device) -> HybridDecoder<B> {
         if let Err(e) = self.validate() {
             panic!("invalid model config: {e}");
         }
@@ -335,7 +335,7 @@ impl Inits {
     }
 }
 
-fn layer<B: LightningBackend>(
+fn layer<B: KernelBackend>(
     cfg: &ModelConfig,
     inits: &Inits,
     index: usize,

@@ -61,5 +61,5 @@ pub use lightning::{
 };
 pub use moe::{Moe, MoeConfig, MoeOutput, MoeStats, RouterDecision};
 pub use scalelab_config::{ConfigError, ModelConfig};
-pub use scalelab_kernels::LightningBackend;
+pub use scalelab_kernels::{AttentionBackend, KernelBackend, LightningBackend};
 pub use softmax::{KvCache, SoftmaxAttention, SoftmaxAttentionConfig};

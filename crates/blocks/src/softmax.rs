@@ -3,10 +3,8 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::Linear;
-use burn::tensor::activation::softmax;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{backend::Backend, Bool, DType, FloatDType, Int, Tensor, TensorData};
+use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
+use scalelab_kernels::AttentionBackend;
 
 use crate::init::WeightInit;
 use crate::precision::{cast_to, float_dtype, linear, stats_dtype};
@@ -40,7 +38,7 @@ pub struct SoftmaxAttentionConfig {
 
 impl SoftmaxAttentionConfig {
     /// Builds the layer.
-    pub fn init<B: Backend>(&self, device: &B::Device) -> SoftmaxAttention<B> {
+    pub fn init<B: AttentionBackend>(&self, device: &B::Device) -> SoftmaxAttention<B> {
         assert!(
             self.kv_heads > 0 && self.heads % self.kv_heads == 0,
             "SoftmaxAttentionConfig: heads ({}) must be divisible by kv_heads ({})",
@@ -108,7 +106,7 @@ impl<B: Backend> KvCache<B> {
 
 /// One causal softmax-attention layer.
 #[derive(Module, Debug)]
-pub struct SoftmaxAttention<B: Backend> {
+pub struct SoftmaxAttention<B: AttentionBackend> {
     /// Query projection, `d -> heads * head_dim`.
     pub q: Linear<B>,
     /// Key projection, `d -> kv_heads * head_dim`.
@@ -126,9 +124,9 @@ pub struct SoftmaxAttention<B: Backend> {
     inv_freq: Tensor<B, 2>,
 }
 
-impl<B: Backend> SoftmaxAttention<B> {
+impl<B: AttentionBackend> SoftmaxAttention<B> {
     /// Training forward: `[batch, seq, d] -> [batch, seq, d]`, causal, computed in `x`'s float
-    /// dtype (softmax in f32; see [`crate::precision`]).
+    /// dtype (softmax in f32; see [`scalelab_kernels::attention`]).
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         self.forward_cached(x, None).0
     }
@@ -154,49 +152,16 @@ impl<B: Backend> SoftmaxAttention<B> {
             },
             None => KvCache { k, v },
         };
-        let total = offset + t;
-        // Without earlier tokens the plain causal flag applies; with them, query i sits at
-        // position offset + i and may see keys up to there.
-        let (mask, is_causal) = match (offset, t) {
-            (0, _) => (None, true),
-            (_, 1) => (None, false),
-            _ => (
-                Some(self.offset_causal_mask(b, t, total, offset, &q.device())),
-                false,
-            ),
-        };
-        let (k, v) = (
-            self.repeat_kv(cache.k.clone()),
-            self.repeat_kv(cache.v.clone()),
+        let o = B::softmax_attention(
+            q,
+            cache.k.clone(),
+            cache.v.clone(),
+            1.0 / (hd as f64).sqrt(),
         );
-        let o = match q.dtype() {
-            DType::F16 | DType::BF16 => half_attention(q, k, v, mask, is_causal),
-            _ => {
-                let options = AttentionModuleOptions {
-                    scale: None,
-                    softcap: None,
-                    is_causal,
-                };
-                attention(q, k, v, mask, None, options)
-            }
-        };
         (
             linear(&self.out, o.swap_dims(1, 2).reshape([b, t, h * hd])),
             cache,
         )
-    }
-
-    /// `[batch, kv_heads, len, hd] -> [batch, heads, len, hd]`, each KV head shared by
-    /// `heads / kv_heads` query heads.
-    fn repeat_kv(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let group = self.heads / self.kv_heads;
-        if group == 1 {
-            return x;
-        }
-        let [b, kvh, n, hd] = x.dims();
-        x.unsqueeze_dim::<5>(2)
-            .expand([b, kvh, group, n, hd])
-            .reshape([b, kvh * group, n, hd])
     }
 
     /// Rotary embedding (rotate-half) on the first `rope_dims` dims of `[batch, heads, len, hd]`,
@@ -229,51 +194,4 @@ impl<B: Backend> SoftmaxAttention<B> {
         }
         Tensor::cat(parts, 3)
     }
-
-    /// `true` where query `i` (at position `offset + i`) must not see key `j`: `j > offset + i`.
-    fn offset_causal_mask(
-        &self,
-        b: usize,
-        t: usize,
-        total: usize,
-        offset: usize,
-        device: &B::Device,
-    ) -> Tensor<B, 4, Bool> {
-        let qpos = Tensor::<B, 1, Int>::arange(offset as i64..(offset + t) as i64, device)
-            .reshape([t, 1])
-            .expand([t, total]);
-        let kpos = Tensor::<B, 1, Int>::arange(0..total as i64, device)
-            .reshape([1, total])
-            .expand([t, total]);
-        kpos.greater(qpos)
-            .reshape([1, 1, t, total])
-            .expand([b, self.heads, t, total])
-    }
-}
-
-/// Causal (or masked) attention of half-precision `q, k, v` (`[batch, heads, len, hd]`) with the
-/// scores and softmax in f32 and the products in the inputs' dtype: `-> [batch, heads, t, hd]`.
-fn half_attention<B: Backend>(
-    q: Tensor<B, 4>,
-    k: Tensor<B, 4>,
-    v: Tensor<B, 4>,
-    mask: Option<Tensor<B, 4, Bool>>,
-    is_causal: bool,
-) -> Tensor<B, 4> {
-    let [b, h, t, hd] = q.dims();
-    let total = k.dims()[2];
-    let dtype = float_dtype(&q);
-    let scores = cast_to(q.matmul(k.swap_dims(2, 3)), FloatDType::F32) / (hd as f64).sqrt();
-    let scores = match (mask, is_causal) {
-        (Some(mask), _) => scores.mask_fill(mask, f32::NEG_INFINITY),
-        (None, true) => {
-            let future = Tensor::<B, 2, Bool>::triu_mask([t, total], 1, &scores.device());
-            scores.mask_fill(
-                future.reshape([1, 1, t, total]).expand([b, h, t, total]),
-                f32::NEG_INFINITY,
-            )
-        }
-        (None, false) => scores,
-    };
-    cast_to(softmax(scores, 3), dtype).matmul(v)
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use burn::tensor::backend::AutodiffBackend;
-use scalelab_blocks::LightningBackend;
+use scalelab_blocks::KernelBackend;
 use scalelab_train::{train, Summary, TrainOptions};
 
 use crate::error::SweepError;
@@ -49,8 +49,8 @@ pub fn run_sweep<B>(
     on_done: impl FnMut(&PlannedRun, &RunOutcome) + Send,
 ) -> Result<Vec<RunOutcome>, SweepError>
 where
-    B: AutodiffBackend + LightningBackend,
-    B::InnerBackend: LightningBackend,
+    B: AutodiffBackend + KernelBackend,
+    B::InnerBackend: KernelBackend,
 {
     std::fs::create_dir_all(sweep_dir.join("runs")).map_err(|e| SweepError::io(sweep_dir, e))?;
     write_meta(spec, sweep_dir)?;

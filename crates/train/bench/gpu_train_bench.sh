@@ -24,7 +24,7 @@ if [ -z "${SKIP_ANCHOR:-}" ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl \
     && PYTHONPATH=/tmp/site OUT="$OUT" ANCHOR_T=${ANCHOR_T:-2048} \
        ANCHOR_MODELS=${ANCHOR_MODELS:-hybrid-125M-dense,lightning-125M-dense,softmax-125M-dense,hybrid-125M-moe8x2} \
-       timeout ${ANCHOR_TIMEOUT:-240} python3 crates/train/bench/torch_train_anchor.py 2>&1 \
+       timeout ${ANCHOR_TIMEOUT:-200} python3 crates/train/bench/torch_train_anchor.py 2>&1 \
        | tee "$OUT/torch_anchor.log" | grep -v Warning
 fi
 

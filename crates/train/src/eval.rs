@@ -4,7 +4,7 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, IndexingUpdateOp, Int, Tensor};
 use scalelab_blocks::precision::{cast_to, float_dtype, stats_dtype};
-use scalelab_blocks::{HybridDecoder, LightningBackend};
+use scalelab_blocks::{HybridDecoder, KernelBackend};
 use scalelab_data::{Dataset, Split};
 
 use crate::loader::HostBatch;
@@ -68,7 +68,7 @@ pub fn cross_entropy_reference<B: Backend>(
 }
 
 /// Mean validation loss over `batches` fixed batches of the validation split.
-pub fn validation_loss<B: LightningBackend>(
+pub fn validation_loss<B: KernelBackend>(
     model: &HybridDecoder<B>,
     data: &dyn Dataset,
     batches: u64,

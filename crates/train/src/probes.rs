@@ -3,7 +3,7 @@
 use std::fmt;
 
 use burn::tensor::{Int, Tensor, TensorData};
-use scalelab_blocks::{HybridDecoder, LightningBackend};
+use scalelab_blocks::{HybridDecoder, KernelBackend};
 use scalelab_data::probes::{score, MqarGrid, NiahGrid, ProbeGrid, ProbeSet, ProbeTask};
 use scalelab_data::Dataset;
 use serde::{Deserialize, Serialize};
@@ -107,7 +107,7 @@ impl fmt::Display for ProbeScores {
 }
 
 /// Runs every cell of `grid` on `model` (argmax next-token predictions at the target positions).
-pub fn run_probes<B: LightningBackend>(
+pub fn run_probes<B: KernelBackend>(
     model: &HybridDecoder<B>,
     grid: &ProbeGrid,
     data: &dyn Dataset,
@@ -137,7 +137,7 @@ pub fn run_probes<B: LightningBackend>(
 }
 
 /// Argmax predictions at each example's target positions, examples of equal length batched.
-fn predict<B: LightningBackend>(
+fn predict<B: KernelBackend>(
     model: &HybridDecoder<B>,
     set: &ProbeSet,
     device: &B::Device,
@@ -156,7 +156,7 @@ fn predict<B: LightningBackend>(
     out
 }
 
-fn predict_batch<B: LightningBackend>(
+fn predict_batch<B: KernelBackend>(
     model: &HybridDecoder<B>,
     examples: &[scalelab_data::probes::ProbeExample],
     device: &B::Device,

@@ -11,7 +11,7 @@ use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer}
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{DType, Element, ElementConversion, FloatDType, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
-use scalelab_blocks::{HybridDecoder, LightningBackend, ModelConfigExt, MoeStats};
+use scalelab_blocks::{HybridDecoder, KernelBackend, ModelConfigExt, MoeStats};
 use scalelab_tensorboard::HParamValue;
 use serde::{Deserialize, Serialize};
 
@@ -90,8 +90,8 @@ pub fn train<B>(
     opts: &TrainOptions,
 ) -> Result<Summary, TrainError>
 where
-    B: AutodiffBackend + LightningBackend,
-    B::InnerBackend: LightningBackend,
+    B: AutodiffBackend + KernelBackend,
+    B::InnerBackend: KernelBackend,
 {
     let entered = Instant::now();
     run.validate()?;
