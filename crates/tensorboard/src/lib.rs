@@ -195,6 +195,19 @@ impl SummaryWriter {
         &self.path
     }
 
+    /// Marks a (re)start at `step`: TensorBoard discards the events earlier files of the same
+    /// directory logged at `step` or later, so a resumed run shows one history, not two.
+    pub fn session_start(&mut self, step: u64) -> io::Result<()> {
+        self.write_event(Event {
+            wall_time: wall_time(),
+            step: step as i64,
+            what: Some(event::What::SessionLog(proto::SessionLog {
+                status: 1,
+                msg: format!("resumed at step {step}"),
+            })),
+        })
+    }
+
     /// Logs a scalar series point. TensorBoard stores it as float32 (`simple_value`), so
     /// about 7 significant digits survive (enough for plotting FLOPs up to 3e38).
     pub fn add_scalar(&mut self, tag: &str, step: u64, value: f64) -> io::Result<()> {

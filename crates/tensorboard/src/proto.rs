@@ -20,7 +20,7 @@ pub struct Event {
     #[prost(int64, tag = "2")]
     pub step: i64,
     /// What the event carries.
-    #[prost(oneof = "event::What", tags = "3, 5")]
+    #[prost(oneof = "event::What", tags = "3, 5, 6")]
     pub what: Option<event::What>,
 }
 
@@ -35,7 +35,22 @@ pub mod event {
         /// Summary values.
         #[prost(message, tag = "5")]
         Summary(super::Summary),
+        /// A session marker: `START` at a step makes TensorBoard drop the events an earlier
+        /// attempt logged at that step and after (a resumed run's superseded history).
+        #[prost(message, tag = "6")]
+        SessionLog(super::SessionLog),
     }
+}
+
+/// `tensorboard.SessionLog` (subset).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SessionLog {
+    /// `START = 1` (`CHECKPOINT = 2`, `STOP = 3`).
+    #[prost(int32, tag = "1")]
+    pub status: i32,
+    /// Free text.
+    #[prost(string, tag = "3")]
+    pub msg: String,
 }
 
 /// `tensorboard.Summary`: a list of tagged values.

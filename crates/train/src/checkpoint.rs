@@ -73,6 +73,47 @@ impl Checkpoints {
         }
     }
 
+    /// Removes what killed writes left behind (`.step-N.tmp-PID` directories, `.latest.tmp`);
+    /// call only while holding the run's lock. Returns what it removed.
+    pub fn clean_stale(&self) -> Vec<PathBuf> {
+        let mut removed = Vec::new();
+        for entry in fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let stale =
+                (name.starts_with(".step-") && name.contains(".tmp-")) || name == ".latest.tmp";
+            if stale {
+                let gone = if path.is_dir() {
+                    fs::remove_dir_all(&path)
+                } else {
+                    fs::remove_file(&path)
+                };
+                if gone.is_ok() {
+                    removed.push(path);
+                }
+            }
+        }
+        removed
+    }
+
+    /// Every checkpoint directory, newest first, each with its loop state if it is intact or
+    /// why it is not: what resuming chooses from, whatever `latest` says.
+    pub fn scan(&self) -> Vec<(PathBuf, Result<LoopState, String>)> {
+        let mut all = self.all();
+        all.reverse();
+        all.into_iter()
+            .map(|dir| {
+                let state = self.check(&dir).and_then(|()| {
+                    let text = fs::read_to_string(dir.join("state.json"))
+                        .map_err(|e| format!("state.json cannot be read ({e})"))?;
+                    serde_json::from_str::<LoopState>(&text)
+                        .map_err(|e| format!("state.json is corrupt ({e})"))
+                });
+                (dir, state)
+            })
+            .collect()
+    }
+
     /// The newest checkpoint's directory, if any.
     pub fn latest(&self) -> Option<PathBuf> {
         let name = fs::read_to_string(self.dir.join("latest")).ok()?;
@@ -143,7 +184,8 @@ impl Checkpoints {
         Ok(final_dir)
     }
 
-    /// Loads the newest checkpoint into `model` and `optim`, verifying every file first.
+    /// Loads the newest checkpoint (the one `latest` names) into `model` and `optim`,
+    /// verifying every file first.
     pub fn load<B, M, O>(
         &self,
         model: M,
@@ -160,6 +202,23 @@ impl Checkpoints {
             reason: "no checkpoint found (no `latest` file)".into(),
             hint: "start the run without --resume".into(),
         })?;
+        self.load_from(&dir, model, optim, device)
+    }
+
+    /// Loads the checkpoint in `dir` into `model` and `optim`, verifying every file first.
+    pub fn load_from<B, M, O>(
+        &self,
+        dir: &Path,
+        model: M,
+        optim: O,
+        device: &B::Device,
+    ) -> Result<(M, O, LoopState), TrainError>
+    where
+        B: AutodiffBackend,
+        M: AutodiffModule<B>,
+        O: Optimizer<M, B>,
+    {
+        let dir = dir.to_path_buf();
         self.verify(&dir)?;
         let corrupt = |e: burn::record::RecorderError| TrainError::Checkpoint {
             path: dir.clone(),
@@ -188,28 +247,32 @@ impl Checkpoints {
 
     /// Checks sizes and checksums against the manifest.
     pub fn verify(&self, dir: &Path) -> Result<(), TrainError> {
-        let bad = |reason: String| TrainError::Checkpoint {
+        self.check(dir).map_err(|reason| TrainError::Checkpoint {
             path: dir.to_path_buf(),
             reason,
             hint: self.fallback_hint(dir),
-        };
+        })
+    }
+
+    /// [`Self::verify`]'s test, with the reason a checkpoint fails it.
+    fn check(&self, dir: &Path) -> Result<(), String> {
         let manifest = fs::read(dir.join("manifest.json"))
-            .map_err(|e| bad(format!("manifest.json cannot be read ({e})")))?;
+            .map_err(|e| format!("manifest.json cannot be read ({e})"))?;
         let manifest: Manifest = serde_json::from_slice(&manifest)
-            .map_err(|e| bad(format!("manifest.json is corrupt ({e})")))?;
+            .map_err(|e| format!("manifest.json is corrupt ({e})"))?;
         for f in &manifest.files {
             let bytes = fs::read(dir.join(&f.name))
-                .map_err(|e| bad(format!("{} cannot be read ({e})", f.name)))?;
+                .map_err(|e| format!("{} cannot be read ({e})", f.name))?;
             if bytes.len() as u64 != f.bytes {
-                return Err(bad(format!(
+                return Err(format!(
                     "{} has {} bytes but the manifest says {} (truncated?)",
                     f.name,
                     bytes.len(),
                     f.bytes
-                )));
+                ));
             }
             if crc32fast::hash(&bytes) != f.crc32 {
-                return Err(bad(format!("{} fails its checksum", f.name)));
+                return Err(format!("{} fails its checksum", f.name));
             }
         }
         Ok(())
@@ -234,16 +297,7 @@ impl Checkpoints {
     }
 
     fn verify_quiet(&self, dir: &Path) -> bool {
-        let Ok(bytes) = fs::read(dir.join("manifest.json")) else {
-            return false;
-        };
-        let Ok(manifest) = serde_json::from_slice::<Manifest>(&bytes) else {
-            return false;
-        };
-        manifest.files.iter().all(|f| {
-            fs::read(dir.join(&f.name))
-                .is_ok_and(|b| b.len() as u64 == f.bytes && crc32fast::hash(&b) == f.crc32)
-        })
+        self.check(dir).is_ok()
     }
 
     /// All finished checkpoints, oldest first.

@@ -69,6 +69,19 @@ pub enum TrainError {
         /// What to do.
         hint: String,
     },
+    /// Another process is writing the directory.
+    #[error(
+        "{what} directory {dir} is in use by {holder} (a second `scalelab train` or `scalelab \
+         sweep` on it): wait for that process to finish, or stop it; nothing was changed"
+    )]
+    Locked {
+        /// The directory.
+        dir: PathBuf,
+        /// `run` or `sweep`.
+        what: String,
+        /// Who holds the lock.
+        holder: String,
+    },
     /// The loss became NaN or infinite.
     #[error(
         "the loss became {value} at step {step}; the last good checkpoint is {last_checkpoint}. \

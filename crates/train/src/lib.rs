@@ -11,6 +11,7 @@ pub mod error;
 pub mod eval;
 pub mod grads;
 pub mod loader;
+pub mod lock;
 pub mod metrics;
 pub mod probes;
 pub mod schedule;

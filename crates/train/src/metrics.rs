@@ -53,7 +53,12 @@ impl MetricsLog {
             .open(&path)
             .map_err(|e| TrainError::io(&path, e))?;
         let tb_dir = run_dir.join("tensorboard");
-        let tb = SummaryWriter::create(&tb_dir).map_err(|e| TrainError::io(&tb_dir, e))?;
+        let mut tb = SummaryWriter::create(&tb_dir).map_err(|e| TrainError::io(&tb_dir, e))?;
+        if let Some(step) = resume_step {
+            // Supersedes what the interrupted attempt logged after the checkpoint.
+            tb.session_start(step + 1)
+                .map_err(|e| TrainError::io(&tb_dir, e))?;
+        }
         Ok(Self {
             path,
             jsonl: BufWriter::new(file),

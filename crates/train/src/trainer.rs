@@ -19,6 +19,7 @@ use crate::checkpoint::{Checkpoints, LoopState};
 use crate::error::TrainError;
 use crate::eval::{cross_entropy, validation_loss};
 use crate::loader::Prefetch;
+use crate::lock::DirLock;
 use crate::metrics::{MetricsLog, Record};
 use crate::probes::{run_probes, ProbeScores};
 use crate::schedule::learning_rate;
@@ -97,8 +98,15 @@ where
     run.validate()?;
     let t = &run.train;
     std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+    let _lock = DirLock::acquire(dir, "run")?;
     let checkpoints = Checkpoints::new(dir);
-    let resume_step = check_run_dir(run, dir, &checkpoints, opts.resume)?;
+    checkpoints.clean_stale();
+    let from = match check_run_dir(run, dir, &checkpoints, opts.resume)? {
+        Start::Finished(summary) => return Ok(*summary),
+        Start::Resume { checkpoint, step } => Some((checkpoint, step)),
+        Start::Fresh => None,
+    };
+    let resume_step = from.as_ref().map(|(_, step)| *step);
     let data = scalelab_data::open(&run.data, t.seq_len, &opts.cache_dir)?;
     if data.vocab_size() > run.model.vocab_size {
         return Err(TrainError::Invalid {
@@ -135,8 +143,8 @@ where
         window_loss: 0.0,
         window_steps: 0,
     };
-    if resume_step.is_some() {
-        let (m, o, s) = checkpoints.load(model, optim, device)?;
+    if let Some((checkpoint, _)) = &from {
+        let (m, o, s) = checkpoints.load_from(checkpoint, model, optim, device)?;
         (model, optim, state) = (m, o, s);
     }
     model = model.with_compute_dtype(compute);
@@ -382,46 +390,137 @@ fn compute_dtype<B: Backend>(
     Ok(compute)
 }
 
-/// Refuses to overwrite a run without `resume`, and to resume with a changed config. Returns
-/// the step to resume from.
+/// How a run starts.
+enum Start {
+    /// From step 0.
+    Fresh,
+    /// From this checkpoint, at this step.
+    Resume { checkpoint: PathBuf, step: u64 },
+    /// Nothing to do: the run had finished; its summary as written.
+    Finished(Box<Summary>),
+}
+
+/// Decides how the run in `dir` starts, changing nothing on disk but `config.yaml` of a fresh
+/// run. Without `resume` an existing run is refused. With it: a run whose `summary.json` says
+/// finished stays as it is; otherwise the newest intact checkpoint is chosen by scanning
+/// (whatever `latest` says), with a line saying which; checkpoints that exist but none intact
+/// are refused with what was found; a run with no checkpoint starts again (its earlier
+/// `metrics.jsonl` kept aside). A changed config is refused.
 fn check_run_dir(
     run: &RunConfig,
     dir: &Path,
     checkpoints: &Checkpoints,
     resume: bool,
-) -> Result<Option<u64>, TrainError> {
+) -> Result<Start, TrainError> {
     let saved_path = dir.join("config.yaml");
     let yaml = serde_saphyr::to_string(run).expect("a run config serializes");
-    let step = checkpoints.latest_step();
-    match (step, resume) {
-        (Some(step), false) => {
+    let found = checkpoints.scan();
+    let newest = found
+        .iter()
+        .find_map(|(d, s)| s.as_ref().ok().map(|s| (d, s.step)));
+    if !resume {
+        if !found.is_empty() || checkpoints.latest().is_some() {
             return Err(TrainError::RunExists {
                 dir: dir.to_path_buf(),
-                step,
-            })
+                step: newest.map_or(0, |(_, step)| step),
+            });
         }
-        (Some(_), true) => {
-            let saved =
-                std::fs::read_to_string(&saved_path).map_err(|e| TrainError::io(&saved_path, e))?;
-            if saved != yaml {
-                let what = saved
-                    .lines()
-                    .zip(yaml.lines())
-                    .find(|(a, b)| a != b)
-                    .map_or("its length".to_string(), |(a, b)| {
-                        format!("saved `{}`, now `{}`", a.trim(), b.trim())
-                    });
-                return Err(TrainError::ConfigChanged {
-                    dir: dir.to_path_buf(),
-                    what,
+    } else if saved_path.exists() {
+        let saved =
+            std::fs::read_to_string(&saved_path).map_err(|e| TrainError::io(&saved_path, e))?;
+        if saved != yaml {
+            let what = saved
+                .lines()
+                .zip(yaml.lines())
+                .find(|(a, b)| a != b)
+                .map_or("its length".to_string(), |(a, b)| {
+                    format!("saved `{}`, now `{}`", a.trim(), b.trim())
                 });
-            }
+            return Err(TrainError::ConfigChanged {
+                dir: dir.to_path_buf(),
+                what,
+            });
         }
-        (None, _) => {
-            std::fs::write(&saved_path, &yaml).map_err(|e| TrainError::io(&saved_path, e))?
+        if let Some(summary) = finished(dir) {
+            eprintln!(
+                "{} already finished its {} steps; nothing to do (summary: {})",
+                dir.display(),
+                summary.steps,
+                dir.join("summary.json").display()
+            );
+            return Ok(Start::Finished(Box::new(summary)));
         }
     }
-    Ok(step)
+    if resume {
+        if let Some((checkpoint, step)) = newest {
+            let latest = checkpoints.latest();
+            let note = match latest {
+                Some(l) if &l == checkpoint => String::new(),
+                Some(l) => format!(
+                    " (`latest` names {}, which is {})",
+                    l.display(),
+                    found
+                        .iter()
+                        .find(|(d, _)| *d == l)
+                        .and_then(|(_, s)| s.as_ref().err().cloned())
+                        .unwrap_or_else(|| "missing".into())
+                ),
+                None => " (no `latest` file)".into(),
+            };
+            eprintln!(
+                "resuming from step {step}, checkpoint {}{note}",
+                checkpoint.display()
+            );
+            return Ok(Start::Resume {
+                checkpoint: checkpoint.clone(),
+                step,
+            });
+        }
+        if !found.is_empty() {
+            let what = found
+                .iter()
+                .map(|(d, s)| {
+                    let name = d.file_name().unwrap_or_default().to_string_lossy();
+                    match s {
+                        Err(why) => format!("{name}: {why}"),
+                        Ok(_) => format!("{name}: intact"),
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(TrainError::Checkpoint {
+                path: dir.join("checkpoints"),
+                reason: format!("no intact checkpoint to resume from ({what})"),
+                hint: "nothing was changed; move the run directory aside and start it again, \
+                       or restore a checkpoint from a backup"
+                    .into(),
+            });
+        }
+        let metrics = dir.join("metrics.jsonl");
+        if metrics.exists() {
+            let aside = dir.join(format!(
+                "metrics.jsonl.before-restart-{}",
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs())
+            ));
+            std::fs::rename(&metrics, &aside).map_err(|e| TrainError::io(&metrics, e))?;
+            eprintln!(
+                "no checkpoint in {}: starting again from step 0 (the earlier metrics are kept in {})",
+                dir.display(),
+                aside.display()
+            );
+        }
+    }
+    std::fs::write(&saved_path, &yaml).map_err(|e| TrainError::io(&saved_path, e))?;
+    Ok(Start::Fresh)
+}
+
+/// The run's summary if it says the run finished.
+fn finished(dir: &Path) -> Option<Summary> {
+    let bytes = std::fs::read(dir.join("summary.json")).ok()?;
+    let summary: Summary = serde_json::from_slice(&bytes).ok()?;
+    summary.completed.then_some(summary)
 }
 
 fn hparams(run: &RunConfig) -> BTreeMap<String, HParamValue> {

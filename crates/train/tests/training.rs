@@ -143,35 +143,166 @@ fn existing_run_is_not_overwritten_and_changed_config_is_refused() {
     assert!(err.to_string().contains("lr"), "{err}");
 }
 
-#[test]
-fn truncated_checkpoint_gives_a_clear_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let run = tiny_run(10);
-    train::<B>(&run, dir.path(), &Default::default(), &opts(false)).unwrap();
-    let latest = std::fs::read_to_string(dir.path().join("checkpoints/latest")).unwrap();
-    let model = dir
-        .path()
-        .join("checkpoints")
-        .join(latest.trim())
-        .join("model.mpk");
-    let len = std::fs::metadata(&model).unwrap().len();
+/// A 15-step run with checkpoints at steps 5, 10 and 15, made to look killed after its last
+/// checkpoint and before its summary.
+fn killed_run(dir: &Path) -> RunConfig {
+    let mut run = tiny_run(15);
+    run.train.keep_checkpoints = 3;
+    train::<B>(&run, dir, &Default::default(), &opts(false)).unwrap();
+    std::fs::remove_file(dir.join("summary.json")).unwrap();
+    run
+}
+
+fn checkpoint(dir: &Path, step: u64) -> std::path::PathBuf {
+    dir.join(format!("checkpoints/step-{step:08}"))
+}
+
+fn truncate(file: &Path) {
+    let len = std::fs::metadata(file).unwrap().len();
     std::fs::OpenOptions::new()
         .write(true)
-        .open(&model)
+        .open(file)
         .unwrap()
         .set_len(len / 2)
         .unwrap();
+}
+
+/// The steps of the SessionLog START events in the run's newest TensorBoard file.
+fn session_starts(dir: &Path) -> Vec<i64> {
+    use prost::Message;
+    use scalelab_tensorboard::proto::{event::What, Event};
+    let mut files: Vec<_> = std::fs::read_dir(dir.join("tensorboard"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let mut f = std::fs::File::open(files.last().unwrap()).unwrap();
+    let mut starts = Vec::new();
+    while let Some(rec) = scalelab_tensorboard::record::read_record(&mut f).unwrap() {
+        let ev = Event::decode(rec.as_slice()).unwrap();
+        if let Some(What::SessionLog(s)) = ev.what {
+            assert_eq!(s.status, 1);
+            starts.push(ev.step);
+        }
+    }
+    starts
+}
+
+#[test]
+fn resume_takes_the_newest_intact_checkpoint_whatever_latest_says() {
+    let whole = tempfile::tempdir().unwrap();
+    let mut run = tiny_run(15);
+    run.train.keep_checkpoints = 3;
+    train::<B>(&run, whole.path(), &Default::default(), &opts(false)).unwrap();
+    let damage: [(&str, fn(&Path)); 4] = [
+        ("truncated model", |d| {
+            truncate(&checkpoint(d, 15).join("model.mpk"))
+        }),
+        ("empty state.json", |d| {
+            std::fs::write(checkpoint(d, 15).join("state.json"), "").unwrap()
+        }),
+        ("no latest file", |d| {
+            std::fs::remove_file(d.join("checkpoints/latest")).unwrap();
+            std::fs::remove_dir_all(checkpoint(d, 15)).unwrap();
+        }),
+        ("latest names a missing directory", |d| {
+            std::fs::remove_dir_all(checkpoint(d, 15)).unwrap()
+        }),
+    ];
+    for (what, damage) in damage {
+        let dir = tempfile::tempdir().unwrap();
+        let run = killed_run(dir.path());
+        damage(dir.path());
+        let s = train::<B>(&run, dir.path(), &Default::default(), &opts(true))
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert!(s.completed, "{what}");
+        assert_eq!(losses(dir.path()), losses(whole.path()), "{what}");
+        assert_eq!(session_starts(dir.path()), vec![11], "{what}");
+    }
+}
+
+#[test]
+fn resume_without_an_intact_checkpoint_refuses_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = killed_run(dir.path());
+    for step in [5, 10, 15] {
+        truncate(&checkpoint(dir.path(), step).join("optim.mpk"));
+    }
+    let metrics = std::fs::read(dir.path().join("metrics.jsonl")).unwrap();
     let err = train::<B>(&run, dir.path(), &Default::default(), &opts(true)).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, TrainError::Checkpoint { .. }), "{msg}");
+    for step in ["step-00000005", "step-00000010", "step-00000015"] {
+        assert!(msg.contains(step), "{step} not named: {msg}");
+    }
     assert!(
-        msg.contains("model.mpk") && msg.contains("truncated"),
+        msg.contains("optim.mpk") && msg.contains("nothing was changed"),
         "{msg}"
     );
-    assert!(
-        msg.contains("step-00000005"),
-        "the intact older checkpoint should be named: {msg}"
+    assert_eq!(
+        std::fs::read(dir.path().join("metrics.jsonl")).unwrap(),
+        metrics
     );
+    assert!(checkpoint(dir.path(), 15).exists());
+}
+
+#[test]
+fn stale_temporary_checkpoints_are_cleaned_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = killed_run(dir.path());
+    let stale = dir.path().join("checkpoints/.step-00000020.tmp-4242");
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::write(stale.join("model.mpk"), b"half").unwrap();
+    train::<B>(&run, dir.path(), &Default::default(), &opts(true)).unwrap();
+    assert!(!stale.exists());
+}
+
+#[test]
+fn resuming_a_finished_run_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = tiny_run(10);
+    let done = train::<B>(&run, dir.path(), &Default::default(), &opts(false)).unwrap();
+    let snapshot = |d: &Path| {
+        let mut files: Vec<(String, Vec<u8>)> = walk(d)
+            .into_iter()
+            .filter(|p| !p.ends_with(".lock"))
+            .map(|p| (p.display().to_string(), std::fs::read(&p).unwrap()))
+            .collect();
+        files.sort();
+        files
+    };
+    let before = snapshot(dir.path());
+    let again = train::<B>(&run, dir.path(), &Default::default(), &opts(true)).unwrap();
+    assert_eq!(snapshot(dir.path()), before);
+    assert_eq!(again.steps, done.steps);
+    assert_eq!(again.train_loss, done.train_loss);
+}
+
+fn walk(d: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(d).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_run_directory_in_use_is_refused_naming_the_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let _held = scalelab_train::lock::DirLock::acquire(dir.path(), "run").unwrap();
+    let err = train::<B>(&tiny_run(5), dir.path(), &Default::default(), &opts(false)).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, TrainError::Locked { .. }), "{msg}");
+    assert!(
+        msg.contains(&format!("process {}", std::process::id())),
+        "{msg}"
+    );
+    assert!(!dir.path().join("config.yaml").exists());
 }
 
 #[test]
