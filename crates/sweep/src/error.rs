@@ -32,6 +32,9 @@ pub enum SweepError {
         /// The rule.
         rule: String,
     },
+    /// Another process is running this sweep directory.
+    #[error(transparent)]
+    Locked(scalelab_train::TrainError),
     /// One run of the plan is invalid.
     #[error("run {run}: {path}: {message}")]
     Run {

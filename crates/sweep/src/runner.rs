@@ -52,6 +52,15 @@ where
     B: AutodiffBackend + KernelBackend,
     B::InnerBackend: KernelBackend,
 {
+    // One process per sweep directory: a second one stops here without touching anything.
+    let _lock =
+        scalelab_train::lock::DirLock::acquire(sweep_dir, "sweep").map_err(|e| match e {
+            locked @ scalelab_train::TrainError::Locked { .. } => SweepError::Locked(locked),
+            other => SweepError::Io {
+                path: sweep_dir.to_path_buf(),
+                source: std::io::Error::other(other.to_string()),
+            },
+        })?;
     std::fs::create_dir_all(sweep_dir.join("runs")).map_err(|e| SweepError::io(sweep_dir, e))?;
     write_meta(spec, sweep_dir)?;
     let outcomes: Vec<Mutex<RunOutcome>> = runs

@@ -161,6 +161,30 @@ fn a_failing_run_is_recorded_and_the_sweep_goes_on() {
 }
 
 #[test]
+fn a_sweep_directory_in_use_is_refused_before_anything_is_written() {
+    let spec_path = data("tiny.yaml");
+    let spec = SweepSpec::from_yaml_file(&spec_path).unwrap();
+    let runs = spec.plan(&spec_path).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let _held = scalelab_train::lock::DirLock::acquire(dir.path(), "sweep").unwrap();
+    let err = run_sweep::<B>(
+        &spec,
+        &runs,
+        dir.path(),
+        &Default::default(),
+        &opts(None),
+        |_, _| {},
+    )
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("sweep directory") && msg.contains(&std::process::id().to_string()),
+        "{msg}"
+    );
+    assert!(!dir.path().join("runs").exists());
+}
+
+#[test]
 fn bad_sweep_files_name_the_run_the_path_and_the_rule() {
     let plan_err = |name: &str| {
         let path = data(name);
