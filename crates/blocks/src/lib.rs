@@ -49,6 +49,11 @@ pub mod moe;
 pub mod precision;
 pub mod softmax;
 
+/// The repository README's Rust examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeExamples;
+
 pub use burn::module::Module;
 pub use decoder::{
     Attention, DecoderLayer, DecoderOutput, DecoderState, FeedForward, HybridDecoder, LayerState,
