@@ -10,11 +10,14 @@
 #   PRECISION  scalelab's precision (default bf16-mixed); STEPS, WARMUP, LOG_EVERY, BATCH, SEQ
 #   TIMEOUT    seconds per scalelab model (default 240); WARM=1 runs the first model again warm
 #   SKIP_ANCHOR=1, SKIP_OURS=1
+#   EXTRA      a command run last (its output in extra.log), e.g. a pure-bf16 check
+# Everything lands in /tmp/res and comes back as $OUT/results.tgz, with ratios.md beside it.
 set -uo pipefail
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 export PYTHONUNBUFFERED=1
-OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT"
+FINAL=${OUT:-/tmp/out}
+OUT=/tmp/res
+rm -rf "$OUT" && mkdir -p "$OUT" "$FINAL"
 BIN=/tmp/scalelab
 gunzip -c .gpu/scalelab.gz > "$BIN" && chmod +x "$BIN"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
@@ -43,7 +46,20 @@ if [ -z "${SKIP_OURS:-}" ]; then
       --out /tmp/bench-warm --cache-dir /tmp/scalelab-cache --json "$OUT/scalelab_bench_warm.json" \
       2>&1 | tee "$OUT/scalelab_bench_warm.txt"
   fi
-  for f in /tmp/bench/*.log; do echo "== $f"; tail -5 "$f"; done
-  tar czf "$OUT/bench_runs.tgz" -C /tmp bench --exclude='checkpoints' 2>/dev/null
+  for f in /tmp/bench/*.log; do echo "== $f"; tail -4 "$f"; done
+  mkdir -p "$OUT/runs"
+  for d in /tmp/bench/* /tmp/bench-warm/*; do
+    [ -d "$d" ] || continue
+    n=$(basename "$(dirname "$d")")-$(basename "$d")
+    mkdir -p "$OUT/runs/$n"
+    cp "$d"/summary.json "$d"/metrics.jsonl "$OUT/runs/$n/" 2>/dev/null
+  done
+  cp /tmp/bench/*.log "$OUT/runs/" 2>/dev/null
+fi
+if [ -n "${EXTRA:-}" ]; then
+  bash -c "$EXTRA" > "$OUT/extra.log" 2>&1
+  echo "== extra (rc $?)"; tail -6 "$OUT/extra.log"
 fi
 python3 crates/train/bench/ratios.py "$OUT" | tee "$OUT/ratios.md"
+tar czf "$FINAL/results.tgz" -C /tmp res
+cp "$OUT/ratios.md" "$FINAL/"
