@@ -40,13 +40,13 @@ impl SoftmaxAttentionConfig {
     /// Builds the layer.
     pub fn init<B: AttentionBackend>(&self, device: &B::Device) -> SoftmaxAttention<B> {
         assert!(
-            self.kv_heads > 0 && self.heads % self.kv_heads == 0,
+            self.kv_heads > 0 && self.heads.is_multiple_of(self.kv_heads),
             "SoftmaxAttentionConfig: heads ({}) must be divisible by kv_heads ({})",
             self.heads,
             self.kv_heads
         );
         assert!(
-            self.rope_dims % 2 == 0 && self.rope_dims <= self.head_dim,
+            self.rope_dims.is_multiple_of(2) && self.rope_dims <= self.head_dim,
             "SoftmaxAttentionConfig: rope_dims ({}) must be even and at most head_dim ({})",
             self.rope_dims,
             self.head_dim

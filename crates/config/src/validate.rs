@@ -56,7 +56,7 @@ impl ModelConfig {
         positive("attention.heads", a.heads)?;
         match a.head_dim {
             Some(hd) => positive("attention.head_dim", hd)?,
-            None if self.hidden_size % a.heads != 0 => {
+            None if !self.hidden_size.is_multiple_of(a.heads) => {
                 return Err(ConfigError::invalid(
                     "attention.heads",
                     a.heads,
@@ -72,7 +72,7 @@ impl ModelConfig {
         positive("attention.lightning.block_size", a.lightning.block_size)?;
         let kv = self.kv_heads();
         positive("attention.softmax.kv_heads", kv)?;
-        if a.heads % kv != 0 {
+        if !a.heads.is_multiple_of(kv) {
             return Err(ConfigError::invalid(
                 "attention.softmax.kv_heads",
                 kv,

@@ -352,7 +352,7 @@ pub fn log_ticks(lo: f64, hi: f64) -> (Vec<f64>, Vec<f64>) {
         let stride = decades.len().div_ceil(8);
         let major = decades
             .iter()
-            .filter(|e| (*e - decades[0]) as usize % stride == 0)
+            .filter(|e| ((*e - decades[0]) as usize).is_multiple_of(stride))
             .map(|e| 10f64.powi(*e))
             .collect();
         return (major, minor);

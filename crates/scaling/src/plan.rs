@@ -620,7 +620,7 @@ impl Resolver {
         let heads = match (s.heads, head_dim) {
             (Some(h), _) => h,
             (None, Some(hd)) => {
-                if hd == 0 || d % hd != 0 {
+                if hd == 0 || !d.is_multiple_of(hd) {
                     return Err(self.invalid(
                         field("hidden_size"),
                         d,

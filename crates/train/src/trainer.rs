@@ -200,7 +200,7 @@ where
         state.window_steps += 1;
 
         let end = state.step == total_steps;
-        if state.step % t.eval_every == 0 || end {
+        if state.step.is_multiple_of(t.eval_every) || end {
             val_loss = validation_loss(
                 &model.valid(),
                 data.as_ref(),
@@ -231,8 +231,8 @@ where
                 });
             }
         }
-        let log_now = state.step % t.log_every == 0 || end;
-        let checkpoint_now = state.step % t.checkpoint_every == 0 || end || stopped(opts);
+        let log_now = state.step.is_multiple_of(t.log_every) || end;
+        let checkpoint_now = state.step.is_multiple_of(t.checkpoint_every) || end || stopped(opts);
         if log_now || checkpoint_now {
             if let Some(sum) = pending_loss.take() {
                 let sum: f64 = sum.into_scalar().elem();
@@ -268,12 +268,12 @@ where
             if let Some(peak) = t.peak_flops {
                 r.scalar("perf/mfu", tps * flops_per_token / peak);
             }
-            if state.step % t.eval_every == 0 || end {
+            if state.step.is_multiple_of(t.eval_every) || end {
                 r.scalar("val/loss", val_loss);
             }
             moe_record(&mut r, &moe_stats);
             if let (Some(grid), Some(every)) = (&t.probes, t.probe_every) {
-                if state.step % every == 0 && !end {
+                if state.step.is_multiple_of(every) && !end {
                     let scores = run_probes(&model.valid(), grid, data.as_ref(), device)?;
                     for (name, v) in scores.scalars() {
                         r.scalar(&format!("probes/{name}"), v);

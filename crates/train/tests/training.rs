@@ -194,7 +194,8 @@ fn resume_takes_the_newest_intact_checkpoint_whatever_latest_says() {
     let mut run = tiny_run(15);
     run.train.keep_checkpoints = 3;
     train::<B>(&run, whole.path(), &Default::default(), &opts(false)).unwrap();
-    let damage: [(&str, fn(&Path)); 4] = [
+    type Damage = fn(&Path);
+    let damage: [(&str, Damage); 4] = [
         ("truncated model", |d| {
             truncate(&checkpoint(d, 15).join("model.mpk"))
         }),

@@ -113,7 +113,7 @@ pub fn run(args: &Args) -> Result<()> {
 }
 
 fn train(args: &TrainArgs) -> Result<()> {
-    if args.log_every == 0 || args.warmup % args.log_every != 0 {
+    if args.log_every == 0 || !args.warmup.is_multiple_of(args.log_every) {
         bail!(
             "--warmup ({}) must be a multiple of --log-every ({}), which must be at least 1",
             args.warmup,
