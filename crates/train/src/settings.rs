@@ -25,6 +25,21 @@ pub struct Budget {
     pub flops: Option<f64>,
 }
 
+/// As written in a run file: `{ steps: 400 }`, `{ steps: 0, tokens: 1e6 }`.
+impl std::fmt::Display for Budget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = [
+            self.steps.map(|s| format!("steps: {s}")),
+            self.tokens.map(|t| format!("tokens: {t:e}")),
+            self.flops.map(|c| format!("flops: {c:e}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        write!(f, "{{ {} }}", parts.join(", "))
+    }
+}
+
 impl Default for Budget {
     fn default() -> Self {
         Self {
@@ -302,7 +317,7 @@ impl RunConfig {
         if given.iter().filter(|g| **g).count() != 1 {
             return invalid(
                 "train.budget",
-                format!("{b:?}"),
+                b.to_string(),
                 "give exactly one of steps, tokens or flops",
             );
         }
@@ -310,7 +325,7 @@ impl RunConfig {
             || b.tokens.is_some_and(not_positive)
             || b.flops.is_some_and(not_positive)
         {
-            return invalid("train.budget", format!("{b:?}"), "must be positive");
+            return invalid("train.budget", b.to_string(), "must be positive");
         }
         if !(t.lr > 0.0 && t.lr.is_finite()) {
             return invalid(
@@ -336,7 +351,7 @@ impl RunConfig {
         if t.betas.iter().any(|b| !(0.0..1.0).contains(b)) {
             return invalid(
                 "train.betas",
-                format!("{:?}", t.betas),
+                format!("[{}, {}]", t.betas[0], t.betas[1]),
                 "each must be in [0, 1)",
             );
         }

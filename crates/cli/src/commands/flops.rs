@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use scalelab_config::ModelConfig;
 use scalelab_scaling::report;
 
 /// Arguments of `scalelab flops`.
@@ -22,7 +21,7 @@ pub struct Args {
 /// Prints forward and training FLOPs per token by component, under each convention.
 pub fn run(args: &Args) -> Result<()> {
     anyhow::ensure!(args.seq > 0, "--seq must be at least 1");
-    let cfg = ModelConfig::from_yaml_file(&args.config)?;
+    let cfg = super::model_config(&args.config)?;
     if args.json {
         println!(
             "{}",

@@ -9,3 +9,9 @@ pub mod plan;
 pub mod report;
 pub mod sweep;
 pub mod train;
+
+/// The model of a model config or of a run file (`model:`, `train:`, `data:`), as `train`
+/// reads them.
+pub fn model_config(path: &std::path::Path) -> anyhow::Result<scalelab_config::ModelConfig> {
+    Ok(scalelab_train::RunConfig::from_yaml_file(path)?.model)
+}

@@ -26,7 +26,7 @@ struct Report<'a> {
 
 /// Prints the parameter breakdown of one config.
 pub fn run(args: &Args) -> Result<()> {
-    let cfg = ModelConfig::from_yaml_file(&args.config)?;
+    let cfg = super::model_config(&args.config)?;
     let p = cfg.param_count();
     if args.json {
         let report = Report {

@@ -167,6 +167,10 @@ pub fn run(args: &Args) -> Result<()> {
         "TensorBoard: tensorboard --logdir {}",
         dir.join("runs").display()
     );
+    if stop.load(Ordering::SeqCst) {
+        // Interrupted by Ctrl-C, after checkpointing: the shell's convention for SIGINT.
+        std::process::exit(130);
+    }
     Ok(())
 }
 

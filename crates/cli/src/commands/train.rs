@@ -162,5 +162,9 @@ pub fn run(args: &Args) -> Result<()> {
             dir.display()
         );
     }
+    if stop.load(Ordering::SeqCst) {
+        // Interrupted by Ctrl-C, after checkpointing: the shell's convention for SIGINT.
+        std::process::exit(130);
+    }
     Ok(())
 }
