@@ -2,7 +2,7 @@
 """Per-chunk counts from `gpu_run.sh`'s `sass` step: one kernel launch's per-instruction SASS
 listing (`sass.csv.gz`, Nsight Compute's source page) reduced to what a chunk step costs.
 
-    python3 kernels/bench/sass_counts.py kernels/bench/results/session11/call3/sass.csv.gz \
+    python3 kernels/bench/sass_counts.py OUT/sass.csv.gz \
         --cubes 128 --warps 8 --chunks 32
 
 prints instructions per warp and chunk by opcode, shared-memory wavefronts and global sectors
