@@ -875,10 +875,66 @@ fn section_laws(ctx: &mut Ctx, md: &mut String) {
         }
         md.push('\n');
     }
+    if let Some(v) = ordering_verdict(ctx) {
+        let _ = writeln!(md, "{v}\n");
+    }
     md.push_str(
         "The IsoFLOP budget details and the other laws (`L(C) = E + a C^b`, `L(N, D)`, the MoE \
          law) are printed by `scalelab fit results.csv --law all`.\n\n",
     );
+}
+
+/// Whether the fitted `L(C)` exponents order the architectures: pairs whose bootstrap intervals
+/// overlap cannot be told apart at this scale, and the report says so instead of ranking them.
+fn ordering_verdict(ctx: &Ctx) -> Option<String> {
+    let fitted: Vec<(&str, f64, f64)> = ctx
+        .power
+        .archs
+        .iter()
+        .filter_map(|a| {
+            let f = ctx.fitted(&a.arch, "L(C)")?;
+            let b = f.param("b")?;
+            Some((a.arch.as_str(), b.lo, b.hi))
+        })
+        .collect();
+    if fitted.len() < 2 {
+        return None;
+    }
+    let mut apart = Vec::new();
+    let mut overlap = Vec::new();
+    for (i, x) in fitted.iter().enumerate() {
+        for y in &fitted[i + 1..] {
+            let pair = format!("{} / {}", x.0, y.0);
+            if x.2 < y.1 || y.2 < x.1 {
+                apart.push(pair);
+            } else {
+                overlap.push(pair);
+            }
+        }
+    }
+    let conf = 100.0 * ctx.opts.fit.confidence;
+    Some(if apart.is_empty() {
+        format!(
+            "**Inconclusive at this scale**: the {conf:.0}% intervals of every pair of fitted \
+             `L(C)` exponents overlap ({}), so these runs do not order the architectures; \
+             larger models, more budgets or more seeds are needed before comparing them with the \
+             paper.",
+            overlap.join(", ")
+        )
+    } else if overlap.is_empty() {
+        format!(
+            "The {conf:.0}% intervals of the fitted `L(C)` exponents are disjoint for every pair \
+             ({}): the runs order the architectures by their exponents.",
+            apart.join(", ")
+        )
+    } else {
+        format!(
+            "The {conf:.0}% intervals of the fitted `L(C)` exponents separate {} but overlap for \
+             {}: only the separated pairs are ordered by these runs.",
+            apart.join(", "),
+            overlap.join(", ")
+        )
+    })
 }
 
 /// The run of an architecture at its largest budget (FLOPs within `tol` of the most) with the
@@ -1782,6 +1838,9 @@ fn summary(ctx: &Ctx) -> String {
             }
             None => {}
         }
+    }
+    if let Some(v) = ordering_verdict(ctx) {
+        let _ = writeln!(out, "  {}", v.replace("**", ""));
     }
     if !s.notes.is_empty() {
         let _ = writeln!(

@@ -429,3 +429,39 @@ fn partial_sweeps_get_a_report_with_notes() {
     assert!(texts.iter().any(|t| t == "training-loss curves"));
     assert_eq!(p.figures.len(), 1, "{:?}", p.figures);
 }
+
+/// Two architectures with `L(C) = a C^b` on five budgets: far-apart exponents are ordered,
+/// equal ones (with noise) are reported as inconclusive rather than ranked.
+#[test]
+fn the_report_orders_architectures_only_when_their_exponents_separate() {
+    let table = |b_light: f64| {
+        let mut csv = String::from("name,arch,params,activated_params,tokens,flops,loss,status\n");
+        for (arch, b, wiggle) in [("softmax", -0.05, 1.0), ("lightning", b_light, -1.0)] {
+            for (i, c) in [1e15, 3e15, 1e16, 3e16, 1e17].iter().enumerate() {
+                let pfd = c / 8.64e19;
+                let noise = 1.0 + wiggle * 0.004 * [1.0, -1.0, 0.5, -0.5, 0.0][i];
+                let loss = 2.0 * f64::powf(pfd, b) * noise;
+                csv += &format!("{arch}{i},{arch},1e6,1e6,{},{c},{loss},ok\n", c / 6e6);
+            }
+        }
+        csv
+    };
+    let opts = ReportOptions {
+        fit: FitOptions {
+            bootstrap: 100,
+            ..FitOptions::default()
+        },
+    };
+    let run = |csv: String| {
+        let dir = sweep_with_csv(&csv);
+        let out = tempfile::tempdir().unwrap();
+        let p = write_report_with(dir.path(), Some(out.path()), &opts).unwrap();
+        (std::fs::read_to_string(&p.report).unwrap(), p.summary)
+    };
+    let (md, summary) = run(table(-0.05));
+    assert!(md.contains("**Inconclusive at this scale**"), "{md}");
+    assert!(summary.contains("Inconclusive at this scale"), "{summary}");
+    let (md, _) = run(table(-0.15));
+    assert!(!md.contains("Inconclusive"), "{md}");
+    assert!(md.contains("disjoint for every pair"), "{md}");
+}
