@@ -17,3 +17,24 @@ pub use lightning::LightningBackend;
 pub trait KernelBackend: LightningBackend + AttentionBackend {}
 
 impl<B: LightningBackend + AttentionBackend> KernelBackend for B {}
+
+/// The CPU backends have no kernels: both extensions run their tensor-op references.
+macro_rules! reference_backends {
+    ($($ext:path),*) => {$(
+        #[cfg(feature = "flex")]
+        impl $ext for burn::backend::Flex {}
+
+        #[cfg(feature = "ndarray")]
+        impl<E, I, Q> $ext for burn::backend::NdArray<E, I, Q>
+        where
+            E: burn::backend::ndarray::FloatNdArrayElement,
+            I: burn::backend::ndarray::IntNdArrayElement,
+            Q: burn::backend::ndarray::QuantElement,
+            burn::backend::ndarray::NdArrayTensor: From<burn::backend::ndarray::SharedArray<E>>,
+            burn::backend::ndarray::NdArrayTensor: From<burn::backend::ndarray::SharedArray<I>>,
+        {
+        }
+    )*};
+}
+
+reference_backends!(LightningBackend, AttentionBackend);

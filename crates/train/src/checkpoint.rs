@@ -184,27 +184,6 @@ impl Checkpoints {
         Ok(final_dir)
     }
 
-    /// Loads the newest checkpoint (the one `latest` names) into `model` and `optim`,
-    /// verifying every file first.
-    pub fn load<B, M, O>(
-        &self,
-        model: M,
-        optim: O,
-        device: &B::Device,
-    ) -> Result<(M, O, LoopState), TrainError>
-    where
-        B: AutodiffBackend,
-        M: AutodiffModule<B>,
-        O: Optimizer<M, B>,
-    {
-        let dir = self.latest().ok_or_else(|| TrainError::Checkpoint {
-            path: self.dir.clone(),
-            reason: "no checkpoint found (no `latest` file)".into(),
-            hint: "start the run without --resume".into(),
-        })?;
-        self.load_from(&dir, model, optim, device)
-    }
-
     /// Loads the checkpoint in `dir` into `model` and `optim`, verifying every file first.
     pub fn load_from<B, M, O>(
         &self,

@@ -675,19 +675,5 @@ fn is_tracked<B: Backend, C: CheckpointStrategy, const D: usize>(
         .is_none()
 }
 
-#[cfg(feature = "flex")]
-impl LightningBackend for burn::backend::Flex {}
-
-#[cfg(feature = "ndarray")]
-impl<E, I, Q> LightningBackend for burn::backend::NdArray<E, I, Q>
-where
-    E: burn::backend::ndarray::FloatNdArrayElement,
-    I: burn::backend::ndarray::IntNdArrayElement,
-    Q: burn::backend::ndarray::QuantElement,
-    burn::backend::ndarray::NdArrayTensor: From<burn::backend::ndarray::SharedArray<E>>,
-    burn::backend::ndarray::NdArrayTensor: From<burn::backend::ndarray::SharedArray<I>>,
-{
-}
-
 #[cfg(feature = "cubecl")]
 mod cubecl_impls;
