@@ -23,6 +23,12 @@ mod chosen {
     /// Keeps CubeCL's compiled kernels and autotune results under `dir` (unless a `cubecl.toml`
     /// in the working directory or above says otherwise), so a second run of a model skips
     /// NVRTC and autotuning. Call before the first device use.
+    /// The default memory limit of a run: none (device memory is not queried; give
+    /// --max-memory).
+    pub fn memory_limit() -> Option<u64> {
+        None
+    }
+
     pub fn kernel_cache(dir: &std::path::Path) {
         use cubecl::config::{cache::CacheConfig, CubeClRuntimeConfig, RuntimeConfig};
         let has_file = std::env::current_dir().is_ok_and(|d| {
@@ -72,6 +78,10 @@ mod chosen {
     pub const PRECISIONS: &[scalelab_train::Precision] = &[scalelab_train::Precision::F32];
     /// CubeCL's caches keep their defaults (CPU builds compile no kernels at run time).
     pub fn kernel_cache(_dir: &std::path::Path) {}
+    /// The default memory limit of a run: none known (device memory is not queried).
+    pub fn memory_limit() -> Option<u64> {
+        None
+    }
     /// The default device.
     pub fn device() -> burn::backend::wgpu::WgpuDevice {
         Default::default()
@@ -94,6 +104,10 @@ mod chosen {
     pub const PRECISIONS: &[scalelab_train::Precision] = &[scalelab_train::Precision::F32];
     /// CubeCL's caches keep their defaults (CPU builds compile no kernels at run time).
     pub fn kernel_cache(_dir: &std::path::Path) {}
+    /// The default memory limit of a run: the RAM available now.
+    pub fn memory_limit() -> Option<u64> {
+        scalelab_train::memory::available_ram()
+    }
     /// The default device.
     pub fn device() -> burn::backend::ndarray::NdArrayDevice {
         Default::default()
@@ -119,6 +133,10 @@ mod chosen {
     pub const PRECISIONS: &[scalelab_train::Precision] = &[scalelab_train::Precision::F32];
     /// CubeCL's caches keep their defaults (CPU builds compile no kernels at run time).
     pub fn kernel_cache(_dir: &std::path::Path) {}
+    /// The default memory limit of a run: the RAM available now.
+    pub fn memory_limit() -> Option<u64> {
+        scalelab_train::memory::available_ram()
+    }
     /// The default device.
     pub fn device() -> burn::backend::flex::FlexDevice {
         Default::default()

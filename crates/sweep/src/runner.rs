@@ -24,6 +24,8 @@ pub struct SweepOptions {
     pub stop: Option<Arc<AtomicBool>>,
     /// Tokenized-corpus cache.
     pub cache_dir: PathBuf,
+    /// Bytes each run may use (see `TrainOptions::max_memory`).
+    pub max_memory: Option<u64>,
 }
 
 /// Where a run lives inside the sweep directory.
@@ -90,6 +92,7 @@ where
             progress: opts.progress && opts.jobs <= 1,
             stop: opts.stop.clone(),
             cache_dir: opts.cache_dir.clone(),
+            max_memory: opts.max_memory,
         };
         let outcome = match train::<B>(&run.config, &dir, device, &train_opts) {
             Ok(s) if s.completed => RunOutcome::Done(Box::new(s)),

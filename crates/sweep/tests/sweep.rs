@@ -23,6 +23,7 @@ fn opts(stop: Option<Arc<AtomicBool>>) -> SweepOptions {
         progress: false,
         stop,
         cache_dir: std::env::temp_dir().join("scalelab-test-cache"),
+        max_memory: None,
     }
 }
 

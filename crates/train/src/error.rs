@@ -69,6 +69,18 @@ pub enum TrainError {
         /// What to do.
         hint: String,
     },
+    /// The run cannot fit in the memory available.
+    #[error(
+        "this run needs {needed}, more than the {limit} available: lower model.hidden_size, \
+         model.layers, model.vocab_size or train.batch_size, or raise --max-memory if the limit \
+         is wrong"
+    )]
+    TooLarge {
+        /// What it needs, by part.
+        needed: String,
+        /// The limit and where it comes from.
+        limit: String,
+    },
     /// Another process is writing the directory.
     #[error(
         "{what} directory {dir} is in use by {holder} (a second `scalelab train` or `scalelab \

@@ -12,6 +12,7 @@ pub mod eval;
 pub mod grads;
 pub mod loader;
 pub mod lock;
+pub mod memory;
 pub mod metrics;
 pub mod probes;
 pub mod schedule;

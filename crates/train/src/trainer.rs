@@ -36,6 +36,9 @@ pub struct TrainOptions {
     pub stop: Option<Arc<AtomicBool>>,
     /// Where tokenized corpora are cached.
     pub cache_dir: PathBuf,
+    /// Bytes the run may use, checked against a lower bound of its needs before anything is
+    /// allocated (`None`: no check).
+    pub max_memory: Option<u64>,
 }
 
 /// What a finished (or stopped) run reports; written to `summary.json`.
@@ -96,6 +99,9 @@ where
 {
     let entered = Instant::now();
     run.validate()?;
+    if let Some(limit) = opts.max_memory {
+        crate::memory::MemoryEstimate::of(run).check(limit, "the memory limit")?;
+    }
     let t = &run.train;
     std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
     let _lock = DirLock::acquire(dir, "run")?;

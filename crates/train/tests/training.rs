@@ -37,6 +37,7 @@ fn opts(resume: bool) -> TrainOptions {
         progress: false,
         stop: None,
         cache_dir: std::env::temp_dir().join("scalelab-test-cache"),
+        max_memory: None,
     }
 }
 
@@ -319,6 +320,26 @@ fn diverging_loss_stops_with_step_and_last_checkpoint() {
         other => panic!("expected a non-finite loss, got {other}"),
     }
     assert!(err.to_string().contains("last good checkpoint"), "{err}");
+}
+
+#[test]
+fn a_run_too_large_for_the_memory_limit_is_refused_with_its_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut run = tiny_run(5);
+    run.model.hidden_size = 1 << 20;
+    run.model.ffn.width = None;
+    let o = TrainOptions {
+        max_memory: Some(8 << 30),
+        ..opts(false)
+    };
+    let err = train::<B>(&run, dir.path(), &Default::default(), &o).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, TrainError::TooLarge { .. }), "{msg}");
+    assert!(
+        msg.contains("weights") && msg.contains("AdamW state") && msg.contains("8.0 GiB"),
+        "{msg}"
+    );
+    assert!(!dir.path().join("config.yaml").exists());
 }
 
 #[test]

@@ -10,6 +10,11 @@ pub mod report;
 pub mod sweep;
 pub mod train;
 
+/// `gib` GiB in bytes.
+pub fn gib(gib: f64) -> u64 {
+    (gib.max(0.0) * (1u64 << 30) as f64) as u64
+}
+
 /// The model of a model config or of a run file (`model:`, `train:`, `data:`), as `train`
 /// reads them.
 pub fn model_config(path: &std::path::Path) -> anyhow::Result<scalelab_config::ModelConfig> {

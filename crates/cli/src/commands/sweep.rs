@@ -27,6 +27,10 @@ pub struct Args {
     /// Where tokenized text corpora are cached.
     #[arg(long, default_value = ".scalelab-cache")]
     pub cache_dir: PathBuf,
+    /// GiB each run may use: a run that cannot fit is refused before anything is allocated
+    /// (default: the RAM available, on CPU builds).
+    #[arg(long)]
+    pub max_memory: Option<f64>,
     /// Write the report (fitted laws, tables, figures) when the sweep ends.
     #[arg(long)]
     pub report: bool,
@@ -128,6 +132,10 @@ pub fn run(args: &Args) -> Result<()> {
         progress: args.jobs <= 1,
         stop: Some(stop.clone()),
         cache_dir: args.cache_dir.clone(),
+        max_memory: args
+            .max_memory
+            .map(super::gib)
+            .or_else(backend::memory_limit),
     };
     let outcomes = run_sweep::<backend::Train>(
         &spec,

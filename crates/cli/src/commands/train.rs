@@ -48,6 +48,10 @@ pub struct Args {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// GiB the run may use: a run whose weights, gradients, AdamW state and activations cannot
+    /// fit is refused before anything is allocated (default: the RAM available, on CPU builds).
+    #[arg(long)]
+    pub max_memory: Option<f64>,
     /// Override train.precision: f32, bf16-mixed (f32 weights, bf16 matrix products and
     /// attention; the cuda default) or bf16 (bf16 weights too; cuda builds only).
     #[arg(long)]
@@ -122,6 +126,10 @@ pub fn run(args: &Args) -> Result<()> {
         progress: !args.quiet,
         stop: Some(stop.clone()),
         cache_dir: args.cache_dir.clone(),
+        max_memory: args
+            .max_memory
+            .map(super::gib)
+            .or_else(backend::memory_limit),
     };
     backend::kernel_cache(&args.cache_dir.join("cubecl"));
     let s = match precision {
