@@ -71,7 +71,7 @@ pub enum Precision {
     #[serde(rename = "f32")]
     F32,
     /// f32 weights, AdamW state, residual stream, norms, softmax statistics, loss and gradient
-    /// norm; bf16 inputs to the matrix products and to the attention kernels. The CUDA default.
+    /// norm; bf16 inputs to the matrix products and to the attention kernels. Opt-in until it has run on the GPU machine.
     #[serde(rename = "bf16-mixed")]
     Bf16Mixed,
     /// Everything in bf16 (weights and optimizer state too), except norm statistics, softmax

@@ -53,7 +53,7 @@ pub struct Args {
     #[arg(long)]
     pub max_memory: Option<f64>,
     /// Override train.precision: f32, bf16-mixed (f32 weights, bf16 matrix products and
-    /// attention; the cuda default) or bf16 (bf16 weights too; cuda builds only).
+    /// attention; cuda builds only, not yet checked on a GPU) or bf16 (bf16 weights too; cuda builds only).
     #[arg(long)]
     pub precision: Option<Precision>,
 }
