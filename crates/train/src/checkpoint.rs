@@ -261,7 +261,7 @@ impl Checkpoints {
         let older: Vec<PathBuf> = self
             .all()
             .into_iter()
-            .filter(|p| p != broken && self.verify_quiet(p))
+            .filter(|p| p != broken && self.check(p).is_ok())
             .collect();
         match older.last() {
             Some(prev) => format!(
@@ -273,10 +273,6 @@ impl Checkpoints {
             ),
             None => "no intact older checkpoint exists; start the run again without --resume in a new directory".into(),
         }
-    }
-
-    fn verify_quiet(&self, dir: &Path) -> bool {
-        self.check(dir).is_ok()
     }
 
     /// All finished checkpoints, oldest first.
