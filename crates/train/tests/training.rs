@@ -10,6 +10,13 @@ use scalelab_train::{train, Budget, RunConfig, TrainError, TrainOptions};
 
 type B = Autodiff<NdArray>;
 
+/// Burn's CPU backends seed one process-wide generator: tests that initialize models take turns,
+/// so a seed always draws the same weights.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn tiny_run(steps: u64) -> RunConfig {
     let path =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/tiny/tiny-hybrid-moe.yaml");
@@ -54,6 +61,7 @@ fn losses(dir: &Path) -> Vec<(u64, f64)> {
 
 #[test]
 fn loss_falls_on_the_synthetic_language() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let run = tiny_run(150);
     let s = train::<B>(&run, dir.path(), &Default::default(), &opts(false)).unwrap();
@@ -83,6 +91,7 @@ fn loss_falls_on_the_synthetic_language() {
 
 #[test]
 fn same_seed_repeats_bit_for_bit_and_resume_equals_no_interruption() {
+    let _serial = serial();
     let run = tiny_run(40);
     let whole = tempfile::tempdir().unwrap();
     train::<B>(&run, whole.path(), &Default::default(), &opts(false)).unwrap();
@@ -128,6 +137,7 @@ fn same_seed_repeats_bit_for_bit_and_resume_equals_no_interruption() {
 
 #[test]
 fn existing_run_is_not_overwritten_and_changed_config_is_refused() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let run = tiny_run(5);
     train::<B>(&run, dir.path(), &Default::default(), &opts(false)).unwrap();
@@ -191,6 +201,7 @@ fn session_starts(dir: &Path) -> Vec<i64> {
 
 #[test]
 fn resume_takes_the_newest_intact_checkpoint_whatever_latest_says() {
+    let _serial = serial();
     let whole = tempfile::tempdir().unwrap();
     let mut run = tiny_run(15);
     run.train.keep_checkpoints = 3;
@@ -225,6 +236,7 @@ fn resume_takes_the_newest_intact_checkpoint_whatever_latest_says() {
 
 #[test]
 fn resume_without_an_intact_checkpoint_refuses_and_changes_nothing() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let run = killed_run(dir.path());
     for step in [5, 10, 15] {
@@ -250,6 +262,7 @@ fn resume_without_an_intact_checkpoint_refuses_and_changes_nothing() {
 
 #[test]
 fn stale_temporary_checkpoints_are_cleaned_at_start() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let run = killed_run(dir.path());
     let stale = dir.path().join("checkpoints/.step-00000020.tmp-4242");
@@ -261,6 +274,7 @@ fn stale_temporary_checkpoints_are_cleaned_at_start() {
 
 #[test]
 fn resuming_a_finished_run_changes_nothing() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let run = tiny_run(10);
     let done = train::<B>(&run, dir.path(), &Default::default(), &opts(false)).unwrap();
@@ -295,6 +309,7 @@ fn walk(d: &Path) -> Vec<std::path::PathBuf> {
 
 #[test]
 fn a_run_directory_in_use_is_refused_naming_the_holder() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let _held = scalelab_train::lock::DirLock::acquire(dir.path(), "run").unwrap();
     let err = train::<B>(&tiny_run(5), dir.path(), &Default::default(), &opts(false)).unwrap_err();
@@ -309,6 +324,7 @@ fn a_run_directory_in_use_is_refused_naming_the_holder() {
 
 #[test]
 fn diverging_loss_stops_with_step_and_last_checkpoint() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let mut run = tiny_run(200);
     run.train.lr = 1e9;
@@ -324,6 +340,7 @@ fn diverging_loss_stops_with_step_and_last_checkpoint() {
 
 #[test]
 fn a_run_too_large_for_the_memory_limit_is_refused_with_its_sizes() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let mut run = tiny_run(5);
     run.model.hidden_size = 1 << 20;
@@ -344,6 +361,7 @@ fn a_run_too_large_for_the_memory_limit_is_refused_with_its_sizes() {
 
 #[test]
 fn bad_settings_name_the_field() {
+    let _serial = serial();
     let mut run = tiny_run(5);
     run.train.batch_size = 0;
     assert!(run
@@ -366,6 +384,7 @@ fn bad_settings_name_the_field() {
 
 #[test]
 fn untrained_model_scores_at_chance_on_the_probes() {
+    let _serial = serial();
     use scalelab_blocks::ModelConfigExt;
     let run = tiny_run(1);
     let device = Default::default();
