@@ -21,28 +21,39 @@ mod chosen {
         scalelab_train::Precision::Bf16,
     ];
 
-    /// Keeps CubeCL's compiled kernels and autotune results under `dir` (unless a `cubecl.toml`
-    /// in the working directory or above says otherwise), so a second run of a model skips
-    /// NVRTC and autotuning. Call before the first device use.
     /// The default memory limit of a run: none (device memory is not queried; give
     /// --max-memory).
     pub fn memory_limit() -> Option<u64> {
         None
     }
 
-    pub fn kernel_cache(dir: &std::path::Path) {
-        use cubecl::config::{cache::CacheConfig, CubeClRuntimeConfig, RuntimeConfig};
+    /// Keeps CubeCL's compiled kernels and autotune results under `dir` (unless a `cubecl.toml`
+    /// in the working directory or above says otherwise), so a second run of a model skips
+    /// NVRTC and autotuning; with `profile`, also times every kernel launch into that file.
+    /// Call before the first device use.
+    pub fn kernel_cache(dir: &std::path::Path, profile: Option<&std::path::Path>) {
+        use cubecl::config::{
+            cache::CacheConfig, profiling::ProfilingLogLevel, CubeClRuntimeConfig, RuntimeConfig,
+        };
         let has_file = std::env::current_dir().is_ok_and(|d| {
             d.ancestors()
                 .any(|a| a.join("cubecl.toml").exists() || a.join("burn.toml").exists())
         });
         if has_file {
+            if profile.is_some() {
+                eprintln!("--profile-kernels is ignored: a cubecl.toml or burn.toml configures CubeCL here");
+            }
             return;
         }
         let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
-        let mut config = CubeClRuntimeConfig::default();
+        // CUBECL_DEBUG_OPTION=profile and the other environment switches still apply.
+        let mut config = CubeClRuntimeConfig::default().override_from_env();
         config.autotune.cache = CacheConfig::File(dir.clone());
         config.compilation.cache = Some(CacheConfig::File(dir));
+        if let Some(file) = profile {
+            config.profiling.logger.level = ProfilingLogLevel::Basic;
+            config.profiling.logger.file = Some(file.to_path_buf());
+        }
         CubeClRuntimeConfig::set(config);
     }
     /// The default device.
@@ -78,7 +89,7 @@ mod chosen {
     /// Precisions this build can train in.
     pub const PRECISIONS: &[scalelab_train::Precision] = &[scalelab_train::Precision::F32];
     /// CubeCL's caches keep their defaults (CPU builds compile no kernels at run time).
-    pub fn kernel_cache(_dir: &std::path::Path) {}
+    pub fn kernel_cache(_dir: &std::path::Path, _profile: Option<&std::path::Path>) {}
     /// The default memory limit of a run: none known (device memory is not queried).
     pub fn memory_limit() -> Option<u64> {
         None
@@ -104,7 +115,7 @@ mod chosen {
     /// Precisions this build can train in.
     pub const PRECISIONS: &[scalelab_train::Precision] = &[scalelab_train::Precision::F32];
     /// CubeCL's caches keep their defaults (CPU builds compile no kernels at run time).
-    pub fn kernel_cache(_dir: &std::path::Path) {}
+    pub fn kernel_cache(_dir: &std::path::Path, _profile: Option<&std::path::Path>) {}
     /// The default memory limit of a run: the RAM available now.
     pub fn memory_limit() -> Option<u64> {
         scalelab_train::memory::available_ram()
@@ -133,7 +144,7 @@ mod chosen {
     /// Precisions this build can train in.
     pub const PRECISIONS: &[scalelab_train::Precision] = &[scalelab_train::Precision::F32];
     /// CubeCL's caches keep their defaults (CPU builds compile no kernels at run time).
-    pub fn kernel_cache(_dir: &std::path::Path) {}
+    pub fn kernel_cache(_dir: &std::path::Path, _profile: Option<&std::path::Path>) {}
     /// The default memory limit of a run: the RAM available now.
     pub fn memory_limit() -> Option<u64> {
         scalelab_train::memory::available_ram()

@@ -10,7 +10,9 @@
 #   PRECISION  scalelab's precision (default bf16-mixed); STEPS, WARMUP, LOG_EVERY, BATCH, SEQ
 #   TIMEOUT    seconds per scalelab model (default 240); WARM=1 runs the first model again warm
 #   SKIP_ANCHOR=1, SKIP_OURS=1
-#   EXTRA      a command run last (its output in extra.log), e.g. a pure-bf16 check
+#   EXTRA      a command run last (its output in extra.log), e.g. gpu_parity.sh
+#   DEADLINE   seconds from the start by which every stage is cut (default 560), so that the
+#              results are packed inside the device tool's ten-minute limit
 # Everything lands in /tmp/res and comes back as $OUT/results.tgz, with ratios.md beside it.
 set -uo pipefail
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
@@ -18,6 +20,13 @@ export PYTHONUNBUFFERED=1
 FINAL=${OUT:-/tmp/out}
 OUT=/tmp/res
 rm -rf "$OUT" && mkdir -p "$OUT" "$FINAL"
+# Seconds left before DEADLINE, capped by $1 when given (at least 5).
+left() {
+  local l=$(( ${DEADLINE:-560} - SECONDS ))
+  [ -n "${1:-}" ] && [ "$1" -lt "$l" ] && l=$1
+  [ "$l" -lt 5 ] && l=5
+  echo "$l"
+}
 BIN=/tmp/scalelab
 gunzip -c .gpu/scalelab.gz > "$BIN" && chmod +x "$BIN"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
@@ -27,20 +36,20 @@ if [ -z "${SKIP_ANCHOR:-}" ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl \
     && PYTHONPATH=/tmp/site OUT="$OUT" ANCHOR_T=${ANCHOR_T:-2048} \
        ANCHOR_MODELS=${ANCHOR_MODELS:-hybrid-125M-dense,lightning-125M-dense,softmax-125M-dense,hybrid-125M-moe8x2} \
-       timeout ${ANCHOR_TIMEOUT:-200} python3 crates/train/bench/torch_train_anchor.py 2>&1 \
+       timeout "$(left "${ANCHOR_TIMEOUT:-200}")" python3 crates/train/bench/torch_train_anchor.py 2>&1 \
        | tee "$OUT/torch_anchor.log" | grep -v Warning
 fi
 
 if [ -z "${SKIP_OURS:-}" ]; then
   # shellcheck disable=SC2086
-  "$BIN" bench train ${MODELS:-} --precision "${PRECISION:-bf16-mixed}" \
+  timeout "$(left)" "$BIN" bench train ${MODELS:-} --precision "${PRECISION:-bf16-mixed}" \
     --steps "${STEPS:-30}" --warmup "${WARMUP:-10}" --log-every "${LOG_EVERY:-5}" \
     --batch-size "${BATCH:-16}" --seq-len "${SEQ:-2048}" --timeout "${TIMEOUT:-240}" \
     --out /tmp/bench --cache-dir /tmp/scalelab-cache --json "$OUT/scalelab_bench.json" \
     2>&1 | tee "$OUT/scalelab_bench.txt"
   if [ -n "${WARM:-}" ]; then
     first=$(echo ${MODELS:-configs/anchor/hybrid-125m.yaml} | awk '{print $1}')
-    "$BIN" bench train "$first" --precision "${PRECISION:-bf16-mixed}" \
+    timeout "$(left)" "$BIN" bench train "$first" --precision "${PRECISION:-bf16-mixed}" \
       --steps "${STEPS:-30}" --warmup "${WARMUP:-10}" --log-every "${LOG_EVERY:-5}" \
       --batch-size "${BATCH:-16}" --seq-len "${SEQ:-2048}" --timeout "${TIMEOUT:-240}" \
       --out /tmp/bench-warm --cache-dir /tmp/scalelab-cache --json "$OUT/scalelab_bench_warm.json" \
@@ -57,7 +66,7 @@ if [ -z "${SKIP_OURS:-}" ]; then
   cp /tmp/bench/*.log "$OUT/runs/" 2>/dev/null
 fi
 if [ -n "${EXTRA:-}" ]; then
-  bash -c "$EXTRA" > "$OUT/extra.log" 2>&1
+  timeout "$(left)" bash -c "$EXTRA" > "$OUT/extra.log" 2>&1
   echo "== extra (rc $?)"; tail -6 "$OUT/extra.log"
 fi
 python3 crates/train/bench/ratios.py "$OUT" | tee "$OUT/ratios.md"

@@ -125,7 +125,7 @@ pub fn run(args: &Args) -> Result<()> {
             }
         );
     }
-    backend::kernel_cache(&args.cache_dir.join("cubecl"));
+    backend::kernel_cache(&args.cache_dir.join("cubecl"), None);
     let started = Instant::now();
     let opts = SweepOptions {
         jobs: args.jobs,

@@ -56,6 +56,11 @@ pub struct Args {
     /// attention; cuda builds only, not yet checked on a GPU) or bf16 (bf16 weights too; cuda builds only).
     #[arg(long)]
     pub precision: Option<Precision>,
+    /// GPU builds: time every kernel launch and append one `| duration | kernel` line per
+    /// launch to FILE (launches are serialised, so the run is slower; for finding where a
+    /// step's time goes, not for throughput). Summarise with crates/train/bench/kernel_profile.py.
+    #[arg(long, value_name = "FILE")]
+    pub profile_kernels: Option<PathBuf>,
 }
 
 /// Trains one model and prints where its logs are.
@@ -131,7 +136,10 @@ pub fn run(args: &Args) -> Result<()> {
             .map(super::gib)
             .or_else(backend::memory_limit),
     };
-    backend::kernel_cache(&args.cache_dir.join("cubecl"));
+    backend::kernel_cache(
+        &args.cache_dir.join("cubecl"),
+        args.profile_kernels.as_deref(),
+    );
     let s = match precision {
         #[cfg(feature = "cuda")]
         Precision::Bf16 => train::<backend::TrainBf16>(&cfg, &dir, &backend::device(), &opts)?,
