@@ -1,20 +1,12 @@
-//! Reading a results table: one row per training run.
+//! The rows the fits take: the required columns of a results table (read by
+//! [`crate::record`]), checked for what a fit needs.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Serialize;
 
-/// The columns a results CSV must have (by header name; order free, extra columns ignored).
-pub const REQUIRED_COLUMNS: [&str; 7] = [
-    "name",
-    "arch",
-    "params",
-    "activated_params",
-    "tokens",
-    "flops",
-    "loss",
-];
+use crate::record::{RecordError, ResultsTable, RunRecord};
 
 /// One run of a results table.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -44,61 +36,9 @@ pub struct ResultRow {
 /// Why a results table cannot be fitted; each names the file, the row or column, and the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum FitError {
-    /// The file could not be read.
-    #[error("cannot read results file {path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
-    },
-    /// The CSV itself is malformed (e.g. a row with a different number of fields).
-    #[error("{origin}: not a well-formed CSV: {message}")]
-    Csv {
-        /// The file.
-        origin: String,
-        /// The reader's message, with the line.
-        message: String,
-    },
-    /// Required columns are absent from the header.
-    #[error(
-        "{origin}: missing column(s) {}; the header has: {}. Add the missing column(s) (names \
-         are matched case-insensitively; see crates/scaling/README.md)",
-        quote_list(.missing), .found.join(", ")
-    )]
-    MissingColumns {
-        /// The file.
-        origin: String,
-        /// Absent required columns.
-        missing: Vec<String>,
-        /// The header as read.
-        found: Vec<String>,
-    },
-    /// A column name appears twice.
-    #[error("{origin}: column `{column}` appears twice in the header; keep one")]
-    DuplicateColumn {
-        /// The file.
-        origin: String,
-        /// The column.
-        column: String,
-    },
-    /// A cell is not a number.
-    #[error(
-        "{origin}: line {line} (run `{name}`): column `{column}` = {value:?} is not a number; \
-         write a plain or scientific number such as 1.5e18"
-    )]
-    BadNumber {
-        /// The file.
-        origin: String,
-        /// Line of the row.
-        line: u64,
-        /// Run name.
-        name: String,
-        /// The column.
-        column: String,
-        /// The cell.
-        value: String,
-    },
+    /// The table could not be read (file, CSV, header or a cell that is not a number).
+    #[error(transparent)]
+    Read(#[from] RecordError),
     /// A value that is fitted in log space is zero or negative (or not finite).
     #[error(
         "{origin}: line {line} (run `{name}`): column `{column}` = {value} must be a positive \
@@ -161,112 +101,72 @@ pub enum FitError {
     },
 }
 
-fn quote_list(v: &[String]) -> String {
-    v.iter()
-        .map(|s| format!("`{s}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// Reads a results CSV file.
-pub fn read_results(path: impl AsRef<Path>) -> Result<Vec<ResultRow>, FitError> {
-    let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(|source| FitError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    read_results_str(&text, &path.display().to_string())
-}
-
-/// Reads a results table given as CSV text; errors are prefixed with `origin`.
-pub fn read_results_str(text: &str, origin: &str) -> Result<Vec<ResultRow>, FitError> {
-    let csv_err = |e: csv::Error| FitError::Csv {
-        origin: origin.to_string(),
-        message: e.to_string(),
-    };
-    let mut reader = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .comment(Some(b'#'))
-        .from_reader(text.as_bytes());
-    let header: Vec<String> = reader
-        .headers()
-        .map_err(csv_err)?
-        .iter()
-        .map(|h| h.to_string())
-        .collect();
-    let mut index = BTreeMap::new();
-    for (i, h) in header.iter().enumerate() {
-        let key = h.to_ascii_lowercase();
-        let known = REQUIRED_COLUMNS.contains(&key.as_str()) || key == "budget";
-        if known && index.insert(key.clone(), i).is_some() {
-            return Err(FitError::DuplicateColumn {
-                origin: origin.to_string(),
-                column: key,
-            });
-        }
-    }
-    let missing: Vec<String> = REQUIRED_COLUMNS
-        .iter()
-        .filter(|c| !index.contains_key(**c))
-        .map(|c| c.to_string())
-        .collect();
-    if !missing.is_empty() {
-        return Err(FitError::MissingColumns {
-            origin: origin.to_string(),
-            missing,
-            found: header,
-        });
-    }
-    let col = |c: &str| index.get(c).copied().unwrap_or(usize::MAX);
-    let mut rows = Vec::new();
-    for rec in reader.records() {
-        let rec = rec.map_err(csv_err)?;
-        let line = rec.position().map_or(0, |p| p.line());
-        let cell = |c: &str| rec.get(col(c)).unwrap_or("").to_string();
-        let name = cell("name");
-        let arch = cell("arch");
-        if arch.is_empty() {
+impl ResultRow {
+    /// The fit's row of `record` (on `line` of `origin`): `arch` must be set, and `params`,
+    /// `activated_params`, `tokens`, `flops`, `loss` (and `budget` if given) positive and finite.
+    pub fn from_record(line: u64, record: &RunRecord, origin: &str) -> Result<Self, FitError> {
+        if record.arch.is_empty() {
             return Err(FitError::EmptyArch {
                 origin: origin.to_string(),
                 line,
             });
         }
-        let number = |c: &str| -> Result<f64, FitError> {
-            let raw = cell(c);
-            let v: f64 = raw.parse().map_err(|_| FitError::BadNumber {
-                origin: origin.to_string(),
-                line,
-                name: name.clone(),
-                column: c.to_string(),
-                value: raw.clone(),
-            })?;
+        let positive = |column: &str, v: Option<f64>| -> Result<f64, FitError> {
+            let Some(v) = v else {
+                return Err(FitError::Read(RecordError::BadNumber {
+                    origin: origin.to_string(),
+                    line,
+                    name: record.name.clone(),
+                    column: column.to_string(),
+                    value: String::new(),
+                }));
+            };
             if !(v > 0.0 && v.is_finite()) {
                 return Err(FitError::NotPositive {
                     origin: origin.to_string(),
                     line,
-                    name: name.clone(),
-                    column: c.to_string(),
+                    name: record.name.clone(),
+                    column: column.to_string(),
                     value: v,
                 });
             }
             Ok(v)
         };
-        let budget = match cell("budget").as_str() {
-            "" => None,
-            _ => Some(number("budget")?),
-        };
-        rows.push(ResultRow {
+        Ok(Self {
             line,
-            budget,
-            params: number("params")?,
-            activated_params: number("activated_params")?,
-            tokens: number("tokens")?,
-            flops: number("flops")?,
-            loss: number("loss")?,
-            name,
-            arch,
-        });
+            name: record.name.clone(),
+            arch: record.arch.clone(),
+            budget: record
+                .budget
+                .map(|b| positive("budget", Some(b)))
+                .transpose()?,
+            params: positive("params", record.params)?,
+            activated_params: positive("activated_params", record.activated_params)?,
+            tokens: positive("tokens", record.tokens)?,
+            flops: positive("flops", record.flops)?,
+            loss: positive("loss", record.loss)?,
+        })
     }
+}
+
+/// Reads a results CSV file.
+pub fn read_results(path: impl AsRef<Path>) -> Result<Vec<ResultRow>, FitError> {
+    let path = path.as_ref();
+    rows_of(ResultsTable::read(path)?, &path.display().to_string())
+}
+
+/// Reads a results table given as CSV text; errors are prefixed with `origin`.
+pub fn read_results_str(text: &str, origin: &str) -> Result<Vec<ResultRow>, FitError> {
+    rows_of(ResultsTable::parse(text, origin)?, origin)
+}
+
+/// The fit's rows of a table: every row valid, and at least two per architecture.
+fn rows_of(table: ResultsTable, origin: &str) -> Result<Vec<ResultRow>, FitError> {
+    let rows = table
+        .rows
+        .iter()
+        .map(|r| ResultRow::from_record(r.line, &r.record, origin))
+        .collect::<Result<Vec<_>, _>>()?;
     if rows.is_empty() {
         return Err(FitError::Empty {
             origin: origin.to_string(),

@@ -21,7 +21,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-pub use data::{read_results, read_results_str, FitError, ResultRow, REQUIRED_COLUMNS};
+pub use crate::record::REQUIRED_COLUMNS;
+pub use data::{read_results, read_results_str, FitError, ResultRow};
 
 use crate::flops::{pflops_days, PFLOP_S_DAY};
 use crate::paper::{power_law_crossing, table2_for, PaperLaws};
