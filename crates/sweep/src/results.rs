@@ -1,9 +1,10 @@
-//! The sweep-level `results.csv`: the columns `scalelab fit` reads, plus the run's settings,
-//! axis values and probe scores.
+//! The sweep-level `results.csv`: one [`RunRecord`] per finished or failed run (the columns
+//! `scalelab fit` reads, plus the run's settings, axis values and probe scores), written through
+//! [`scalelab_scaling::record`].
 
-use std::collections::BTreeSet;
 use std::path::Path;
 
+use scalelab_scaling::record::{write_records, RunRecord};
 use scalelab_train::Summary;
 
 use crate::error::SweepError;
@@ -26,108 +27,61 @@ pub fn write_results(
     runs: &[PlannedRun],
     outcomes: &[RunOutcome],
 ) -> Result<(), SweepError> {
-    let axes: BTreeSet<&String> = runs.iter().flat_map(|r| r.axes.keys()).collect();
-    let probe_cols: BTreeSet<String> = outcomes
+    let records: Vec<RunRecord> = runs
         .iter()
-        .filter_map(|o| match o {
-            RunOutcome::Done(s) => Some(s.probes.columns()),
-            _ => None,
-        })
-        .flatten()
-        .map(|(k, _)| k)
+        .zip(outcomes)
+        .filter_map(|(run, outcome)| record(run, outcome))
         .collect();
-    let mut header: Vec<String> = [
-        "name",
-        "arch",
-        "params",
-        "activated_params",
-        "tokens",
-        "flops",
-        "budget",
-        "loss",
-        "train_loss",
-        "val_loss",
-        "entropy_rate",
-        "status",
-        "wall_secs",
-        "tokens_per_s",
-        "softmax_fraction",
-        "experts",
-        "top_k",
-        "expert_width",
-        "residual",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    header.extend(probe_cols.iter().cloned());
-    header.extend(axes.iter().map(|a| format!("axis.{a}")));
-    header.push("run_dir".into());
-
-    let tmp = sweep_dir.join(".results.csv.tmp");
-    let mut w = csv::Writer::from_path(&tmp).map_err(|e| SweepError::io(&tmp, e.into()))?;
-    w.write_record(&header)
-        .map_err(|e| SweepError::io(&tmp, e.into()))?;
-    for (run, outcome) in runs.iter().zip(outcomes) {
-        let m = &run.config.model;
-        let p = m.param_count();
-        let moe = m.ffn.moe.as_ref();
-        let (status, s) = match outcome {
-            RunOutcome::Pending => continue,
-            RunOutcome::Done(s) => ("ok", Some(s.as_ref())),
-            RunOutcome::Failed(_) => ("failed", None),
-        };
-        let num = |f: &dyn Fn(&Summary) -> f64| s.map_or(String::new(), |s| fmt(f(s)));
-        let mut row = vec![
-            run.name.clone(),
-            run.arch.clone(),
-            p.total.to_string(),
-            p.activated.to_string(),
-            num(&|s| s.tokens as f64),
-            num(&|s| s.flops),
-            run.budget.map_or(String::new(), fmt),
-            num(&|s| s.val_loss),
-            num(&|s| s.train_loss),
-            num(&|s| s.val_loss),
-            s.and_then(|s| s.entropy_rate).map_or(String::new(), fmt),
-            status.into(),
-            num(&|s| s.wall_secs),
-            num(&|s| s.tokens_per_s),
-            fmt(p.softmax_layers as f64 / m.layers as f64),
-            moe.map_or("0".into(), |m| m.experts.to_string()),
-            moe.map_or("0".into(), |m| m.top_k.to_string()),
-            moe.map_or(String::new(), |m| m.expert_width.to_string()),
-            format!("{:?}", m.residual).to_lowercase(),
-        ];
-        let probes = s.map(|s| s.probes.columns()).unwrap_or_default();
-        for col in &probe_cols {
-            row.push(
-                probes
-                    .iter()
-                    .find(|(k, _)| k == col)
-                    .map_or(String::new(), |(_, v)| fmt(*v)),
-            );
-        }
-        for a in &axes {
-            row.push(run.axes.get(*a).map_or(String::new(), |v| match v {
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            }));
-        }
-        row.push(format!("runs/{}", run.name));
-        w.write_record(&row)
-            .map_err(|e| SweepError::io(&tmp, e.into()))?;
-    }
-    w.flush().map_err(|e| SweepError::io(&tmp, e))?;
-    drop(w);
-    let path = sweep_dir.join("results.csv");
-    std::fs::rename(&tmp, &path).map_err(|e| SweepError::io(&path, e))
+    write_records(&sweep_dir.join("results.csv"), &records)
+        .map_err(|e| SweepError::io(e.path, e.source))
 }
 
-fn fmt(v: f64) -> String {
-    if v.is_finite() {
-        format!("{v}")
-    } else {
-        String::new()
-    }
+/// The row of a run: its settings from the plan, its results from the summary (`None` while
+/// pending).
+fn record(run: &PlannedRun, outcome: &RunOutcome) -> Option<RunRecord> {
+    let (status, s) = match outcome {
+        RunOutcome::Pending => return None,
+        RunOutcome::Done(s) => ("ok", Some(s.as_ref())),
+        RunOutcome::Failed(_) => ("failed", None),
+    };
+    let m = &run.config.model;
+    let p = m.param_count();
+    let moe = m.ffn.moe.as_ref();
+    let of = |f: fn(&Summary) -> f64| s.map(f);
+    Some(RunRecord {
+        name: run.name.clone(),
+        arch: run.arch.clone(),
+        params: Some(p.total as f64),
+        activated_params: Some(p.activated as f64),
+        tokens: of(|s| s.tokens as f64),
+        flops: of(|s| s.flops),
+        budget: run.budget,
+        loss: of(|s| s.val_loss),
+        train_loss: of(|s| s.train_loss),
+        val_loss: of(|s| s.val_loss),
+        entropy_rate: s.and_then(|s| s.entropy_rate),
+        status: Some(status.into()),
+        wall_secs: of(|s| s.wall_secs),
+        tokens_per_s: of(|s| s.tokens_per_s),
+        softmax_fraction: Some(p.softmax_layers as f64 / m.layers as f64),
+        experts: Some(moe.map_or(0.0, |m| m.experts as f64)),
+        top_k: Some(moe.map_or(0.0, |m| m.top_k as f64)),
+        expert_width: moe.map(|m| m.expert_width as f64),
+        residual: Some(format!("{:?}", m.residual).to_lowercase()),
+        probes: s
+            .map(|s| s.probes.columns().into_iter().collect())
+            .unwrap_or_default(),
+        axes: run
+            .axes
+            .iter()
+            .map(|(a, v)| {
+                let text = match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (a.clone(), text)
+            })
+            .collect(),
+        run_dir: Some(format!("runs/{}", run.name)),
+    })
 }
