@@ -8,27 +8,10 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use scalelab_scaling::record::MetricsRecord;
 use scalelab_tensorboard::{HParamValue, SessionStatus, SummaryWriter};
 
 use crate::error::TrainError;
-
-/// One logged step: named scalars (`train/loss`, `moe/layer_3/dropped_fraction`, ...) and
-/// histograms (`moe/layer_3/expert_load`).
-#[derive(Debug, Default, Clone)]
-pub struct Record {
-    /// Scalars by tag.
-    pub scalars: BTreeMap<String, f64>,
-    /// Histograms by tag.
-    pub histograms: BTreeMap<String, Vec<f64>>,
-}
-
-impl Record {
-    /// Adds a scalar.
-    pub fn scalar(&mut self, tag: &str, value: f64) -> &mut Self {
-        self.scalars.insert(tag.to_string(), value);
-        self
-    }
-}
 
 /// The metrics sinks of one run directory.
 pub struct MetricsLog {
@@ -66,14 +49,11 @@ impl MetricsLog {
         })
     }
 
-    /// Writes one record at `step`; `gflops` is the cumulative training GFLOPs so far.
-    pub fn log(&mut self, step: u64, gflops: f64, record: &Record) -> Result<(), TrainError> {
-        let mut obj = serde_json::Map::new();
-        obj.insert("step".into(), step.into());
-        for (tag, v) in &record.scalars {
-            obj.insert(tag.clone(), json_number(*v));
-        }
-        writeln!(self.jsonl, "{}", serde_json::Value::Object(obj))
+    /// Writes one record (a line of `metrics.jsonl`, and TensorBoard events at its step);
+    /// `gflops` is the cumulative training GFLOPs so far.
+    pub fn log(&mut self, gflops: f64, record: &MetricsRecord) -> Result<(), TrainError> {
+        let step = record.step;
+        writeln!(self.jsonl, "{}", record.to_json_line())
             .map_err(|e| TrainError::io(&self.path, e))?;
         let io = |e| TrainError::io(self.path.with_file_name("tensorboard"), e);
         for (tag, v) in &record.scalars {
@@ -130,10 +110,6 @@ impl MetricsLog {
     }
 }
 
-fn json_number(v: f64) -> serde_json::Value {
-    serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, serde_json::Value::Number)
-}
-
 /// Keeps the lines of `path` whose step is at most `step`.
 fn truncate_after(path: &Path, step: u64) -> Result<(), TrainError> {
     let Ok(file) = File::open(path) else {
@@ -142,12 +118,7 @@ fn truncate_after(path: &Path, step: u64) -> Result<(), TrainError> {
     let kept: Vec<String> = BufReader::new(file)
         .lines()
         .map_while(Result::ok)
-        .filter(|line| {
-            serde_json::from_str::<serde_json::Value>(line)
-                .ok()
-                .and_then(|v| v["step"].as_u64())
-                .is_some_and(|s| s <= step)
-        })
+        .filter(|line| MetricsRecord::from_json_line(line).is_some_and(|r| r.step <= step))
         .collect();
     let mut text = kept.join("\n");
     if !text.is_empty() {

@@ -12,6 +12,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{DType, Element, ElementConversion, FloatDType, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use scalelab_blocks::{HybridDecoder, KernelBackend, ModelConfigExt, MoeStats};
+use scalelab_scaling::record::MetricsRecord;
 use scalelab_tensorboard::HParamValue;
 use serde::{Deserialize, Serialize};
 
@@ -20,7 +21,7 @@ use crate::error::TrainError;
 use crate::eval::{cross_entropy, validation_loss};
 use crate::loader::Prefetch;
 use crate::lock::DirLock;
-use crate::metrics::{MetricsLog, Record};
+use crate::metrics::MetricsLog;
 use crate::probes::{run_probes, ProbeScores};
 use crate::schedule::learning_rate;
 use crate::settings::{Precision, RunConfig};
@@ -264,7 +265,7 @@ where
             let mean_loss = state.window_loss / state.window_steps as f64;
             let grad_norm: f64 = grad_norm.into_scalar().elem();
             last_loss = mean_loss;
-            let mut r = Record::default();
+            let mut r = MetricsRecord::at(state.step);
             r.scalar("train/loss", mean_loss)
                 .scalar("train/lr", lr)
                 .scalar("train/grad_norm", grad_norm)
@@ -286,7 +287,7 @@ where
                     }
                 }
             }
-            log.log(state.step, state.flops / 1e9, &r)?;
+            log.log(state.flops / 1e9, &r)?;
             bar.set_message(format!("loss {mean_loss:.4} | {tps:.0} tok/s"));
             window = (Instant::now(), state.tokens);
             (state.window_loss, state.window_steps) = (0.0, 0);
@@ -318,12 +319,12 @@ where
         (Some(grid), true) => run_probes(&valid, grid, data.as_ref(), device)?,
         _ => ProbeScores::default(),
     };
-    let mut end = Record::default();
+    let mut end = MetricsRecord::at(state.step);
     for (name, score) in probes.scalars() {
         end.scalar(&format!("probes/{name}"), score);
     }
     if !end.scalars.is_empty() {
-        log.log(state.step, state.flops / 1e9, &end)?;
+        log.log(state.flops / 1e9, &end)?;
     }
     if completed {
         log.close(true)?;
@@ -571,7 +572,10 @@ fn hparams(run: &RunConfig) -> BTreeMap<String, HParamValue> {
 
 /// Per-MoE-layer routing metrics: losses, dropped fraction, load balance, and a histogram of
 /// expert loads.
-fn moe_record<B: burn::tensor::backend::Backend>(r: &mut Record, stats: &[(usize, MoeStats<B>)]) {
+fn moe_record<B: burn::tensor::backend::Backend>(
+    r: &mut MetricsRecord,
+    stats: &[(usize, MoeStats<B>)],
+) {
     for (layer, s) in stats {
         let p = format!("moe/layer_{layer:02}");
         let loads: Vec<f64> = s.tokens_per_expert.iter().map(|&n| n as f64).collect();

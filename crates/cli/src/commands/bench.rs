@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use scalelab_scaling::record::MetricsRecord;
 use scalelab_train::{Precision, Summary};
 use serde::Serialize;
 
@@ -214,7 +215,8 @@ fn bench_one(args: &TrainArgs, config: &Path, precision: Precision) -> Result<Be
         std::thread::sleep(Duration::from_millis(100));
     };
     let peak_memory_gib = peak.stop();
-    let records = read_metrics(&dir.join("metrics.jsonl"));
+    let metrics = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap_or_default();
+    let (records, _) = MetricsRecord::read_jsonl(&metrics);
     let summary: Option<Summary> = std::fs::read(dir.join("summary.json"))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
@@ -223,7 +225,7 @@ fn bench_one(args: &TrainArgs, config: &Path, precision: Precision) -> Result<Be
     let timed: Vec<f64> = records
         .iter()
         .filter(|r| r.step > args.warmup && r.step < args.steps)
-        .filter_map(|r| r.tokens_per_s)
+        .filter_map(|r| r.get("perf/tokens_per_s"))
         .collect();
     let tokens_per_s = (!timed.is_empty())
         .then(|| timed.len() as f64 / timed.iter().map(|r| 1.0 / r).sum::<f64>());
@@ -252,7 +254,7 @@ fn bench_one(args: &TrainArgs, config: &Path, precision: Precision) -> Result<Be
         tokens_per_s,
         peak_memory_gib,
         first_step_s: summary.as_ref().and_then(|s| s.first_step_secs),
-        loss: records.iter().rev().find_map(|r| r.loss),
+        loss: records.iter().rev().find_map(|r| r.get("train/loss")),
         lightning_kernel: summary.as_ref().and_then(|s| {
             s.lightning_kernels
                 .iter()
@@ -261,28 +263,6 @@ fn bench_one(args: &TrainArgs, config: &Path, precision: Precision) -> Result<Be
         }),
         error,
     })
-}
-
-struct Record {
-    step: u64,
-    tokens_per_s: Option<f64>,
-    loss: Option<f64>,
-}
-
-fn read_metrics(path: &Path) -> Vec<Record> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Vec::new();
-    };
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| {
-            Some(Record {
-                step: v.get("step")?.as_u64()?,
-                tokens_per_s: v.get("perf/tokens_per_s").and_then(|x| x.as_f64()),
-                loss: v.get("train/loss").and_then(|x| x.as_f64()),
-            })
-        })
-        .collect()
 }
 
 /// Samples the device memory a process uses through nvidia-smi, four times a second.
