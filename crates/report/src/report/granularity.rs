@@ -1,0 +1,151 @@
+//! Section 6: expert granularity (loss against the number of experts at fixed activated FLOPs).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use scalelab_scaling::flops::pflops_days;
+
+use crate::plot::{Axis, Figure, LegendEntry, Mark, Marker, Plot};
+use crate::sweep::Run;
+
+use super::context::Ctx;
+use super::format::{mean, opt, sci, si};
+use super::style::{seq_color, LOSS};
+
+use super::moe::dense_baseline;
+
+/// 6. Expert granularity (loss vs expert count at fixed activated FLOPs), when it varies in the
+///    sweep; PreNorm vs DeepNorm follows in [`super::norm`].
+pub(super) fn section(ctx: &mut Ctx, md: &mut String) {
+    md.push_str("## 6. Expert granularity and normalization\n\n### Expert granularity\n\n");
+    let moe: Vec<&Run> = ctx.sweep.runs.iter().filter(|r| r.is_moe()).collect();
+    let counts: BTreeSet<u64> = moe
+        .iter()
+        .filter_map(|r| r.experts.map(|e| e as u64))
+        .collect();
+    let widths: BTreeSet<u64> = moe
+        .iter()
+        .filter_map(|r| r.expert_width.map(|e| e as u64))
+        .collect();
+    if counts.len() < 2 && widths.len() < 2 {
+        ctx.skip(
+            md,
+            "Expert granularity",
+            "The expert count and width do not vary among MoE runs: no granularity comparison.",
+        );
+    } else {
+        granularity(ctx, md, &moe);
+    }
+}
+
+fn granularity(ctx: &mut Ctx, md: &mut String, moe: &[&Run]) {
+    let dense = {
+        let names: Vec<String> = moe.iter().map(|r| r.arch.clone()).collect();
+        dense_baseline(ctx, &names)
+    };
+    let mut runs: Vec<&Run> = moe.to_vec();
+    if let Some(d) = &dense {
+        runs.extend(ctx.runs_of(d));
+    }
+    let groups = ctx.budgets(&runs);
+    let counts: BTreeSet<u64> = runs
+        .iter()
+        .map(|r| r.experts.filter(|_| r.is_moe()).unwrap_or(1.0) as u64)
+        .collect();
+    let mut xa = Axis::log("routed experts E (1 = dense)");
+    xa.ticks = Some(
+        counts
+            .iter()
+            .map(|c| {
+                let l = if *c == 1 {
+                    "1 (dense)".into()
+                } else {
+                    c.to_string()
+                };
+                (*c as f64, l)
+            })
+            .collect(),
+    );
+    let (lo, hi) = (
+        *counts.first().unwrap_or(&1) as f64,
+        *counts.last().unwrap_or(&2) as f64,
+    );
+    xa.range = Some((lo / 1.3, hi * 1.3));
+    let mut plot = Plot::new(
+        "Expert granularity at fixed activated FLOPs",
+        xa,
+        Axis::linear(LOSS),
+    );
+    let mut table = String::from(
+        "| budget C (PFLOP/s-days) | run | arch | experts | top-k | expert width | activated | total params | loss |\n\
+         | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+    );
+    let n = groups.len();
+    for (j, g) in groups.iter().enumerate() {
+        let mut rs: Vec<&Run> = g.iter().map(|i| runs[*i]).collect();
+        rs.sort_by(|a, b| {
+            let e = |r: &Run| r.experts.filter(|_| r.is_moe()).unwrap_or(1.0);
+            e(a).total_cmp(&e(b)).then(a.loss.total_cmp(&b.loss))
+        });
+        let c = pflops_days(mean(&rs.iter().map(|r| r.compute()).collect::<Vec<_>>()));
+        let color = seq_color(j, n);
+        let mut best: BTreeMap<u64, f64> = BTreeMap::new();
+        for r in &rs {
+            let e = r.experts.filter(|_| r.is_moe()).unwrap_or(1.0) as u64;
+            let b = best.entry(e).or_insert(r.loss);
+            *b = b.min(r.loss);
+            let _ = writeln!(
+                table,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {:.4} |",
+                sci(c),
+                r.name,
+                r.arch,
+                if r.is_moe() {
+                    opt(r.experts, |x| format!("{x}"))
+                } else {
+                    "dense".into()
+                },
+                opt(r.top_k, |x| format!("{x}")),
+                opt(r.expert_width, |x| format!("{x}")),
+                si(r.activated_params),
+                si(r.params),
+                r.loss
+            );
+        }
+        let pts: Vec<(f64, f64)> = best.iter().map(|(e, l)| (*e as f64, *l)).collect();
+        if pts.len() >= 2 {
+            plot.marks.push(Mark::Line {
+                pts: pts.clone(),
+                color,
+                width: 2,
+                opacity: 1.0,
+                dashed: false,
+            });
+        }
+        plot.marks.push(Mark::Points {
+            pts,
+            color,
+            marker: Marker::Circle,
+            size: 5,
+            opacity: 1.0,
+        });
+        plot.legend.push(LegendEntry::line_marker(
+            format!("C = {} PF-days", sci(c)),
+            color,
+            Marker::Circle,
+        ));
+    }
+    ctx.figure(
+        "expert_granularity.svg".into(),
+        Figure::single(plot),
+        "loss vs number of experts at fixed activated FLOPs",
+        md,
+    );
+    let _ =
+        writeln!(
+        md,
+        "Lowest loss at each budget against the number of routed experts (activated FLOPs fixed \
+         by the budget; finer experts are narrower){}.\n\n{table}",
+        dense.map_or(String::new(), |d| format!("; E = 1 is the dense baseline `{d}`"))
+    );
+}
