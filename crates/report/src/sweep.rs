@@ -5,10 +5,11 @@
 //! missing or unreadable (a run's metrics, the sweep file) becomes a note, never an error, so a
 //! partial sweep still gets a report.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use scalelab_scaling::fit::{ResultRow, REQUIRED_COLUMNS};
+use scalelab_scaling::fit::{FitError, ResultRow};
+use scalelab_scaling::record::{MetricsRecord, RecordError, ResultsTable, RunRecord, TableRow};
 
 use crate::{BadCell, ReportError};
 
@@ -48,53 +49,16 @@ pub struct SkippedRun {
     pub status: String,
 }
 
-/// One finished run: the columns of `results.csv` and the loss curve of its `metrics.jsonl`.
+/// One finished run: its row of `results.csv` and the loss curve of its `metrics.jsonl`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Run {
-    /// Line of `results.csv` the row is on (the header is line 1).
-    pub line: u64,
-    /// Run name.
-    pub name: String,
-    /// Architecture label.
-    pub arch: String,
-    /// All parameters.
-    pub params: f64,
-    /// Activated non-embedding parameters (`N` of the fits).
-    pub activated_params: f64,
-    /// Training tokens.
-    pub tokens: f64,
-    /// Training FLOPs.
-    pub flops: f64,
-    /// The compute budget the run was planned for (the fits group by it), if the table says.
-    pub budget: Option<f64>,
-    /// Final validation loss (nats/token): what the fits use.
-    pub loss: f64,
-    /// Final training loss.
-    pub train_loss: Option<f64>,
-    /// Entropy rate of the synthetic corpus (the loss floor), when known.
-    pub entropy_rate: Option<f64>,
-    /// Wall-clock seconds.
-    pub wall_secs: Option<f64>,
-    /// Training throughput.
-    pub tokens_per_s: Option<f64>,
-    /// Share of softmax attention layers, 0..1.
-    pub softmax_fraction: Option<f64>,
-    /// Routed experts per MoE layer (empty for dense models).
-    pub experts: Option<f64>,
-    /// Experts each token visits.
-    pub top_k: Option<f64>,
-    /// Width of one expert.
-    pub expert_width: Option<f64>,
-    /// Residual mode (`prenorm`, `deepnorm`).
-    pub residual: Option<String>,
-    /// MQAR accuracy, 0..1.
-    pub mqar: Option<f64>,
-    /// Needle-in-a-haystack accuracy, 0..1.
-    pub niah: Option<f64>,
-    /// NIAH accuracy per `(context length, depth)` cell.
+    /// The row as the fits take it: line, name, label and the numbers they need, all positive.
+    pub row: ResultRow,
+    /// Every column of the row as read, with the optional numbers checked (not-a-number read
+    /// as absent) and the residual mode lower-cased.
+    pub record: RunRecord,
+    /// NIAH accuracy per `(context length, depth)` cell, in the header's order.
     pub niah_cells: Vec<((u64, f64), f64)>,
-    /// Values of the swept axes, `(dotted path, value)`.
-    pub axes: Vec<(String, String)>,
     /// The run's directory (as written, resolved against the sweep directory).
     pub run_dir: PathBuf,
     /// The loss curve from `metrics.jsonl` (empty if absent).
@@ -104,38 +68,47 @@ pub struct Run {
 impl Run {
     /// The row in the form `scalelab_scaling::fit` takes.
     pub fn result_row(&self) -> ResultRow {
-        ResultRow {
-            line: self.line,
-            name: self.name.clone(),
-            arch: self.arch.clone(),
-            params: self.params,
-            activated_params: self.activated_params,
-            tokens: self.tokens,
-            flops: self.flops,
-            loss: self.loss,
-            budget: self.budget,
-        }
+        self.row.clone()
     }
 
     /// The compute a run stands for in budget groups: its planned budget, else its FLOPs.
     pub fn compute(&self) -> f64 {
-        self.budget.unwrap_or(self.flops)
+        self.row.budget.unwrap_or(self.row.flops)
     }
 
     /// The value of the swept axis whose dotted path ends with `suffix`.
     pub fn axis(&self, suffix: &str) -> Option<&str> {
-        self.axes
+        self.record
+            .axes
             .iter()
-            .find(|(k, v)| k.ends_with(suffix) && !v.is_empty())
+            .find(|(k, _)| k.ends_with(suffix))
             .map(|(_, v)| v.as_str())
+    }
+
+    /// The residual mode (`prenorm`, `deepnorm`): the `residual` column, else the swept axis.
+    pub fn residual(&self) -> Option<String> {
+        self.record
+            .residual
+            .clone()
+            .or_else(|| self.axis("residual").map(str::to_string))
+    }
+
+    /// MQAR accuracy, 0..1.
+    pub fn mqar(&self) -> Option<f64> {
+        self.record.probes.get("mqar").copied()
+    }
+
+    /// Needle-in-a-haystack accuracy, 0..1.
+    pub fn niah(&self) -> Option<f64> {
+        self.record.probes.get("niah").copied()
     }
 
     /// Whether this run is a mixture-of-experts model (more than one expert, or `moe` in its
     /// label when the `experts` column is absent).
     pub fn is_moe(&self) -> bool {
-        match self.experts {
+        match self.record.experts {
             Some(e) => e > 1.0,
-            None => self.arch.to_ascii_lowercase().contains("moe"),
+            None => self.row.arch.to_ascii_lowercase().contains("moe"),
         }
     }
 }
@@ -200,10 +173,10 @@ pub fn read_sweep(dir: &Path) -> Result<Sweep, ReportError> {
         let path = run.run_dir.join("metrics.jsonl");
         match std::fs::read_to_string(&path) {
             Ok(text) => {
-                let per_token = run.flops / run.tokens;
+                let per_token = run.row.flops / run.row.tokens;
                 run.curve = parse_metrics(&text, &path, per_token, &mut sweep.notes);
             }
-            Err(_) => missing.push(run.name.clone()),
+            Err(_) => missing.push(run.row.name.clone()),
         }
     }
     if !missing.is_empty() {
@@ -293,68 +266,27 @@ pub(crate) fn parse_niah_column(name: &str) -> Option<(u64, f64)> {
     Some((ctx.parse().ok()?, depth)).filter(|_| (0.0..=1.0).contains(&depth))
 }
 
+/// `results.csv` through [`ResultsTable`]: finished runs checked as the fits need them (and the
+/// optional numbers against their ranges), the others kept aside.
 fn parse_results(text: &str, path: &Path, dir: &Path) -> Result<Table, ReportError> {
-    let csv_err = |e: csv::Error| {
-        let line = e.position().map(|p| p.line());
-        ReportError::Csv {
-            path: path.to_path_buf(),
-            line,
-            message: e.to_string(),
-        }
-    };
-    let mut reader = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .comment(Some(b'#'))
-        .from_reader(text.as_bytes());
-    let header: Vec<String> = reader
-        .headers()
-        .map_err(csv_err)?
+    let origin = path.display().to_string();
+    let table = ResultsTable::parse(text, &origin).map_err(|e| read_error(e, path))?;
+    let niah: Vec<(String, (u64, f64))> = table
+        .columns
         .iter()
         .map(|h| h.to_ascii_lowercase())
-        .collect();
-    let mut index: BTreeMap<&str, usize> = BTreeMap::new();
-    for (i, h) in header.iter().enumerate() {
-        if index.insert(h.as_str(), i).is_some() {
-            return Err(ReportError::DuplicateColumn {
-                path: path.to_path_buf(),
-                column: h.clone(),
-            });
-        }
-    }
-    let missing: Vec<String> = REQUIRED_COLUMNS
-        .iter()
-        .filter(|c| !index.contains_key(**c))
-        .map(|c| c.to_string())
-        .collect();
-    if !missing.is_empty() {
-        return Err(ReportError::MissingColumns {
-            path: path.to_path_buf(),
-            missing,
-            found: header.clone(),
-        });
-    }
-    let niah: Vec<(usize, (u64, f64))> = header
-        .iter()
-        .enumerate()
-        .filter_map(|(i, h)| parse_niah_column(h).map(|c| (i, c)))
+        .filter_map(|h| parse_niah_column(&h).map(|c| (h, c)))
         .collect();
     let mut cells: Vec<(u64, f64)> = niah.iter().map(|(_, c)| *c).collect();
     cells.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
-    let axes: Vec<(usize, String)> = header
-        .iter()
-        .enumerate()
-        .filter_map(|(i, h)| h.strip_prefix("axis.").map(|p| (i, p.to_string())))
-        .collect();
+    // Without a status column every row is taken as finished (a plain `scalelab fit` table).
+    let has_status = table.has_column("status");
 
     let mut runs = Vec::new();
     let mut skipped = Vec::new();
     let mut seen = BTreeSet::new();
-    for rec in reader.records() {
-        let rec = rec.map_err(csv_err)?;
-        let line = rec.position().map_or(0, |p| p.line());
-        let cell = |c: &str| index.get(c).and_then(|i| rec.get(*i)).unwrap_or("");
-        let name = cell("name").to_string();
-        let arch = cell("arch").to_string();
+    for TableRow { line, mut record } in table.rows {
+        let name = record.name.clone();
         let bad = |column: &str, value: &str, rule: &str| {
             ReportError::BadValue(Box::new(BadCell {
                 path: path.to_path_buf(),
@@ -375,76 +307,85 @@ fn parse_results(text: &str, path: &Path, dir: &Path) -> Result<Table, ReportErr
                 "appears on an earlier line too; run names must be unique",
             ));
         }
-        if arch.is_empty() {
+        if record.arch.is_empty() {
             return Err(bad(
                 "arch",
                 "",
                 "label the run's architecture (e.g. softmax)",
             ));
         }
-        // Without a status column every row is taken as finished (a plain `scalelab fit` table).
-        let status = if index.contains_key("status") {
-            cell("status").to_ascii_lowercase()
-        } else {
-            "ok".to_string()
+        let status = match &record.status {
+            _ if !has_status => "ok".to_string(),
+            Some(s) => s.to_ascii_lowercase(),
+            None => "(empty)".to_string(),
         };
         if status != "ok" {
             skipped.push(SkippedRun {
                 line,
                 name,
-                arch,
-                status: if status.is_empty() {
-                    "(empty)".into()
-                } else {
-                    status
-                },
+                arch: record.arch,
+                status,
             });
             continue;
         }
-        let positive = |c: &str| -> Result<f64, ReportError> {
-            let raw = cell(c);
-            match raw.parse::<f64>() {
-                Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
-                Ok(_) => Err(bad(
-                    c,
-                    raw,
-                    "must be a positive finite number for a finished run (fits take its \
-                     logarithm); fix it, or set status to failed",
-                )),
-                Err(_) => Err(bad(
-                    c,
-                    raw,
-                    "is not a number; a finished run (status ok) needs it, e.g. 1.5e18",
-                )),
+        // Optional numbers: absent (or NaN) means not measured.
+        let ranged = |column: &str, v: Option<f64>, lo: f64, hi: f64| match v {
+            Some(v) if v.is_nan() => Ok(None),
+            Some(v) if !(lo..=hi).contains(&v) => {
+                let rule = match (lo, hi) {
+                    (_, f64::MAX) if lo > 0.0 => "must be positive".to_string(),
+                    (_, f64::MAX) => format!("must be at least {lo}"),
+                    _ => format!("must lie in [{lo}, {hi}]"),
+                };
+                Err(bad(column, &v.to_string(), &rule))
             }
+            v => Ok(v),
         };
-        // Optional numbers: empty (or NaN) means not measured.
-        let optional = |c: &str, lo: f64, hi: f64| -> Result<Option<f64>, ReportError> {
-            let raw = cell(c);
-            if raw.is_empty() {
-                return Ok(None);
-            }
-            match raw.parse::<f64>() {
-                Ok(v) if v.is_nan() => Ok(None),
-                Ok(v) if (lo..=hi).contains(&v) => Ok(Some(v)),
-                Ok(_) => Err(bad(c, raw, &format!("must lie in [{lo}, {hi}]"))),
-                Err(_) => Err(bad(
-                    c,
-                    raw,
-                    "is not a number (leave it empty if not measured)",
-                )),
-            }
-        };
-        let any = f64::MAX;
         let mut niah_cells = Vec::new();
-        for (i, c) in &niah {
-            if let Some(v) = optional(&header[*i], 0.0, 1.0)? {
-                niah_cells.push((*c, v));
+        for (column, cell) in &niah {
+            if let Some(v) = ranged(column, record.probes.get(column).copied(), 0.0, 1.0)? {
+                niah_cells.push((*cell, v));
             }
         }
-        let run_dir = match cell("run_dir") {
-            "" => dir.join("runs").join(&name),
-            d => {
+        let any = f64::MAX;
+        record.budget = ranged("budget", record.budget, f64::MIN_POSITIVE, any)?;
+        let row = ResultRow::from_record(line, &record, &origin).map_err(|e| match e {
+            FitError::NotPositive { column, value, .. } => bad(
+                &column,
+                &value.to_string(),
+                "must be a positive finite number for a finished run (fits take its \
+                 logarithm); fix it, or set status to failed",
+            ),
+            FitError::Read(RecordError::BadNumber { column, value, .. }) => bad(
+                &column,
+                &value,
+                "is not a number; a finished run (status ok) needs it, e.g. 1.5e18",
+            ),
+            other => ReportError::Fit(other),
+        })?;
+        let r = &mut record;
+        for (column, v, hi) in [
+            ("train_loss", &mut r.train_loss, any),
+            ("entropy_rate", &mut r.entropy_rate, any),
+            ("wall_secs", &mut r.wall_secs, any),
+            ("tokens_per_s", &mut r.tokens_per_s, any),
+            ("softmax_fraction", &mut r.softmax_fraction, 1.0),
+            ("experts", &mut r.experts, any),
+            ("top_k", &mut r.top_k, any),
+            ("expert_width", &mut r.expert_width, any),
+        ] {
+            *v = ranged(column, *v, 0.0, hi)?;
+        }
+        for probe in ["mqar", "niah"] {
+            let v = r.probes.remove(probe);
+            if let Some(v) = ranged(probe, v, 0.0, 1.0)? {
+                r.probes.insert(probe.to_string(), v);
+            }
+        }
+        r.residual = r.residual.as_deref().map(str::to_ascii_lowercase);
+        let run_dir = match record.run_dir.as_deref() {
+            None => dir.join("runs").join(&row.name),
+            Some(d) => {
                 let p = Path::new(d);
                 let joined = if p.is_absolute() {
                     p.to_path_buf()
@@ -454,38 +395,16 @@ fn parse_results(text: &str, path: &Path, dir: &Path) -> Result<Table, ReportErr
                 if joined.is_dir() {
                     joined
                 } else {
-                    dir.join("runs").join(&name)
+                    dir.join("runs").join(&row.name)
                 }
             }
         };
         runs.push(Run {
-            line,
-            params: positive("params")?,
-            activated_params: positive("activated_params")?,
-            tokens: positive("tokens")?,
-            flops: positive("flops")?,
-            budget: optional("budget", f64::MIN_POSITIVE, any)?,
-            loss: positive("loss")?,
-            train_loss: optional("train_loss", 0.0, any)?,
-            entropy_rate: optional("entropy_rate", 0.0, any)?,
-            wall_secs: optional("wall_secs", 0.0, any)?,
-            tokens_per_s: optional("tokens_per_s", 0.0, any)?,
-            softmax_fraction: optional("softmax_fraction", 0.0, 1.0)?,
-            experts: optional("experts", 0.0, any)?,
-            top_k: optional("top_k", 0.0, any)?,
-            expert_width: optional("expert_width", 0.0, any)?,
-            residual: Some(cell("residual").to_ascii_lowercase()).filter(|s| !s.is_empty()),
-            mqar: optional("mqar", 0.0, 1.0)?,
-            niah: optional("niah", 0.0, 1.0)?,
+            row,
+            record,
             niah_cells,
-            axes: axes
-                .iter()
-                .map(|(i, p)| (p.clone(), rec.get(*i).unwrap_or("").to_string()))
-                .collect(),
             run_dir,
             curve: Vec::new(),
-            name,
-            arch,
         });
     }
     Ok(Table {
@@ -495,6 +414,43 @@ fn parse_results(text: &str, path: &Path, dir: &Path) -> Result<Table, ReportErr
     })
 }
 
+/// A table that cannot be read, in the report's errors (the file's path, the line and the fix).
+fn read_error(e: RecordError, path: &Path) -> ReportError {
+    let path = path.to_path_buf();
+    match e {
+        RecordError::Io { path, source } => ReportError::Io { path, source },
+        RecordError::Csv { line, message, .. } => ReportError::Csv {
+            path,
+            line,
+            message,
+        },
+        RecordError::MissingColumns { missing, found, .. } => ReportError::MissingColumns {
+            path,
+            missing,
+            found: found.iter().map(|h| h.to_ascii_lowercase()).collect(),
+        },
+        RecordError::DuplicateColumn { column, .. } => {
+            ReportError::DuplicateColumn { path, column }
+        }
+        RecordError::BadNumber {
+            line,
+            name,
+            column,
+            value,
+            ..
+        } => ReportError::BadValue(Box::new(BadCell {
+            path,
+            line,
+            run: name,
+            column,
+            value,
+            rule: "is not a number; write a plain or scientific number such as 1.5e18 (or leave \
+                   it empty if not measured)"
+                .into(),
+        })),
+    }
+}
+
 /// The loss curve of one `metrics.jsonl`; malformed lines are skipped with one note per file.
 fn parse_metrics(
     text: &str,
@@ -502,29 +458,19 @@ fn parse_metrics(
     flops_per_token: f64,
     notes: &mut Vec<String>,
 ) -> Vec<CurvePoint> {
-    let mut out = Vec::new();
-    let mut bad: Vec<usize> = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-            bad.push(i + 1);
-            continue;
-        };
-        let f = |k: &str| v.get(k).and_then(|x| x.as_f64()).filter(|x| x.is_finite());
-        let Some(step) = v.get("step").and_then(|s| s.as_u64()) else {
-            bad.push(i + 1);
-            continue;
-        };
-        out.push(CurvePoint {
-            step,
-            flops: f("train/flops").or_else(|| f("train/tokens").map(|t| t * flops_per_token)),
-            train_loss: f("train/loss"),
-            val_loss: f("val/loss"),
-            lr: f("train/lr"),
-        });
-    }
+    let (records, bad) = MetricsRecord::read_jsonl(text);
+    let mut out: Vec<CurvePoint> = records
+        .iter()
+        .map(|r| CurvePoint {
+            step: r.step,
+            flops: r
+                .get("train/flops")
+                .or_else(|| r.get("train/tokens").map(|t| t * flops_per_token)),
+            train_loss: r.get("train/loss"),
+            val_loss: r.get("val/loss"),
+            lr: r.get("train/lr"),
+        })
+        .collect();
     if !bad.is_empty() {
         let lines: Vec<String> = bad.iter().map(|l| l.to_string()).collect();
         notes.push(format!(

@@ -41,7 +41,7 @@ pub(super) fn section(ctx: &mut Ctx, md: &mut String) {
         plot.marks.push(Mark::Points {
             pts: runs
                 .iter()
-                .map(|r| (pflops_days(r.flops), r.loss))
+                .map(|r| (pflops_days(r.row.flops), r.row.loss))
                 .collect(),
             color,
             marker,
@@ -55,9 +55,9 @@ pub(super) fn section(ctx: &mut Ctx, md: &mut String) {
                 let best = g
                     .iter()
                     .map(|i| runs[*i])
-                    .min_by(|a, b| a.loss.total_cmp(&b.loss))
+                    .min_by(|a, b| a.row.loss.total_cmp(&b.row.loss))
                     .expect("budget groups are not empty");
-                (pflops_days(best.compute()), best.loss)
+                (pflops_days(best.compute()), best.row.loss)
             })
             .collect();
         plot.marks.push(Mark::Points {

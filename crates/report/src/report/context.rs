@@ -37,7 +37,11 @@ pub(super) struct Ctx<'a> {
 impl<'a> Ctx<'a> {
     /// The finished runs of an architecture.
     pub(super) fn runs_of(&self, arch: &str) -> Vec<&'a Run> {
-        self.sweep.runs.iter().filter(|r| r.arch == arch).collect()
+        self.sweep
+            .runs
+            .iter()
+            .filter(|r| r.row.arch == arch)
+            .collect()
     }
 
     /// The color of an architecture (gray for an unknown label).

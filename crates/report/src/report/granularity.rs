@@ -21,11 +21,11 @@ pub(super) fn section(ctx: &mut Ctx, md: &mut String) {
     let moe: Vec<&Run> = ctx.sweep.runs.iter().filter(|r| r.is_moe()).collect();
     let counts: BTreeSet<u64> = moe
         .iter()
-        .filter_map(|r| r.experts.map(|e| e as u64))
+        .filter_map(|r| r.record.experts.map(|e| e as u64))
         .collect();
     let widths: BTreeSet<u64> = moe
         .iter()
-        .filter_map(|r| r.expert_width.map(|e| e as u64))
+        .filter_map(|r| r.record.expert_width.map(|e| e as u64))
         .collect();
     if counts.len() < 2 && widths.len() < 2 {
         ctx.skip(
@@ -40,7 +40,7 @@ pub(super) fn section(ctx: &mut Ctx, md: &mut String) {
 
 fn granularity(ctx: &mut Ctx, md: &mut String, moe: &[&Run]) {
     let dense = {
-        let names: Vec<String> = moe.iter().map(|r| r.arch.clone()).collect();
+        let names: Vec<String> = moe.iter().map(|r| r.row.arch.clone()).collect();
         dense_baseline(ctx, &names)
     };
     let mut runs: Vec<&Run> = moe.to_vec();
@@ -50,7 +50,7 @@ fn granularity(ctx: &mut Ctx, md: &mut String, moe: &[&Run]) {
     let groups = ctx.budgets(&runs);
     let counts: BTreeSet<u64> = runs
         .iter()
-        .map(|r| r.experts.filter(|_| r.is_moe()).unwrap_or(1.0) as u64)
+        .map(|r| r.record.experts.filter(|_| r.is_moe()).unwrap_or(1.0) as u64)
         .collect();
     let mut xa = Axis::log("routed experts E (1 = dense)");
     xa.ticks = Some(
@@ -84,32 +84,33 @@ fn granularity(ctx: &mut Ctx, md: &mut String, moe: &[&Run]) {
     for (j, g) in groups.iter().enumerate() {
         let mut rs: Vec<&Run> = g.iter().map(|i| runs[*i]).collect();
         rs.sort_by(|a, b| {
-            let e = |r: &Run| r.experts.filter(|_| r.is_moe()).unwrap_or(1.0);
-            e(a).total_cmp(&e(b)).then(a.loss.total_cmp(&b.loss))
+            let e = |r: &Run| r.record.experts.filter(|_| r.is_moe()).unwrap_or(1.0);
+            e(a).total_cmp(&e(b))
+                .then(a.row.loss.total_cmp(&b.row.loss))
         });
         let c = pflops_days(mean(&rs.iter().map(|r| r.compute()).collect::<Vec<_>>()));
         let color = seq_color(j, n);
         let mut best: BTreeMap<u64, f64> = BTreeMap::new();
         for r in &rs {
-            let e = r.experts.filter(|_| r.is_moe()).unwrap_or(1.0) as u64;
-            let b = best.entry(e).or_insert(r.loss);
-            *b = b.min(r.loss);
+            let e = r.record.experts.filter(|_| r.is_moe()).unwrap_or(1.0) as u64;
+            let b = best.entry(e).or_insert(r.row.loss);
+            *b = b.min(r.row.loss);
             let _ = writeln!(
                 table,
                 "| {} | {} | {} | {} | {} | {} | {} | {} | {:.4} |",
                 sci(c),
-                r.name,
-                r.arch,
+                r.row.name,
+                r.row.arch,
                 if r.is_moe() {
-                    opt(r.experts, |x| format!("{x}"))
+                    opt(r.record.experts, |x| format!("{x}"))
                 } else {
                     "dense".into()
                 },
-                opt(r.top_k, |x| format!("{x}")),
-                opt(r.expert_width, |x| format!("{x}")),
-                si(r.activated_params),
-                si(r.params),
-                r.loss
+                opt(r.record.top_k, |x| format!("{x}")),
+                opt(r.record.expert_width, |x| format!("{x}")),
+                si(r.row.activated_params),
+                si(r.row.params),
+                r.row.loss
             );
         }
         let pts: Vec<(f64, f64)> = best.iter().map(|(e, l)| (*e as f64, *l)).collect();

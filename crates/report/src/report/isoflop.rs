@@ -31,9 +31,9 @@ fn profiles<'r>(ctx: &Ctx, runs: &[&'r Run]) -> Vec<Profile<'r>> {
         .map(|g| {
             let rs: Vec<&Run> = g.iter().map(|i| runs[*i]).collect();
             let c = pflops_days(mean(&rs.iter().map(|r| r.compute()).collect::<Vec<_>>()));
-            let loss: Vec<f64> = rs.iter().map(|r| r.loss).collect();
-            let ln_n: Vec<f64> = rs.iter().map(|r| r.activated_params.ln()).collect();
-            let ln_d: Vec<f64> = rs.iter().map(|r| r.tokens.ln()).collect();
+            let loss: Vec<f64> = rs.iter().map(|r| r.row.loss).collect();
+            let ln_n: Vec<f64> = rs.iter().map(|r| r.row.activated_params.ln()).collect();
+            let ln_d: Vec<f64> = rs.iter().map(|r| r.row.tokens.ln()).collect();
             let few = "fewer than 4 runs (a parabola needs 4)".to_string();
             let (n_opt, d_opt, parabola) = if rs.len() < 4 {
                 (Err(few.clone()), Err(few), None)
@@ -88,7 +88,7 @@ pub(super) fn section(ctx: &mut Ctx, md: &mut String) {
             let pts: Vec<(f64, f64)> = p
                 .runs
                 .iter()
-                .map(|r| (r.activated_params, r.loss))
+                .map(|r| (r.row.activated_params, r.row.loss))
                 .collect();
             let (nlo, nhi) = pts
                 .iter()

@@ -52,7 +52,7 @@ pub(crate) fn build(sweep: &Sweep, opts: &ReportOptions) -> Result<Built, Report
     let archs: Vec<String> = sweep
         .runs
         .iter()
-        .map(|r| r.arch.clone())
+        .map(|r| r.row.arch.clone())
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();

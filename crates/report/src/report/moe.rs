@@ -44,7 +44,7 @@ pub(super) fn section(ctx: &mut Ctx, md: &mut String) {
         .sweep
         .runs
         .iter()
-        .filter(|r| archs.contains(&r.arch))
+        .filter(|r| archs.contains(&r.row.arch))
         .collect();
     let groups = ctx.budgets(&runs);
     let mut plot = Plot::new(
@@ -61,16 +61,16 @@ pub(super) fn section(ctx: &mut Ctx, md: &mut String) {
             .filter_map(|g| {
                 g.iter()
                     .map(|i| runs[*i])
-                    .filter(|r| &r.arch == arch)
-                    .min_by(|a, b| a.loss.total_cmp(&b.loss))
-                    .map(|r| (pflops_days(r.flops), r.loss))
+                    .filter(|r| &r.row.arch == arch)
+                    .min_by(|a, b| a.row.loss.total_cmp(&b.row.loss))
+                    .map(|r| (pflops_days(r.row.flops), r.row.loss))
             })
             .collect();
         plot.marks.push(Mark::Points {
             pts: runs
                 .iter()
-                .filter(|r| &r.arch == arch)
-                .map(|r| (pflops_days(r.flops), r.loss))
+                .filter(|r| &r.row.arch == arch)
+                .map(|r| (pflops_days(r.row.flops), r.row.loss))
                 .collect(),
             color,
             marker,
@@ -132,8 +132,8 @@ pub(super) fn section(ctx: &mut Ctx, md: &mut String) {
         let best = |arch: &str| {
             g.iter()
                 .map(|i| runs[*i])
-                .filter(|r| r.arch == arch)
-                .map(|r| r.loss)
+                .filter(|r| r.row.arch == arch)
+                .map(|r| r.row.loss)
                 .fold(None, |m: Option<f64>, l| Some(m.map_or(l, |m| m.min(l))))
         };
         let c = pflops_days(mean(
@@ -172,9 +172,9 @@ fn describe_moe(runs: &[&Run]) -> String {
         return String::new();
     }
     let (e, k, w) = (
-        set(|r| r.experts),
-        set(|r| r.top_k),
-        set(|r| r.expert_width),
+        set(|r| r.record.experts),
+        set(|r| r.record.top_k),
+        set(|r| r.record.expert_width),
     );
     let mut parts = Vec::new();
     if !e.is_empty() {
@@ -201,7 +201,7 @@ pub(super) fn dense_baseline(ctx: &Ctx, moe: &[String]) -> Option<String> {
         .sweep
         .runs
         .iter()
-        .filter(|r| moe.contains(&r.arch))
+        .filter(|r| moe.contains(&r.row.arch))
         .map(|r| r.compute())
         .collect();
     let shared = |arch: &str| {

@@ -87,7 +87,7 @@ pub(super) fn section(ctx: &mut Ctx, md: &mut String) {
             opacity: 1.0,
         });
         plot.legend.push(LegendEntry::line_marker(
-            format!("{arch} ({})", run.name),
+            format!("{arch} ({})", run.row.name),
             color,
             marker,
         ));
@@ -121,7 +121,7 @@ pub(super) fn section(ctx: &mut Ctx, md: &mut String) {
                 .map(|(i, d)| (i as f64 + 0.5, tick_label(*d)))
                 .collect(),
         );
-        let mut plot = Plot::new(format!("NIAH accuracy: {arch} ({})", run.name), xa, ya);
+        let mut plot = Plot::new(format!("NIAH accuracy: {arch} ({})", run.row.name), xa, ya);
         plot.grid = false;
         plot.colorbar = Some(ACCURACY.into());
         for ((l, d), v) in &run.niah_cells {
@@ -163,9 +163,9 @@ fn largest_with_cells<'r>(runs: &[&'r Run], tol: f64) -> Option<&'r Run> {
         .collect();
     let top = with
         .iter()
-        .map(|r| r.flops)
+        .map(|r| r.row.flops)
         .fold(f64::NEG_INFINITY, f64::max);
     with.into_iter()
-        .filter(|r| r.flops >= top * (1.0 - tol))
-        .max_by(|a, b| a.activated_params.total_cmp(&b.activated_params))
+        .filter(|r| r.row.flops >= top * (1.0 - tol))
+        .max_by(|a, b| a.row.activated_params.total_cmp(&b.row.activated_params))
 }

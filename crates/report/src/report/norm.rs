@@ -25,19 +25,12 @@ pub(super) fn section(ctx: &mut Ctx, md: &mut String) {
         ctx.sweep
             .runs
             .iter()
-            .filter(|r| r.residual.is_some())
+            .filter(|r| r.record.residual.is_some())
             .collect()
     } else {
         axis_runs
     };
-    let modes: BTreeSet<String> = norm_runs
-        .iter()
-        .filter_map(|r| {
-            r.residual
-                .clone()
-                .or_else(|| r.axis("residual").map(str::to_string))
-        })
-        .collect();
+    let modes: BTreeSet<String> = norm_runs.iter().filter_map(|r| r.residual()).collect();
     if modes.len() < 2 {
         ctx.skip(
             md,
@@ -50,12 +43,7 @@ pub(super) fn section(ctx: &mut Ctx, md: &mut String) {
 }
 
 fn norm(ctx: &mut Ctx, md: &mut String, runs: &[&Run], modes: &BTreeSet<String>) {
-    let mode_of = |r: &Run| {
-        r.residual
-            .clone()
-            .or_else(|| r.axis("residual").map(str::to_string))
-            .unwrap_or_default()
-    };
+    let mode_of = |r: &Run| r.residual().unwrap_or_default();
     let color_of = |m: &str| match m {
         "prenorm" => PALETTE[0],
         "deepnorm" => PALETTE[3],
@@ -88,7 +76,10 @@ fn norm(ctx: &mut Ctx, md: &mut String, runs: &[&Run], modes: &BTreeSet<String>)
             }
         }
         plot.marks.push(Mark::Points {
-            pts: rs.iter().map(|r| (pflops_days(r.flops), r.loss)).collect(),
+            pts: rs
+                .iter()
+                .map(|r| (pflops_days(r.row.flops), r.row.loss))
+                .collect(),
             color,
             marker: Marker::Circle,
             size: 5,
@@ -132,7 +123,7 @@ fn norm(ctx: &mut Ctx, md: &mut String, runs: &[&Run], modes: &BTreeSet<String>)
                 .iter()
                 .map(|i| runs[*i])
                 .filter(|r| &mode_of(r) == m)
-                .map(|r| r.loss)
+                .map(|r| r.row.loss)
                 .fold(None, |a: Option<f64>, l| Some(a.map_or(l, |a| a.min(l))));
             let _ = write!(md, " {} |", opt(l, |x| format!("{x:.4}")));
         }

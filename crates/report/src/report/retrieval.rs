@@ -21,7 +21,7 @@ pub(super) fn section(ctx: &mut Ctx, md: &mut String) {
     let runs: Vec<&Run> = ctx.sweep.runs.iter().collect();
     let probed: Vec<&Run> = runs
         .iter()
-        .filter(|r| r.mqar.is_some() || r.niah.is_some())
+        .filter(|r| r.mqar().is_some() || r.niah().is_some())
         .copied()
         .collect();
     let celled = runs.iter().any(|r| !r.niah_cells.is_empty());
@@ -39,7 +39,7 @@ pub(super) fn section(ctx: &mut Ctx, md: &mut String) {
          | --- | ---: | ---: | ---: | ---: |\n",
     );
     for arch in &ctx.archs {
-        let rs: Vec<&&Run> = probed.iter().filter(|r| &r.arch == arch).collect();
+        let rs: Vec<&&Run> = probed.iter().filter(|r| &r.row.arch == arch).collect();
         if rs.is_empty() {
             continue;
         }
@@ -53,15 +53,15 @@ pub(super) fn section(ctx: &mut Ctx, md: &mut String) {
         };
         let fr: BTreeSet<String> = rs
             .iter()
-            .filter_map(|r| r.softmax_fraction.map(acc))
+            .filter_map(|r| r.record.softmax_fraction.map(acc))
             .collect();
         let _ = writeln!(
             md,
             "| {arch} | {} | {} | {} | {} |",
             fr.into_iter().collect::<Vec<_>>().join(", "),
             rs.len(),
-            m(|r| r.mqar),
-            m(|r| r.niah)
+            m(|r| r.mqar()),
+            m(|r| r.niah())
         );
     }
     md.push('\n');
@@ -69,12 +69,12 @@ pub(super) fn section(ctx: &mut Ctx, md: &mut String) {
     // Scores vs softmax fraction.
     let with_fraction: Vec<&Run> = probed
         .iter()
-        .filter(|r| r.softmax_fraction.is_some())
+        .filter(|r| r.record.softmax_fraction.is_some())
         .copied()
         .collect();
     let fractions: BTreeSet<u64> = with_fraction
         .iter()
-        .map(|r| (r.softmax_fraction.unwrap_or(0.0) * 1e6).round() as u64)
+        .map(|r| (r.record.softmax_fraction.unwrap_or(0.0) * 1e6).round() as u64)
         .collect();
     if fractions.len() >= 2 {
         let mut plot = Plot::new(
@@ -89,8 +89,8 @@ pub(super) fn section(ctx: &mut Ctx, md: &mut String) {
              | ---: | ---: | ---: | --- | ---: | --- |\n",
         );
         let probes: [Probe; 2] = [
-            ("MQAR", |r| r.mqar, (148, 103, 189), Marker::Circle),
-            ("NIAH", |r| r.niah, (214, 39, 40), Marker::Square),
+            ("MQAR", |r| r.mqar(), (148, 103, 189), Marker::Circle),
+            ("NIAH", |r| r.niah(), (214, 39, 40), Marker::Square),
         ];
         let mut rows: BTreeMap<u64, Vec<String>> = BTreeMap::new();
         for (name, get, color, marker) in probes {
@@ -99,7 +99,9 @@ pub(super) fn section(ctx: &mut Ctx, md: &mut String) {
             for f in &fractions {
                 let v: Vec<f64> = with_fraction
                     .iter()
-                    .filter(|r| (r.softmax_fraction.unwrap_or(0.0) * 1e6).round() as u64 == *f)
+                    .filter(|r| {
+                        (r.record.softmax_fraction.unwrap_or(0.0) * 1e6).round() as u64 == *f
+                    })
                     .filter_map(|r| get(r))
                     .collect();
                 let x = *f as f64 / 1e6;
@@ -146,7 +148,7 @@ pub(super) fn section(ctx: &mut Ctx, md: &mut String) {
         for (f, cells) in &rows {
             let n = with_fraction
                 .iter()
-                .filter(|r| (r.softmax_fraction.unwrap_or(0.0) * 1e6).round() as u64 == *f)
+                .filter(|r| (r.record.softmax_fraction.unwrap_or(0.0) * 1e6).round() as u64 == *f)
                 .count();
             let _ = writeln!(
                 table,

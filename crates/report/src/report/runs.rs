@@ -13,7 +13,7 @@ use super::format::{acc, opt, sci, si};
 pub(super) fn section(ctx: &Ctx, md: &mut String) {
     md.push_str("## 7. All runs\n\n");
     let any = |f: fn(&Run) -> bool| ctx.sweep.runs.iter().any(f);
-    let (has_mqar, has_niah) = (any(|r| r.mqar.is_some()), any(|r| r.niah.is_some()));
+    let (has_mqar, has_niah) = (any(|r| r.mqar().is_some()), any(|r| r.niah().is_some()));
     md.push_str(
         "| run | arch | params | activated | tokens | FLOPs | C (PFLOP/s-days) | val loss |",
     );
@@ -35,23 +35,23 @@ pub(super) fn section(ctx: &Ctx, md: &mut String) {
     for r in &ctx.sweep.runs {
         let mut l = format!(
             "| {} | {} | {} | {} | {} | {} | {} | {:.4} |",
-            r.name,
-            r.arch,
-            si(r.params),
-            si(r.activated_params),
-            si(r.tokens),
-            sci(r.flops),
-            sci(pflops_days(r.flops)),
-            r.loss
+            r.row.name,
+            r.row.arch,
+            si(r.row.params),
+            si(r.row.activated_params),
+            si(r.row.tokens),
+            sci(r.row.flops),
+            sci(pflops_days(r.row.flops)),
+            r.row.loss
         );
         if has_mqar {
-            let _ = write!(l, " {} |", opt(r.mqar, acc));
+            let _ = write!(l, " {} |", opt(r.mqar(), acc));
         }
         if has_niah {
-            let _ = write!(l, " {} |", opt(r.niah, acc));
+            let _ = write!(l, " {} |", opt(r.niah(), acc));
         }
         l.push_str(" ok |");
-        lines.push((r.line, l));
+        lines.push((r.row.line, l));
     }
     let blanks = 6 + usize::from(has_mqar) + usize::from(has_niah);
     for k in &ctx.sweep.skipped {
