@@ -145,6 +145,41 @@ pub enum Mark {
     },
 }
 
+impl Mark {
+    /// A solid opaque line of width 2: a fitted law, or the series a section compares.
+    pub fn line(pts: Vec<(f64, f64)>, color: Rgb) -> Self {
+        Self::Line {
+            pts,
+            color,
+            width: 2,
+            opacity: 1.0,
+            dashed: false,
+        }
+    }
+
+    /// Small translucent markers of radius 3: every run, behind the points a section compares.
+    pub fn faint_points(pts: Vec<(f64, f64)>, color: Rgb, marker: Marker) -> Self {
+        Self::Points {
+            pts,
+            color,
+            marker,
+            size: 3,
+            opacity: 0.45,
+        }
+    }
+
+    /// Opaque markers of radius 5: the points a section compares (optima, best runs, means).
+    pub fn points(pts: Vec<(f64, f64)>, color: Rgb, marker: Marker) -> Self {
+        Self::Points {
+            pts,
+            color,
+            marker,
+            size: 5,
+            opacity: 1.0,
+        }
+    }
+}
+
 /// How a legend entry is drawn.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LegendEntry {
@@ -276,6 +311,12 @@ impl Figure {
             panels: vec![plot],
             size: (900, 620),
         }
+    }
+}
+
+impl From<Plot> for Figure {
+    fn from(plot: Plot) -> Self {
+        Self::single(plot)
     }
 }
 

@@ -5,8 +5,7 @@ use scalelab_scaling::flops::pflops_days;
 
 use crate::plot::{Axis, Figure, LegendEntry, LegendPos, Mark, Plot};
 
-use super::context::Ctx;
-use super::format::log_grid;
+use super::context::{final_loss, loss_curve, Ctx};
 use super::style::{COMPUTE, GRAY, LOSS};
 
 /// 1. Loss vs compute per architecture, the fitted `L(C) = a C^b` with bootstrap bands, and the
@@ -21,12 +20,7 @@ pub(super) fn section(ctx: &mut Ctx, md: &mut String) {
         let color = ctx.color(&arch);
         let marker = ctx.marker(&arch);
         for r in &runs {
-            let pts: Vec<(f64, f64)> = r
-                .curve
-                .iter()
-                .filter_map(|p| Some((pflops_days(p.flops?), p.train_loss.or(p.val_loss)?)))
-                .filter(|p| p.0 > 0.0)
-                .collect();
+            let pts = loss_curve(r);
             if pts.len() >= 2 {
                 any_curve = true;
                 plot.underlay.push(Mark::Line {
@@ -38,16 +32,8 @@ pub(super) fn section(ctx: &mut Ctx, md: &mut String) {
                 });
             }
         }
-        plot.marks.push(Mark::Points {
-            pts: runs
-                .iter()
-                .map(|r| (pflops_days(r.row.flops), r.row.loss))
-                .collect(),
-            color,
-            marker,
-            size: 3,
-            opacity: 0.45,
-        });
+        let every: Vec<(f64, f64)> = runs.iter().map(|r| final_loss(r)).collect();
+        plot.marks.push(Mark::faint_points(every, color, marker));
         let front: Vec<(f64, f64)> = ctx
             .budgets(&runs)
             .iter()
@@ -60,34 +46,10 @@ pub(super) fn section(ctx: &mut Ctx, md: &mut String) {
                 (pflops_days(best.compute()), best.row.loss)
             })
             .collect();
-        plot.marks.push(Mark::Points {
-            pts: front.clone(),
-            color,
-            marker,
-            size: 5,
-            opacity: 1.0,
-        });
+        plot.marks.push(Mark::points(front.clone(), color, marker));
         let label = match ctx.fitted(&arch, "L(C)") {
             Some(f) => {
-                let (lo, hi) = front
-                    .iter()
-                    .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
-                        (a.min(p.0), b.max(p.0))
-                    });
-                let xs = log_grid(lo / 1.5, hi * 1.5, 48);
-                let (a, b) = (f.params[0].value, f.params[1].value);
-                plot.marks.push(Mark::Band {
-                    pts: ctx.band(f, &xs),
-                    color,
-                    opacity: 0.16,
-                });
-                plot.marks.push(Mark::Line {
-                    pts: xs.iter().map(|x| (*x, a * x.powf(b))).collect(),
-                    color,
-                    width: 2,
-                    opacity: 1.0,
-                    dashed: false,
-                });
+                let (a, b) = ctx.draw_law(&mut plot, f, &front, 48, color);
                 any_band = true;
                 format!("{arch}: L = {a:.3} C^{b:.4}")
             }
@@ -111,7 +73,7 @@ pub(super) fn section(ctx: &mut Ctx, md: &mut String) {
         size: (1000, 680),
     };
     ctx.figure(
-        "loss_vs_compute.svg".into(),
+        "loss_vs_compute.svg",
         fig,
         "validation loss vs compute, log-log, with fitted power laws",
         md,

@@ -5,13 +5,14 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use scalelab_scaling::fit::{budget_groups, FitReport, LawFit, ResultRow};
+use scalelab_scaling::flops::pflops_days;
 use scalelab_scaling::paper::PaperLaws;
 
-use crate::plot::{Figure, Marker, Rgb};
+use crate::plot::{Figure, Mark, Marker, Plot, Rgb};
 use crate::sweep::{Run, Sweep};
 use crate::ReportOptions;
 
-use super::format::quantile;
+use super::format::{log_grid, mean, quantile, x_range};
 use super::style::{GRAY, MARKERS};
 
 /// The sweep, its fits and the report being built, handed from section to section.
@@ -100,10 +101,42 @@ impl<'a> Ctx<'a> {
             .collect()
     }
 
-    /// Adds a figure and its Markdown image link.
-    pub(super) fn figure(&mut self, file: String, fig: Figure, alt: &str, md: &mut String) {
+    /// Draws the fitted law `k x^e` of `f` with its bootstrap band, over the x range of `pts`
+    /// widened 1.5 times each way (`n` points); returns `(k, e)`.
+    pub(super) fn draw_law(
+        &self,
+        plot: &mut Plot,
+        f: &LawFit,
+        pts: &[(f64, f64)],
+        n: usize,
+        color: Rgb,
+    ) -> (f64, f64) {
+        let (lo, hi) = x_range(pts);
+        let xs = log_grid(lo / 1.5, hi * 1.5, n);
+        let (k, e) = (f.params[0].value, f.params[1].value);
+        plot.marks.push(Mark::Band {
+            pts: self.band(f, &xs),
+            color,
+            opacity: 0.16,
+        });
+        plot.marks.push(Mark::line(
+            xs.iter().map(|x| (*x, k * x.powf(e))).collect(),
+            color,
+        ));
+        (k, e)
+    }
+
+    /// Adds a figure (or a one-panel plot) and its Markdown image link.
+    pub(super) fn figure(
+        &mut self,
+        file: impl Into<String>,
+        fig: impl Into<Figure>,
+        alt: &str,
+        md: &mut String,
+    ) {
+        let file = file.into();
         let _ = writeln!(md, "![{alt}]({file})\n");
-        self.figures.push((file, fig));
+        self.figures.push((file, fig.into()));
     }
 
     /// Replaces a section (or part) by a one-line note, and lists it in the summary.
@@ -111,4 +144,26 @@ impl<'a> Ctx<'a> {
         let _ = writeln!(md, "_{why}_\n");
         self.skipped.push(section.to_string());
     }
+}
+
+/// A run's loss curve against the compute spent (PFLOP/s-days): its training loss, else its
+/// validation loss, at each logged step with a FLOP count.
+pub(super) fn loss_curve(run: &Run) -> Vec<(f64, f64)> {
+    run.curve
+        .iter()
+        .filter_map(|p| Some((pflops_days(p.flops?), p.train_loss.or(p.val_loss)?)))
+        .filter(|p| p.0 > 0.0)
+        .collect()
+}
+
+/// A run's final validation loss against its compute (PFLOP/s-days).
+pub(super) fn final_loss(run: &Run) -> (f64, f64) {
+    (pflops_days(run.row.flops), run.row.loss)
+}
+
+/// The compute of a budget group (PFLOP/s-days): the mean of its runs'.
+pub(super) fn mean_compute<'r>(runs: impl IntoIterator<Item = &'r Run>) -> f64 {
+    pflops_days(mean(
+        &runs.into_iter().map(Run::compute).collect::<Vec<_>>(),
+    ))
 }

@@ -92,6 +92,14 @@ pub(super) fn log_grid(lo: f64, hi: f64, n: usize) -> Vec<f64> {
         .collect()
 }
 
+/// The smallest and largest x of some points.
+pub(super) fn x_range(pts: &[(f64, f64)]) -> (f64, f64) {
+    pts.iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
+            (a.min(p.0), b.max(p.0))
+        })
+}
+
 pub(super) fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len() as f64
 }

@@ -3,13 +3,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use scalelab_scaling::flops::pflops_days;
-
-use crate::plot::{Axis, Figure, LegendEntry, Mark, Marker, Plot};
+use crate::plot::{Axis, LegendEntry, Mark, Marker, Plot};
 use crate::sweep::Run;
 
-use super::context::Ctx;
-use super::format::{mean, opt, sci, si};
+use super::context::{mean_compute, Ctx};
+use super::format::{opt, sci, si};
 use super::style::{seq_color, LOSS};
 
 use super::moe::dense_baseline;
@@ -88,7 +86,7 @@ fn granularity(ctx: &mut Ctx, md: &mut String, moe: &[&Run]) {
             e(a).total_cmp(&e(b))
                 .then(a.row.loss.total_cmp(&b.row.loss))
         });
-        let c = pflops_days(mean(&rs.iter().map(|r| r.compute()).collect::<Vec<_>>()));
+        let c = mean_compute(rs.iter().copied());
         let color = seq_color(j, n);
         let mut best: BTreeMap<u64, f64> = BTreeMap::new();
         for r in &rs {
@@ -115,21 +113,9 @@ fn granularity(ctx: &mut Ctx, md: &mut String, moe: &[&Run]) {
         }
         let pts: Vec<(f64, f64)> = best.iter().map(|(e, l)| (*e as f64, *l)).collect();
         if pts.len() >= 2 {
-            plot.marks.push(Mark::Line {
-                pts: pts.clone(),
-                color,
-                width: 2,
-                opacity: 1.0,
-                dashed: false,
-            });
+            plot.marks.push(Mark::line(pts.clone(), color));
         }
-        plot.marks.push(Mark::Points {
-            pts,
-            color,
-            marker: Marker::Circle,
-            size: 5,
-            opacity: 1.0,
-        });
+        plot.marks.push(Mark::points(pts, color, Marker::Circle));
         plot.legend.push(LegendEntry::line_marker(
             format!("C = {} PF-days", sci(c)),
             color,
@@ -137,8 +123,8 @@ fn granularity(ctx: &mut Ctx, md: &mut String, moe: &[&Run]) {
         ));
     }
     ctx.figure(
-        "expert_granularity.svg".into(),
-        Figure::single(plot),
+        "expert_granularity.svg",
+        plot,
         "loss vs number of experts at fixed activated FLOPs",
         md,
     );

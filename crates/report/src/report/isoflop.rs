@@ -4,13 +4,12 @@
 use std::fmt::Write as _;
 
 use scalelab_scaling::fit::{isoflop_minimum, isoflop_parabola};
-use scalelab_scaling::flops::pflops_days;
 
 use crate::plot::{Axis, Figure, LegendEntry, LegendPos, Mark, Marker, Plot};
 use crate::sweep::Run;
 
-use super::context::Ctx;
-use super::format::{log_grid, mean, sci, si, slug};
+use super::context::{mean_compute, Ctx};
+use super::format::{log_grid, sci, si, slug, x_range};
 use super::style::{seq_color, COMPUTE, LOSS};
 
 /// `(C, N_opt, D_opt)` of one budget.
@@ -30,7 +29,7 @@ fn profiles<'r>(ctx: &Ctx, runs: &[&'r Run]) -> Vec<Profile<'r>> {
         .iter()
         .map(|g| {
             let rs: Vec<&Run> = g.iter().map(|i| runs[*i]).collect();
-            let c = pflops_days(mean(&rs.iter().map(|r| r.compute()).collect::<Vec<_>>()));
+            let c = mean_compute(rs.iter().copied());
             let loss: Vec<f64> = rs.iter().map(|r| r.row.loss).collect();
             let ln_n: Vec<f64> = rs.iter().map(|r| r.row.activated_params.ln()).collect();
             let ln_d: Vec<f64> = rs.iter().map(|r| r.row.tokens.ln()).collect();
@@ -90,11 +89,7 @@ pub(super) fn section(ctx: &mut Ctx, md: &mut String) {
                 .iter()
                 .map(|r| (r.row.activated_params, r.row.loss))
                 .collect();
-            let (nlo, nhi) = pts
-                .iter()
-                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), q| {
-                    (a.min(q.0), b.max(q.0))
-                });
+            let (nlo, nhi) = x_range(&pts);
             plot.marks.push(Mark::Points {
                 pts,
                 color,
@@ -162,7 +157,7 @@ pub(super) fn section(ctx: &mut Ctx, md: &mut String) {
         plot.legend_pos = LegendPos::UpperRight;
         ctx.figure(
             format!("isoflop_{}.svg", slug(&arch)),
-            Figure::single(plot),
+            plot,
             &format!("IsoFLOP curves of {arch}"),
             md,
         );
@@ -209,34 +204,10 @@ pub(super) fn section(ctx: &mut Ctx, md: &mut String) {
                 .iter()
                 .map(|b| (b.0, if which == 1 { b.1 } else { b.2 }))
                 .collect();
-            plot.marks.push(Mark::Points {
-                pts: pts.clone(),
-                color,
-                marker,
-                size: 5,
-                opacity: 1.0,
-            });
+            plot.marks.push(Mark::points(pts.clone(), color, marker));
             let label = match ctx.fitted(arch, law) {
                 Some(f) => {
-                    let (lo, hi) = pts
-                        .iter()
-                        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
-                            (a.min(p.0), b.max(p.0))
-                        });
-                    let xs = log_grid(lo / 1.5, hi * 1.5, 40);
-                    let (k, e) = (f.params[0].value, f.params[1].value);
-                    plot.marks.push(Mark::Band {
-                        pts: ctx.band(f, &xs),
-                        color,
-                        opacity: 0.16,
-                    });
-                    plot.marks.push(Mark::Line {
-                        pts: xs.iter().map(|x| (*x, k * x.powf(e))).collect(),
-                        color,
-                        width: 2,
-                        opacity: 1.0,
-                        dashed: false,
-                    });
+                    let (k, e) = ctx.draw_law(&mut plot, f, &pts, 40, color);
                     format!("{arch}: {} C^{e:.3}", sci(k))
                 }
                 None => format!("{arch} (no fit)"),
@@ -247,7 +218,7 @@ pub(super) fn section(ctx: &mut Ctx, md: &mut String) {
         panels.push(plot);
     }
     ctx.figure(
-        "optimal_allocation.svg".into(),
+        "optimal_allocation.svg",
         Figure {
             panels,
             size: (1300, 600),

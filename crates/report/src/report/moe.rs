@@ -3,13 +3,11 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
-use scalelab_scaling::flops::pflops_days;
-
-use crate::plot::{Axis, Figure, LegendEntry, LegendPos, Mark, Plot};
+use crate::plot::{Axis, LegendEntry, LegendPos, Mark, Plot};
 use crate::sweep::Run;
 
-use super::context::Ctx;
-use super::format::{mean, opt, sci};
+use super::context::{final_loss, mean_compute, Ctx};
+use super::format::{opt, sci};
 use super::style::{COMPUTE, LOSS};
 
 /// 5. MoE vs dense at equal FLOPs: loss vs compute for the dense baseline and the MoE variants,
@@ -63,20 +61,15 @@ pub(super) fn section(ctx: &mut Ctx, md: &mut String) {
                     .map(|i| runs[*i])
                     .filter(|r| &r.row.arch == arch)
                     .min_by(|a, b| a.row.loss.total_cmp(&b.row.loss))
-                    .map(|r| (pflops_days(r.row.flops), r.row.loss))
+                    .map(final_loss)
             })
             .collect();
-        plot.marks.push(Mark::Points {
-            pts: runs
-                .iter()
-                .filter(|r| &r.row.arch == arch)
-                .map(|r| (pflops_days(r.row.flops), r.row.loss))
-                .collect(),
-            color,
-            marker,
-            size: 3,
-            opacity: 0.45,
-        });
+        let every: Vec<(f64, f64)> = runs
+            .iter()
+            .filter(|r| &r.row.arch == arch)
+            .map(|r| final_loss(r))
+            .collect();
+        plot.marks.push(Mark::faint_points(every, color, marker));
         plot.marks.push(Mark::Line {
             pts: best.clone(),
             color,
@@ -84,13 +77,7 @@ pub(super) fn section(ctx: &mut Ctx, md: &mut String) {
             opacity: 1.0,
             dashed: arch == &dense,
         });
-        plot.marks.push(Mark::Points {
-            pts: best,
-            color,
-            marker,
-            size: 5,
-            opacity: 1.0,
-        });
+        plot.marks.push(Mark::points(best, color, marker));
         let desc = describe_moe(&ctx.runs_of(arch));
         let mut entry = LegendEntry::line_marker(
             if desc.is_empty() {
@@ -109,8 +96,8 @@ pub(super) fn section(ctx: &mut Ctx, md: &mut String) {
         plot.legend.push(entry);
     }
     ctx.figure(
-        "moe_vs_dense.svg".into(),
-        Figure::single(plot),
+        "moe_vs_dense.svg",
+        plot,
         "validation loss vs compute, dense vs MoE",
         md,
     );
@@ -134,11 +121,9 @@ pub(super) fn section(ctx: &mut Ctx, md: &mut String) {
                 .map(|i| runs[*i])
                 .filter(|r| r.row.arch == arch)
                 .map(|r| r.row.loss)
-                .fold(None, |m: Option<f64>, l| Some(m.map_or(l, |m| m.min(l))))
+                .reduce(f64::min)
         };
-        let c = pflops_days(mean(
-            &g.iter().map(|i| runs[*i].compute()).collect::<Vec<_>>(),
-        ));
+        let c = mean_compute(g.iter().map(|i| runs[*i]));
         let d = best(&dense);
         let _ = write!(md, "| {} | {} |", sci(c), opt(d, |x| format!("{x:.4}")));
         for m in &moe_archs {

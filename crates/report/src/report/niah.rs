@@ -72,20 +72,8 @@ pub(super) fn section(ctx: &mut Ctx, md: &mut String) {
                 (!v.is_empty()).then(|| (*c as f64, mean(&v)))
             })
             .collect();
-        plot.marks.push(Mark::Line {
-            pts: pts.clone(),
-            color,
-            width: 2,
-            opacity: 1.0,
-            dashed: false,
-        });
-        plot.marks.push(Mark::Points {
-            pts,
-            color,
-            marker,
-            size: 5,
-            opacity: 1.0,
-        });
+        plot.marks.push(Mark::line(pts.clone(), color));
+        plot.marks.push(Mark::points(pts, color, marker));
         plot.legend.push(LegendEntry::line_marker(
             format!("{arch} ({})", run.row.name),
             color,
@@ -94,8 +82,8 @@ pub(super) fn section(ctx: &mut Ctx, md: &mut String) {
         heat.push((arch, run));
     }
     ctx.figure(
-        "niah_vs_context.svg".into(),
-        Figure::single(plot),
+        "niah_vs_context.svg",
+        plot,
         "NIAH accuracy vs context length per architecture",
         md,
     );

@@ -3,13 +3,11 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
-use scalelab_scaling::flops::pflops_days;
-
-use crate::plot::{Axis, Figure, LegendEntry, Mark, Marker, Plot};
+use crate::plot::{Axis, LegendEntry, Mark, Marker, Plot};
 use crate::sweep::Run;
 
-use super::context::Ctx;
-use super::format::{mean, opt, sci};
+use super::context::{final_loss, loss_curve, mean_compute, Ctx};
+use super::format::{opt, sci};
 use super::style::{COMPUTE, LOSS, LOSS_BOTH, PALETTE};
 
 /// 6, continued. PreNorm vs DeepNorm (loss curves), when the residual mode varies in the sweep.
@@ -59,12 +57,7 @@ fn norm(ctx: &mut Ctx, md: &mut String, runs: &[&Run], modes: &BTreeSet<String>)
         let color = color_of(m);
         let rs: Vec<&&Run> = runs.iter().filter(|r| &mode_of(r) == m).collect();
         for r in &rs {
-            let pts: Vec<(f64, f64)> = r
-                .curve
-                .iter()
-                .filter_map(|p| Some((pflops_days(p.flops?), p.train_loss.or(p.val_loss)?)))
-                .filter(|p| p.0 > 0.0)
-                .collect();
+            let pts = loss_curve(r);
             if pts.len() >= 2 {
                 plot.marks.push(Mark::Line {
                     pts,
@@ -75,22 +68,17 @@ fn norm(ctx: &mut Ctx, md: &mut String, runs: &[&Run], modes: &BTreeSet<String>)
                 });
             }
         }
-        plot.marks.push(Mark::Points {
-            pts: rs
-                .iter()
-                .map(|r| (pflops_days(r.row.flops), r.row.loss))
-                .collect(),
+        plot.marks.push(Mark::points(
+            rs.iter().map(|r| final_loss(r)).collect(),
             color,
-            marker: Marker::Circle,
-            size: 5,
-            opacity: 1.0,
-        });
+            Marker::Circle,
+        ));
         plot.legend
             .push(LegendEntry::line_marker(m.clone(), color, Marker::Circle));
     }
     ctx.figure(
-        "norm_curves.svg".into(),
-        Figure::single(plot),
+        "norm_curves.svg",
+        plot,
         "training loss curves, PreNorm vs DeepNorm",
         md,
     );
@@ -114,9 +102,7 @@ fn norm(ctx: &mut Ctx, md: &mut String, runs: &[&Run], modes: &BTreeSet<String>)
     }
     md.push('\n');
     for g in &groups {
-        let c = pflops_days(mean(
-            &g.iter().map(|i| runs[*i].compute()).collect::<Vec<_>>(),
-        ));
+        let c = mean_compute(g.iter().map(|i| runs[*i]));
         let _ = write!(md, "| {} |", sci(c));
         for m in modes {
             let l = g
@@ -124,7 +110,7 @@ fn norm(ctx: &mut Ctx, md: &mut String, runs: &[&Run], modes: &BTreeSet<String>)
                 .map(|i| runs[*i])
                 .filter(|r| &mode_of(r) == m)
                 .map(|r| r.row.loss)
-                .fold(None, |a: Option<f64>, l| Some(a.map_or(l, |a| a.min(l))));
+                .reduce(f64::min);
             let _ = write!(md, " {} |", opt(l, |x| format!("{x:.4}")));
         }
         md.push('\n');

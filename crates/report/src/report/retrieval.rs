@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use crate::plot::{Axis, Figure, LegendEntry, LegendPos, Mark, Marker, Plot, Rgb};
+use crate::plot::{Axis, LegendEntry, LegendPos, Mark, Marker, Plot, Rgb};
 use crate::sweep::Run;
 
 use super::context::Ctx;
@@ -125,20 +125,8 @@ pub(super) fn section(ctx: &mut Ctx, md: &mut String) {
                 size: 3,
                 opacity: 0.35,
             });
-            plot.marks.push(Mark::Line {
-                pts: means.clone(),
-                color,
-                width: 2,
-                opacity: 1.0,
-                dashed: false,
-            });
-            plot.marks.push(Mark::Points {
-                pts: means,
-                color,
-                marker,
-                size: 5,
-                opacity: 1.0,
-            });
+            plot.marks.push(Mark::line(means.clone(), color));
+            plot.marks.push(Mark::points(means, color, marker));
             plot.legend.push(LegendEntry::line_marker(
                 format!("{name} (mean; faint: single runs)"),
                 color,
@@ -158,8 +146,8 @@ pub(super) fn section(ctx: &mut Ctx, md: &mut String) {
             );
         }
         ctx.figure(
-            "retrieval_vs_softmax_fraction.svg".into(),
-            Figure::single(plot),
+            "retrieval_vs_softmax_fraction.svg",
+            plot,
             "MQAR and NIAH accuracy vs the share of softmax layers",
             md,
         );
