@@ -533,40 +533,27 @@ fn finished(dir: &Path) -> Option<Summary> {
 fn hparams(run: &RunConfig) -> BTreeMap<String, HParamValue> {
     let m = &run.model;
     let p = m.param_count();
-    let mut h = BTreeMap::new();
-    h.insert("model".into(), HParamValue::String(m.name.clone()));
-    h.insert(
-        "hidden_size".into(),
-        HParamValue::Number(m.hidden_size as f64),
-    );
-    h.insert("layers".into(), HParamValue::Number(m.layers as f64));
-    h.insert(
-        "softmax_layers".into(),
-        HParamValue::Number(p.softmax_layers as f64),
-    );
-    h.insert(
-        "moe_layers".into(),
-        HParamValue::Number(p.moe_layers as f64),
-    );
-    h.insert("params".into(), HParamValue::Number(p.total as f64));
-    h.insert(
-        "activated_params".into(),
-        HParamValue::Number(p.activated as f64),
-    );
-    h.insert("lr".into(), HParamValue::Number(run.train.lr));
-    h.insert(
-        "batch_size".into(),
-        HParamValue::Number(run.train.batch_size as f64),
-    );
-    h.insert(
-        "seq_len".into(),
-        HParamValue::Number(run.train.seq_len as f64),
-    );
-    h.insert("seed".into(), HParamValue::Number(run.train.seed as f64));
+    let t = &run.train;
+    let mut numbers = vec![
+        ("hidden_size", m.hidden_size as f64),
+        ("layers", m.layers as f64),
+        ("softmax_layers", p.softmax_layers as f64),
+        ("moe_layers", p.moe_layers as f64),
+        ("params", p.total as f64),
+        ("activated_params", p.activated as f64),
+        ("lr", t.lr),
+        ("batch_size", t.batch_size as f64),
+        ("seq_len", t.seq_len as f64),
+        ("seed", t.seed as f64),
+    ];
     if let Some(moe) = &m.ffn.moe {
-        h.insert("experts".into(), HParamValue::Number(moe.experts as f64));
-        h.insert("top_k".into(), HParamValue::Number(moe.top_k as f64));
+        numbers.extend([("experts", moe.experts as f64), ("top_k", moe.top_k as f64)]);
     }
+    let mut h: BTreeMap<String, HParamValue> = numbers
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), HParamValue::Number(v)))
+        .collect();
+    h.insert("model".into(), HParamValue::String(m.name.clone()));
     h
 }
 
