@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use scalelab_config::ModelConfig;
+use scalelab_config::{FieldError, ModelConfig};
 use scalelab_data::DataConfig;
 use scalelab_train::{Budget, RunConfig, TrainSettings};
 use serde::{Deserialize, Serialize};
@@ -114,35 +114,35 @@ impl SweepSpec {
             .collect();
         if let Some((first, n)) = lens.first() {
             if let Some((other, m)) = lens.iter().find(|(_, m)| m != n) {
-                return Err(SweepError::Invalid {
-                    field: format!("axes.zip.{other}"),
-                    value: format!("{m} values"),
-                    rule: format!("zip axes advance together: {first} has {n} values, so every zip axis needs {n}"),
-                });
+                return Err(SweepError::Invalid(FieldError::new(
+                    format!("axes.zip.{other}"),
+                    format!("{m} values"),
+                    format!("zip axes advance together: {first} has {n} values, so every zip axis needs {n}"),
+                )));
             }
         }
         for (path, values) in self.axes.grid.iter().chain(&self.axes.zip) {
             if values.is_empty() {
-                return Err(SweepError::Invalid {
-                    field: format!("axes.{path}"),
-                    value: "[]".into(),
-                    rule: "an axis needs at least one value".into(),
-                });
+                return Err(SweepError::Invalid(FieldError::new(
+                    format!("axes.{path}"),
+                    "[]",
+                    "an axis needs at least one value",
+                )));
             }
         }
         if self.seeds.is_empty() {
-            return Err(SweepError::Invalid {
-                field: "seeds".into(),
-                value: "[]".into(),
-                rule: "give at least one seed".into(),
-            });
+            return Err(SweepError::Invalid(FieldError::new(
+                "seeds",
+                "[]",
+                "give at least one seed",
+            )));
         }
         if let Some(b) = self.budgets.iter().find(|b| b.is_nan() || **b <= 0.0) {
-            return Err(SweepError::Invalid {
-                field: "budgets".into(),
-                value: b.to_string(),
-                rule: "budgets are positive FLOP counts, e.g. 1e13".into(),
-            });
+            return Err(SweepError::Invalid(FieldError::new(
+                "budgets",
+                b.to_string(),
+                "budgets are positive FLOP counts, e.g. 1e13",
+            )));
         }
 
         let mut points: Vec<BTreeMap<String, Value>> = vec![BTreeMap::new()];
@@ -181,11 +181,11 @@ impl SweepSpec {
         let mut seen = std::collections::BTreeSet::new();
         for r in &runs {
             if !seen.insert(r.name.clone()) {
-                return Err(SweepError::Invalid {
-                    field: "axes".into(),
-                    value: r.name.clone(),
-                    rule: "two runs got the same name: an axis repeats a value".into(),
-                });
+                return Err(SweepError::Invalid(FieldError::new(
+                    "axes",
+                    r.name.clone(),
+                    "two runs got the same name: an axis repeats a value",
+                )));
             }
         }
         Ok(runs)

@@ -12,6 +12,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{DType, Element, ElementConversion, FloatDType, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use scalelab_blocks::{HybridDecoder, KernelBackend, ModelConfigExt, MoeStats};
+use scalelab_config::FieldError;
 use scalelab_tensorboard::HParamValue;
 use serde::{Deserialize, Serialize};
 
@@ -115,15 +116,15 @@ where
     let resume_step = from.as_ref().map(|(_, step)| *step);
     let data = scalelab_data::open(&run.data, t.seq_len, &opts.cache_dir)?;
     if data.vocab_size() > run.model.vocab_size {
-        return Err(TrainError::Invalid {
-            field: "model.vocab_size".into(),
-            value: run.model.vocab_size.to_string(),
-            rule: format!(
+        return Err(TrainError::Invalid(FieldError::new(
+            "model.vocab_size",
+            run.model.vocab_size,
+            format!(
                 "the data ({}) has {} token ids: the model's vocabulary must be at least that large",
                 data.describe(),
                 data.vocab_size()
             ),
-        });
+        )));
     }
     let total_steps = run.total_steps()?;
     let flops_per_token = run.flops_per_token()?;
@@ -384,14 +385,14 @@ fn compute_dtype<B: Backend>(
         Precision::Bf16 => (DType::BF16, None),
     };
     if weights != want {
-        return Err(TrainError::Invalid {
-            field: "train.precision".into(),
-            value: precision.name().into(),
-            rule: format!(
+        return Err(TrainError::Invalid(FieldError::new(
+            "train.precision",
+            precision.name(),
+            format!(
                 "needs a backend with {want:?} weights, and this one keeps them in {weights:?} \
                  (scalelab train picks the backend from the precision)"
             ),
-        });
+        )));
     }
     Ok(compute)
 }
