@@ -28,7 +28,7 @@ enum Command {
     Report(commands::report::Args),
     /// Forward and training FLOPs per token by component, under three conventions.
     Flops(commands::flops::Args),
-    /// The runs of an IsoFLOP plan: configs, tokens and FLOPs per (budget, size).
+    /// The runs a sweep file or IsoFLOP plan spec makes (what `sweep --dry-run` lists).
     Plan(commands::plan::Args),
     /// Fit scaling laws to a results table, per architecture, in the paper's Table 2 form.
     Fit(commands::fit::Args),

@@ -922,6 +922,13 @@ impl Plan {
             ]);
         }
         out.push_str(&t.render());
+        out.push_str(&self.moe_text());
+        out
+    }
+
+    /// The MoE-vs-dense matches as a table (empty without a `moe_vs_dense` section).
+    pub fn moe_text(&self) -> String {
+        let mut out = String::new();
         if !self.moe_matches.is_empty() {
             out.push_str(
                 "\nMoE vs dense: activated training FLOPs per token matched to the dense model\n",

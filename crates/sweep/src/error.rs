@@ -25,6 +25,9 @@ pub enum SweepError {
     /// A sweep-level setting breaks a rule.
     #[error(transparent)]
     Invalid(#[from] scalelab_config::FieldError),
+    /// The IsoFLOP plan spec named by `plan:` cannot be resolved.
+    #[error(transparent)]
+    Plan(#[from] scalelab_scaling::plan::PlanError),
     /// Another process is running this sweep directory.
     #[error(transparent)]
     Locked(scalelab_train::TrainError),
