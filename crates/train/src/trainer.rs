@@ -575,7 +575,8 @@ fn hparams(run: &RunConfig) -> BTreeMap<String, HParamValue> {
 fn moe_record<B: burn::tensor::backend::Backend>(r: &mut Record, stats: &[(usize, MoeStats<B>)]) {
     for (layer, s) in stats {
         let p = format!("moe/layer_{layer:02}");
-        let loads: Vec<f64> = s.tokens_per_expert.iter().map(|&n| n as f64).collect();
+        let (_, processed, dropped_fraction) = s.read();
+        let loads: Vec<f64> = processed.iter().map(|&n| n as f64).collect();
         let total: f64 = loads.iter().sum::<f64>().max(1.0);
         let mean = total / loads.len() as f64;
         let max = loads.iter().cloned().fold(0.0, f64::max);
@@ -592,7 +593,7 @@ fn moe_record<B: burn::tensor::backend::Backend>(r: &mut Record, stats: &[(usize
             &format!("{p}/z_loss"),
             s.z_loss.clone().into_scalar().elem(),
         )
-        .scalar(&format!("{p}/dropped_fraction"), s.dropped_fraction)
+        .scalar(&format!("{p}/dropped_fraction"), dropped_fraction)
         .scalar(&format!("{p}/max_over_mean_load"), max / mean)
         .scalar(
             &format!("{p}/load_entropy"),
