@@ -26,6 +26,13 @@ pub enum ConfigError {
     Invalid(#[from] FieldError),
 }
 
+/// A YAML parser's message without its leading `error: ` (the caller says where it comes from).
+pub fn yaml_message(e: impl std::fmt::Display) -> String {
+    let text = e.to_string();
+    text.strip_prefix("error: ")
+        .map_or(text.clone(), str::to_string)
+}
+
 /// A value that breaks a rule, as every crate that validates user input reports it:
 /// `field = value: rule`, the rule saying what would satisfy it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

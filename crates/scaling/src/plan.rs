@@ -325,7 +325,7 @@ pub fn plan_from_file(path: impl AsRef<Path>) -> Result<Plan, PlanError> {
 pub fn plan_from_str(text: &str, base_dir: &Path, origin: &str) -> Result<Plan, PlanError> {
     let spec: PlanSpec = serde_saphyr::from_str(text).map_err(|e| PlanError::Parse {
         origin: origin.to_string(),
-        message: e.to_string(),
+        message: scalelab_config::yaml_message(e),
     })?;
     Resolver {
         origin: origin.to_string(),

@@ -99,12 +99,14 @@ impl SweepSpec {
             path: path.to_path_buf(),
             message,
         };
-        let doc: Value = serde_saphyr::from_str(&text).map_err(|e| spec_err(e.to_string()))?;
+        let doc: Value = serde_saphyr::from_str(&text)
+            .map_err(|e| spec_err(scalelab_config::yaml_message(e)))?;
         let is_plan = ["architectures", "moe_vs_dense"]
             .iter()
             .any(|k| doc.get(k).is_some());
         if !is_plan {
-            return serde_saphyr::from_str(&text).map_err(|e| spec_err(e.to_string()));
+            return serde_saphyr::from_str(&text)
+                .map_err(|e| spec_err(scalelab_config::yaml_message(e)));
         }
         let name = doc.get("name").and_then(Value::as_str).unwrap_or("plan");
         let file = path.file_name().map_or(path.to_path_buf(), PathBuf::from);

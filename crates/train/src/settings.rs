@@ -241,7 +241,7 @@ impl RunConfig {
         let run = if is_run_file {
             let file: RunFile = serde_saphyr::from_str(&text).map_err(|e| TrainError::Config {
                 path: path.to_path_buf(),
-                message: e.to_string(),
+                message: scalelab_config::yaml_message(e),
             })?;
             let model = match file.model {
                 ModelRef::Path(p) => {
