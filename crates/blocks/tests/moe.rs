@@ -1,9 +1,12 @@
-//! Mixture of experts: routing weights, capacity and dropping, the auxiliary losses, and that
-//! dispatch equals a dense reference while its compute grows with top-k, not with experts.
+//! Mixture of experts: routing weights, capacity and dropping, the auxiliary losses, that the
+//! batched device dispatch equals the plain host dispatch (outputs, losses, statistics and
+//! gradients, dropping included) and a dense reference, with processed rows growing with top-k.
 
 mod common;
 
-use burn::module::{Module, Param};
+use burn::backend::Autodiff;
+use burn::module::{AutodiffModule, Module, Param};
+use burn::tensor::activation::silu;
 use burn::tensor::{Tensor, TensorData};
 use common::*;
 use scalelab_blocks::{Moe, MoeConfig};
@@ -64,7 +67,7 @@ fn dense_reference(m: &Moe<B>, x: Tensor<B, 2>) -> Tensor<B, 2> {
     let w = rows(decision.weights);
     let k = w[0].len();
     let mut out = Tensor::<B, 2>::zeros([n, D], &device());
-    for (e, expert) in m.experts.iter().enumerate() {
+    for e in 0..m.experts() {
         let gate: Vec<f64> = (0..n)
             .map(|i| {
                 (0..k)
@@ -74,7 +77,9 @@ fn dense_reference(m: &Moe<B>, x: Tensor<B, 2>) -> Tensor<B, 2> {
             })
             .collect();
         let gate = Tensor::<B, 1>::from_data(TensorData::new(gate, [n]), &device()).reshape([n, 1]);
-        out = out + expert.forward(x.clone()) * gate;
+        let w = |p: &Param<Tensor<B, 3>>| p.val().slice([e..e + 1]).squeeze_dim::<2>(0);
+        let hidden = silu(x.clone().matmul(w(&m.w1))) * x.clone().matmul(w(&m.w3));
+        out = out + hidden.matmul(w(&m.w2)) * gate;
     }
     out
 }
@@ -95,10 +100,10 @@ fn compute_grows_with_top_k_not_with_experts() {
     let x = randn(3, [4, 16, D]);
     for e in [4, 16, 64] {
         let out = moe(e, 2, None).forward(x.clone());
-        let rows_run: usize = out.stats.tokens_per_expert.iter().sum();
+        let (_, processed, _) = out.stats.read();
         // 64 tokens x top-2 rows in all, whatever the expert count; dense dispatch would run 64 x E.
-        assert_eq!(rows_run, 64 * 2, "E={e}");
-        assert_eq!(out.stats.tokens_per_expert.len(), e);
+        assert_eq!(processed.iter().sum::<usize>(), 64 * 2, "E={e}");
+        assert_eq!(processed.len(), e);
     }
 }
 
@@ -107,9 +112,10 @@ fn large_capacity_drops_nothing() {
     let m = moe(4, 2, Some(4.0)); // capacity = all slots
     let x = randn(4, [2, 20, D]);
     let out = m.forward(x.clone());
-    assert_eq!(out.stats.dropped_fraction, 0.0);
-    assert_eq!(out.stats.tokens_per_expert, out.stats.routed_per_expert);
-    assert!(max_abs_diff(out.output, m.forward_dropless(x).output) == 0.0);
+    let (routed, processed, dropped) = out.stats.read();
+    assert_eq!(dropped, 0.0);
+    assert_eq!(processed, routed);
+    assert!(max_abs_diff(out.output, m.forward_dropless(x).output) < 1e-12);
 }
 
 #[test]
@@ -119,22 +125,18 @@ fn small_capacity_drops_what_it_implies() {
     let out = m.forward(x.clone());
     let capacity = (0.5_f64 * 40.0 * 2.0 / 4.0).ceil() as usize;
     assert_eq!(out.stats.capacity, Some(capacity));
+    let (routed, processed, fraction) = out.stats.read();
     let mut dropped = 0;
-    for (routed, kept) in out
-        .stats
-        .routed_per_expert
-        .iter()
-        .zip(&out.stats.tokens_per_expert)
-    {
+    for (routed, kept) in routed.iter().zip(&processed) {
         assert_eq!(*kept, (*routed).min(capacity));
         dropped += routed - kept;
     }
     assert!(dropped > 0, "half capacity must drop something");
-    assert!((out.stats.dropped_fraction - dropped as f64 / 80.0).abs() < 1e-12);
+    assert!((fraction - dropped as f64 / 80.0).abs() < 1e-12);
     // With capacity 1 per expert, at most 4 slots survive: a token with none gets exactly zero.
     let tight = moe(4, 2, Some(1e-9)).load_record(m.clone().into_record());
     let out = tight.forward(x);
-    assert_eq!(out.stats.tokens_per_expert.iter().sum::<usize>(), 4);
+    assert_eq!(out.stats.read().1.iter().sum::<usize>(), 4);
     let zero_rows = rows(out.output.reshape([40, D]))
         .iter()
         .filter(|r| r.iter().all(|v| *v == 0.0))
@@ -170,7 +172,7 @@ fn load_balancing_loss_is_one_when_balanced_and_grows_with_imbalance() {
     let e = 8;
     let m = one_hot_router(e, 5.0);
     let balanced = m.forward(one_hot_tokens(e, |i| i)).stats;
-    assert_eq!(balanced.routed_per_expert, vec![1; e]);
+    assert_eq!(balanced.read().0, vec![1; e]);
     let lb = |s: &scalelab_blocks::MoeStats<B>| s.load_balance_loss.clone().into_scalar();
     assert!((lb(&balanced) - 1.0).abs() < 1e-12, "{}", lb(&balanced));
     let mut last = lb(&balanced);
@@ -218,4 +220,75 @@ fn shared_experts_add_to_every_token() {
     let mut routed_only = m.clone();
     routed_only.shared = None;
     assert!(max_abs_diff(with, routed_only.forward(x).output + shared) < 1e-12);
+}
+
+type Ad = Autodiff<B>;
+
+/// Gradients of `sum(output * probe) + aux_loss` with respect to the input and every weight.
+fn gradients(m: &Moe<Ad>, x: Tensor<B, 3>, reference: bool, cf: Option<f64>) -> Vec<Tensor<B, 3>> {
+    let x = Tensor::<Ad, 3>::from_inner(x).require_grad();
+    let out = if reference {
+        m.forward_reference(x.clone(), cf)
+    } else if cf.is_some() {
+        m.forward(x.clone())
+    } else {
+        m.forward_dropless(x.clone())
+    };
+    let probe = Tensor::<Ad, 3>::from_inner(randn(99, out.output.dims()));
+    let loss = (out.output * probe).sum() + out.aux_loss;
+    let grads = loss.backward();
+    let router = m.router.weight.grad(&grads).unwrap().unsqueeze_dim(0);
+    vec![
+        x.grad(&grads).unwrap(),
+        m.w1.grad(&grads).unwrap(),
+        m.w3.grad(&grads).unwrap(),
+        m.w2.grad(&grads).unwrap(),
+        router,
+    ]
+}
+
+#[test]
+fn batched_dispatch_equals_the_host_reference_with_gradients() {
+    let cases = [
+        (4, 1, None, RouterOrder::SoftmaxTopkRenorm, 0),
+        (8, 2, None, RouterOrder::TopkSoftmax, 1),
+        (8, 2, Some(0.5), RouterOrder::SoftmaxTopkRenorm, 0),
+        (6, 3, Some(1.0), RouterOrder::SoftmaxTopk, 2),
+        (5, 2, Some(1e-9), RouterOrder::SoftmaxTopkRenorm, 0),
+    ];
+    for (i, (e, k, cf, router, shared)) in cases.into_iter().enumerate() {
+        let m = MoeConfig::new(D, e, k, 8)
+            .with_capacity_factor(cf)
+            .with_router(router)
+            .with_shared_experts(shared)
+            .with_z_loss_coef(0.001)
+            .with_init(scalelab_blocks::WeightInit::Normal { std: 0.5 })
+            .init::<Ad>(&device());
+        let x = randn(10 + i as u64, [3, 14, D]);
+        let inner = m.valid();
+        let fast = if cf.is_some() {
+            inner.forward(x.clone())
+        } else {
+            inner.forward_dropless(x.clone())
+        };
+        let slow = inner.forward_reference(x.clone(), cf);
+        let case = format!("E={e} k={k} cf={cf:?}");
+        assert!(max_abs_diff(fast.output, slow.output) < 1e-12, "{case}");
+        assert!(
+            (fast.aux_loss.into_scalar() - slow.aux_loss.into_scalar()).abs() < 1e-12,
+            "{case}"
+        );
+        assert_eq!(fast.stats.read(), slow.stats.read(), "{case}");
+        assert_eq!(fast.stats.capacity, slow.stats.capacity, "{case}");
+        for (a, b) in gradients(&m, x.clone(), false, cf)
+            .into_iter()
+            .zip(gradients(&m, x.clone(), true, cf))
+        {
+            let scale = b.clone().abs().max().into_scalar().max(1e-30);
+            assert!(
+                max_abs_diff(a, b) / scale < 1e-10,
+                "{case}: gradients differ"
+            );
+        }
+    }
 }

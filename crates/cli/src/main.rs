@@ -28,7 +28,7 @@ enum Command {
     Report(commands::report::Args),
     /// Forward and training FLOPs per token by component, under three conventions.
     Flops(commands::flops::Args),
-    /// The runs of an IsoFLOP plan: configs, tokens and FLOPs per (budget, size).
+    /// The runs a sweep file or IsoFLOP plan spec makes (what `sweep --dry-run` lists).
     Plan(commands::plan::Args),
     /// Fit scaling laws to a results table, per architecture, in the paper's Table 2 form.
     Fit(commands::fit::Args),
@@ -41,7 +41,7 @@ fn main() -> ExitCode {
     let needs_device = matches!(cli.command, Command::Train(_) | Command::Sweep(_));
     if needs_device {
         if let Err(e) = backend::ready() {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", message(&e));
             return ExitCode::from(2);
         }
     }
@@ -58,8 +58,42 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", message(&e));
             ExitCode::from(2)
         }
+    }
+}
+
+/// The error and its causes, each said once: a cause whose text the message already holds (an
+/// I/O error its wrapper quotes) is left out.
+fn message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_quoted_cause_is_said_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        let e = anyhow::Error::new(scalelab_config::ConfigError::Io {
+            path: "a.yaml".into(),
+            source: io,
+        })
+        .context("loading the sweep");
+        assert_eq!(
+            super::message(&e),
+            "loading the sweep: cannot read config file a.yaml: No such file"
+        );
     }
 }

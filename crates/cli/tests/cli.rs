@@ -71,11 +71,31 @@ fn flops_reports_activated_flops_and_attention_share_for_minimax() {
     let _: serde_json::Value = serde_json::from_str(&out).unwrap();
 }
 
+/// The run names of a `plan` or `sweep --dry-run` table: the first cell of each row.
+fn run_names(table: &str) -> Vec<String> {
+    let rows = table.lines().skip_while(|l| !l.starts_with("run "));
+    rows.skip(1)
+        .map_while(|l| l.split_whitespace().next().map(str::to_string))
+        .take_while(|n| n != "estimated" && n != "MoE")
+        .collect()
+}
+
 #[test]
-fn plan_prints_the_runs_of_the_quick_spec() {
-    let (code, out, err) = scalelab(&["plan", "experiments/plans/attention-isoflop-quick.yaml"]);
-    assert_eq!(code, 0, "{err}");
-    assert!(out.lines().count() > 5, "{out}");
+fn plan_prints_the_runs_a_dry_run_sweep_lists() {
+    for file in [
+        "experiments/plans/attention-isoflop-quick.yaml",
+        "experiments/moe-vs-dense-quick.yaml",
+    ] {
+        let (code, planned, err) = scalelab(&["plan", file]);
+        assert_eq!(code, 0, "{err}");
+        let out = std::env::temp_dir().join(format!("scalelab-plan-{}", std::process::id()));
+        let out = out.to_str().unwrap();
+        let (code, dry, err) = scalelab(&["sweep", file, "--dry-run", "--out", out]);
+        assert_eq!(code, 0, "{err}");
+        let names = run_names(&planned);
+        assert!(names.len() >= 6, "{planned}");
+        assert_eq!(names, run_names(&dry), "{planned}\n{dry}");
+    }
     let (code, _, err) = scalelab(&["plan", "configs/tiny/tiny-hybrid.yaml"]);
     assert_eq!(code, 2, "a model config is not a plan spec");
     assert!(err.contains("tiny-hybrid.yaml"), "{err}");

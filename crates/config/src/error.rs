@@ -22,15 +22,57 @@ pub enum ConfigError {
         message: String,
     },
     /// A value breaks a rule.
-    #[error("{field} = {value}: {rule}")]
-    Invalid {
-        /// Dotted path of the offending field, e.g. `attention.softmax.kv_heads`.
-        field: String,
-        /// The value as written.
-        value: String,
-        /// The rule it breaks, and what would satisfy it.
-        rule: String,
-    },
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
+}
+
+/// A YAML parser's message without its leading `error: ` (the caller says where it comes from).
+pub fn yaml_message(e: impl std::fmt::Display) -> String {
+    let text = e.to_string();
+    text.strip_prefix("error: ")
+        .map_or(text.clone(), str::to_string)
+}
+
+/// A value that breaks a rule, as every crate that validates user input reports it:
+/// `field = value: rule`, the rule saying what would satisfy it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field} = {value}: {rule}")]
+pub struct FieldError {
+    /// Dotted path of the offending field, e.g. `attention.softmax.kv_heads`.
+    pub field: String,
+    /// The value as written.
+    pub value: String,
+    /// The rule it breaks, and what would satisfy it.
+    pub rule: String,
+}
+
+impl FieldError {
+    /// The error for `field = value` breaking `rule`.
+    pub fn new(
+        field: impl Into<String>,
+        value: impl std::fmt::Display,
+        rule: impl Into<String>,
+    ) -> Self {
+        Self {
+            field: field.into(),
+            value: value.to_string(),
+            rule: rule.into(),
+        }
+    }
+
+    /// The same error with `prefix` before the field: a section (`data` gives `data.copy.prob`)
+    /// or a file (`run.yaml: ` gives `run.yaml: train.lr`).
+    pub fn within(self, prefix: &str) -> Self {
+        let sep = if prefix.ends_with(": ") || prefix.ends_with('.') {
+            ""
+        } else {
+            "."
+        };
+        Self {
+            field: format!("{prefix}{sep}{}", self.field),
+            ..self
+        }
+    }
 }
 
 impl ConfigError {
@@ -39,26 +81,33 @@ impl ConfigError {
         value: impl std::fmt::Display,
         rule: impl Into<String>,
     ) -> Self {
-        Self::Invalid {
-            field: field.into(),
-            value: value.to_string(),
-            rule: rule.into(),
-        }
+        Self::Invalid(FieldError::new(field, value, rule))
     }
 
     /// Prefixes an `Invalid` or `Parse` error with where the config came from.
     pub fn in_file(self, path: &std::path::Path) -> Self {
         match self {
-            Self::Invalid { field, value, rule } => Self::Invalid {
-                field: format!("{}: {field}", path.display()),
-                value,
-                rule,
-            },
+            Self::Invalid(e) => Self::Invalid(e.within(&format!("{}: ", path.display()))),
             Self::Parse { message, .. } => Self::Parse {
                 origin: path.display().to_string(),
                 message,
             },
             other => other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FieldError;
+
+    #[test]
+    fn within_prefixes_a_section_or_a_file() {
+        let e = FieldError::new("copy.prob", 1.5, "a probability lies in [0, 1]");
+        assert_eq!(
+            e.clone().within("data").to_string(),
+            "data.copy.prob = 1.5: a probability lies in [0, 1]"
+        );
+        assert_eq!(e.within("run.yaml: ").field, "run.yaml: copy.prob");
     }
 }

@@ -29,7 +29,7 @@ mod model;
 mod params;
 mod validate;
 
-pub use error::ConfigError;
+pub use error::{yaml_message, ConfigError, FieldError};
 pub use model::{
     AttentionConfig, AttentionKind, FfnConfig, FfnKind, LightningSettings, ModelConfig,
     MoeSettings, Residual, RouterOrder, SoftmaxSettings,

@@ -13,7 +13,7 @@ impl ModelConfig {
     pub fn from_yaml_str(text: &str) -> Result<Self> {
         let cfg: Self = serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse {
             origin: "<string>".into(),
-            message: e.to_string(),
+            message: crate::yaml_message(e),
         })?;
         cfg.validate()?;
         Ok(cfg)

@@ -222,7 +222,7 @@ impl DataConfig {
     pub fn from_yaml_str(text: &str) -> Result<Self> {
         let cfg: Self = serde_saphyr::from_str(text).map_err(|e| DataError::Parse {
             origin: "<string>".into(),
-            message: e.to_string(),
+            message: scalelab_config::yaml_message(e),
         })?;
         cfg.validate()?;
         Ok(cfg)

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use scalelab_config::FieldError;
+
 /// Why a dataset could not be configured, built or opened.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
@@ -22,15 +24,8 @@ pub enum DataError {
         message: String,
     },
     /// A config value breaks a rule.
-    #[error("{field} = {value}: {rule}")]
-    Invalid {
-        /// Dotted path of the field inside the data section, e.g. `copy.prob`.
-        field: String,
-        /// The value as written.
-        value: String,
-        /// The rule it breaks, and what would satisfy it.
-        rule: String,
-    },
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
     /// `path` of a text corpus does not exist.
     #[error("path = {path}: no such file or directory")]
     MissingPath {
@@ -108,11 +103,7 @@ impl DataError {
         value: impl std::fmt::Display,
         rule: impl Into<String>,
     ) -> Self {
-        Self::Invalid {
-            field: field.into(),
-            value: value.to_string(),
-            rule: rule.into(),
-        }
+        Self::Invalid(FieldError::new(field, value, rule))
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
@@ -126,11 +117,7 @@ impl DataError {
     /// so a message about an embedded data section names the full path.
     pub fn in_section(self, section: &str) -> Self {
         match self {
-            Self::Invalid { field, value, rule } => Self::Invalid {
-                field: format!("{section}.{field}"),
-                value,
-                rule,
-            },
+            Self::Invalid(e) => Self::Invalid(e.within(section)),
             other => other,
         }
     }

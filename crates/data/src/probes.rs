@@ -414,7 +414,7 @@ impl ProbeGrid {
     pub fn from_yaml_str(text: &str) -> Result<Self> {
         let grid: Self = serde_saphyr::from_str(text).map_err(|e| DataError::Parse {
             origin: "<string>".into(),
-            message: e.to_string(),
+            message: scalelab_config::yaml_message(e),
         })?;
         grid.validate()?;
         Ok(grid)

@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use scalelab_config::{ConfigError, FfnConfig, FfnKind, ModelConfig, MoeSettings};
+use scalelab_config::{ConfigError, FfnConfig, FfnKind, FieldError, ModelConfig, MoeSettings};
 use serde::{Deserialize, Serialize};
 
 use crate::flops::{pflops_days, training_flops_per_token, Convention, ConventionError};
@@ -204,16 +204,12 @@ pub enum PlanError {
         message: String,
     },
     /// A value breaks a rule.
-    #[error("{origin}: {field} = {value}: {rule}")]
+    #[error("{origin}: {error}")]
     Invalid {
         /// The file, or `<string>`.
         origin: String,
-        /// Dotted path of the field, e.g. `budgets[2].sizes`.
-        field: String,
-        /// The value as written.
-        value: String,
-        /// The rule, and what would satisfy it.
-        rule: String,
+        /// The field (a dotted path such as `budgets[2].sizes`), its value and the rule.
+        error: FieldError,
     },
     /// A base or dense config could not be read, or a resolved config is not a valid model.
     #[error("{origin}: {context}: {source}")]
@@ -329,7 +325,7 @@ pub fn plan_from_file(path: impl AsRef<Path>) -> Result<Plan, PlanError> {
 pub fn plan_from_str(text: &str, base_dir: &Path, origin: &str) -> Result<Plan, PlanError> {
     let spec: PlanSpec = serde_saphyr::from_str(text).map_err(|e| PlanError::Parse {
         origin: origin.to_string(),
-        message: e.to_string(),
+        message: scalelab_config::yaml_message(e),
     })?;
     Resolver {
         origin: origin.to_string(),
@@ -352,9 +348,7 @@ impl Resolver {
     ) -> PlanError {
         PlanError::Invalid {
             origin: self.origin.clone(),
-            field: field.into(),
-            value: value.to_string(),
-            rule: rule.into(),
+            error: FieldError::new(field, value, rule),
         }
     }
 
@@ -928,6 +922,13 @@ impl Plan {
             ]);
         }
         out.push_str(&t.render());
+        out.push_str(&self.moe_text());
+        out
+    }
+
+    /// The MoE-vs-dense matches as a table (empty without a `moe_vs_dense` section).
+    pub fn moe_text(&self) -> String {
+        let mut out = String::new();
         if !self.moe_matches.is_empty() {
             out.push_str(
                 "\nMoE vs dense: activated training FLOPs per token matched to the dense model\n",

@@ -23,15 +23,11 @@ pub enum SweepError {
         message: String,
     },
     /// A sweep-level setting breaks a rule.
-    #[error("{field} = {value}: {rule}")]
-    Invalid {
-        /// The setting.
-        field: String,
-        /// Its value.
-        value: String,
-        /// The rule.
-        rule: String,
-    },
+    #[error(transparent)]
+    Invalid(#[from] scalelab_config::FieldError),
+    /// The IsoFLOP plan spec named by `plan:` cannot be resolved.
+    #[error(transparent)]
+    Plan(#[from] scalelab_scaling::plan::PlanError),
     /// Another process is running this sweep directory.
     #[error(transparent)]
     Locked(scalelab_train::TrainError),

@@ -64,7 +64,7 @@ where
             },
         })?;
     std::fs::create_dir_all(sweep_dir.join("runs")).map_err(|e| SweepError::io(sweep_dir, e))?;
-    write_meta(spec, sweep_dir)?;
+    write_meta(spec, runs, sweep_dir)?;
     let outcomes: Vec<Mutex<RunOutcome>> = runs
         .iter()
         .map(|r| {
@@ -123,13 +123,17 @@ where
     Ok(outcomes)
 }
 
-fn write_meta(spec: &SweepSpec, sweep_dir: &Path) -> Result<(), SweepError> {
-    let axes: Vec<&String> = spec.axes.grid.keys().chain(spec.axes.zip.keys()).collect();
+fn write_meta(spec: &SweepSpec, runs: &[PlannedRun], sweep_dir: &Path) -> Result<(), SweepError> {
+    let axes: std::collections::BTreeSet<&String> =
+        runs.iter().flat_map(|r| r.axes.keys()).collect();
+    let mut budgets: Vec<f64> = runs.iter().filter_map(|r| r.budget).collect();
+    budgets.sort_by(f64::total_cmp);
+    budgets.dedup();
     let meta = serde_json::json!({
         "name": spec.name,
         "kind": spec.kind,
         "axes": axes,
-        "budgets": spec.budgets,
+        "budgets": budgets,
         "seeds": spec.seeds,
     });
     let path = sweep_dir.join("sweep.json");

@@ -1,9 +1,10 @@
-//! The sweep file: a base run, axes over config paths, budgets and seeds, expanded into runs.
+//! The sweep file: a base run, axes over config paths, budgets and seeds, expanded into runs;
+//! or an IsoFLOP plan spec (`plan:`), whose runs `scalelab_scaling::plan` resolves.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use scalelab_config::ModelConfig;
+use scalelab_config::{FieldError, ModelConfig};
 use scalelab_data::DataConfig;
 use scalelab_train::{Budget, RunConfig, TrainSettings};
 use serde::{Deserialize, Serialize};
@@ -21,8 +22,14 @@ pub struct SweepSpec {
     /// expert-granularity, norm, or anything else.
     #[serde(default)]
     pub kind: String,
-    /// The base model config, relative to the sweep file.
-    pub base: PathBuf,
+    /// The base model config, relative to the sweep file (not with `plan`).
+    #[serde(default)]
+    pub base: Option<PathBuf>,
+    /// An IsoFLOP plan spec, relative to the sweep file: its runs (models, sizes, budgets) are
+    /// the sweep's, trained with this file's `train`, `data`, `overrides` and `seeds`. A plan
+    /// spec given to `scalelab sweep` directly is read as a sweep of this one field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<PathBuf>,
     /// Values set on the base before the axes, by dotted path (`attention.heads: 8`,
     /// `train.lr: 1e-3`).
     #[serde(default)]
@@ -84,12 +91,38 @@ pub struct PlannedRun {
 }
 
 impl SweepSpec {
-    /// Reads a sweep file.
+    /// Reads a sweep file, or an IsoFLOP plan spec (a file with `architectures:` or
+    /// `moe_vs_dense:`) as the sweep of that plan with default training settings.
     pub fn from_yaml_file(path: &Path) -> Result<Self, SweepError> {
         let text = std::fs::read_to_string(path).map_err(|e| SweepError::io(path, e))?;
-        serde_saphyr::from_str(&text).map_err(|e| SweepError::Spec {
+        let spec_err = |message: String| SweepError::Spec {
             path: path.to_path_buf(),
-            message: e.to_string(),
+            message,
+        };
+        let doc: Value = serde_saphyr::from_str(&text)
+            .map_err(|e| spec_err(scalelab_config::yaml_message(e)))?;
+        let is_plan = ["architectures", "moe_vs_dense"]
+            .iter()
+            .any(|k| doc.get(k).is_some());
+        if !is_plan {
+            return serde_saphyr::from_str(&text)
+                .map_err(|e| spec_err(scalelab_config::yaml_message(e)));
+        }
+        let name = doc.get("name").and_then(Value::as_str).unwrap_or("plan");
+        let file = path.file_name().map_or(path.to_path_buf(), PathBuf::from);
+        Ok(Self {
+            name: name.to_string(),
+            kind: String::new(),
+            base: None,
+            plan: Some(file),
+            overrides: BTreeMap::new(),
+            train: TrainSettings::default(),
+            data: DataConfig::default(),
+            axes: Axes::default(),
+            label: None,
+            label_map: BTreeMap::new(),
+            budgets: Vec::new(),
+            seeds: default_seeds(),
         })
     }
 
@@ -97,10 +130,19 @@ impl SweepSpec {
     /// path, a value of the wrong type, or an axis value that makes an invalid model is an
     /// error naming the run, the path and the rule.
     pub fn plan(&self, spec_path: &Path) -> Result<Vec<PlannedRun>, SweepError> {
-        let base_path = spec_path
-            .parent()
-            .unwrap_or(Path::new("."))
-            .join(&self.base);
+        let dir = spec_path.parent().unwrap_or(Path::new("."));
+        if let Some(plan) = &self.plan {
+            return self.plan_isoflop(&dir.join(plan));
+        }
+        let Some(base) = &self.base else {
+            return Err(SweepError::Invalid(FieldError::new(
+                "base",
+                "(missing)",
+                "name the base model config (e.g. base: ../configs/tiny/tiny-hybrid.yaml), or \
+                 an IsoFLOP plan spec with plan:",
+            )));
+        };
+        let base_path = dir.join(base);
         let base = ModelConfig::from_yaml_file(&base_path).map_err(|e| SweepError::Run {
             run: "(base)".into(),
             path: "base".into(),
@@ -114,35 +156,35 @@ impl SweepSpec {
             .collect();
         if let Some((first, n)) = lens.first() {
             if let Some((other, m)) = lens.iter().find(|(_, m)| m != n) {
-                return Err(SweepError::Invalid {
-                    field: format!("axes.zip.{other}"),
-                    value: format!("{m} values"),
-                    rule: format!("zip axes advance together: {first} has {n} values, so every zip axis needs {n}"),
-                });
+                return Err(SweepError::Invalid(FieldError::new(
+                    format!("axes.zip.{other}"),
+                    format!("{m} values"),
+                    format!("zip axes advance together: {first} has {n} values, so every zip axis needs {n}"),
+                )));
             }
         }
         for (path, values) in self.axes.grid.iter().chain(&self.axes.zip) {
             if values.is_empty() {
-                return Err(SweepError::Invalid {
-                    field: format!("axes.{path}"),
-                    value: "[]".into(),
-                    rule: "an axis needs at least one value".into(),
-                });
+                return Err(SweepError::Invalid(FieldError::new(
+                    format!("axes.{path}"),
+                    "[]",
+                    "an axis needs at least one value",
+                )));
             }
         }
         if self.seeds.is_empty() {
-            return Err(SweepError::Invalid {
-                field: "seeds".into(),
-                value: "[]".into(),
-                rule: "give at least one seed".into(),
-            });
+            return Err(SweepError::Invalid(FieldError::new(
+                "seeds",
+                "[]",
+                "give at least one seed",
+            )));
         }
         if let Some(b) = self.budgets.iter().find(|b| b.is_nan() || **b <= 0.0) {
-            return Err(SweepError::Invalid {
-                field: "budgets".into(),
-                value: b.to_string(),
-                rule: "budgets are positive FLOP counts, e.g. 1e13".into(),
-            });
+            return Err(SweepError::Invalid(FieldError::new(
+                "budgets",
+                b.to_string(),
+                "budgets are positive FLOP counts, e.g. 1e13",
+            )));
         }
 
         let mut points: Vec<BTreeMap<String, Value>> = vec![BTreeMap::new()];
@@ -181,11 +223,74 @@ impl SweepSpec {
         let mut seen = std::collections::BTreeSet::new();
         for r in &runs {
             if !seen.insert(r.name.clone()) {
-                return Err(SweepError::Invalid {
-                    field: "axes".into(),
-                    value: r.name.clone(),
-                    rule: "two runs got the same name: an axis repeats a value".into(),
-                });
+                return Err(SweepError::Invalid(FieldError::new(
+                    "axes",
+                    r.name.clone(),
+                    "two runs got the same name: an axis repeats a value",
+                )));
+            }
+        }
+        Ok(runs)
+    }
+
+    /// The runs of the IsoFLOP plan spec at `path`, each trained for its budget with this
+    /// sweep's settings; the plan's sequence length and FLOP convention are the runs'.
+    fn plan_isoflop(&self, path: &Path) -> Result<Vec<PlannedRun>, SweepError> {
+        let misplaced = [
+            ("base", self.base.is_some()),
+            (
+                "axes",
+                !self.axes.grid.is_empty() || !self.axes.zip.is_empty(),
+            ),
+            ("budgets", !self.budgets.is_empty()),
+            ("label", self.label.is_some()),
+        ];
+        if let Some((field, _)) = misplaced.iter().find(|(_, set)| *set) {
+            return Err(SweepError::Invalid(FieldError::new(
+                *field,
+                "(set)",
+                "a sweep with `plan:` takes its models, sizes and budgets from the plan spec: \
+                 remove it, or drop `plan:`",
+            )));
+        }
+        if self.seeds.is_empty() {
+            return Err(SweepError::Invalid(FieldError::new(
+                "seeds",
+                "[]",
+                "give at least one seed",
+            )));
+        }
+        let plan = scalelab_scaling::plan::plan_from_file(path)?;
+        let default_len = TrainSettings::default().seq_len;
+        if self.train.seq_len != plan.seq_len && self.train.seq_len != default_len {
+            return Err(SweepError::Invalid(FieldError::new(
+                "train.seq_len",
+                self.train.seq_len,
+                format!(
+                    "the plan spec {} fixes seq_len = {} (its FLOP counts use it): remove \
+                     train.seq_len or make the two equal",
+                    path.display(),
+                    plan.seq_len
+                ),
+            )));
+        }
+        let mut runs = Vec::new();
+        for p in &plan.runs {
+            let axes = BTreeMap::from([("size".to_string(), Value::String(p.size.clone()))]);
+            for &seed in &self.seeds {
+                let mut name = p.name.clone();
+                if self.seeds.len() > 1 {
+                    name.push_str(&format!("_seed{seed}"));
+                }
+                let no_axes = BTreeMap::new();
+                let mut run =
+                    self.build_run(name, &p.config, &no_axes, Some(p.budget), seed, |train| {
+                        train.seq_len = plan.seq_len;
+                        train.flop_convention = plan.convention;
+                    })?;
+                run.arch = p.arch.clone();
+                run.axes = axes.clone();
+                runs.push(run);
             }
         }
         Ok(runs)
@@ -202,6 +307,22 @@ impl SweepSpec {
         if name.is_empty() {
             name = "run".into();
         }
+        let mut run = self.build_run(name, base, axes, budget, seed, |_| {})?;
+        run.arch = self.arch_label(axes, base);
+        Ok(run)
+    }
+
+    /// One run: `base` with the overrides and `axes` set, this sweep's training settings (then
+    /// `adjust`), `seed`, and `budget` (FLOPs) when given; validated before anything trains.
+    fn build_run(
+        &self,
+        name: String,
+        base: &ModelConfig,
+        axes: &BTreeMap<String, Value>,
+        budget: Option<f64>,
+        seed: u64,
+        adjust: impl FnOnce(&mut TrainSettings),
+    ) -> Result<PlannedRun, SweepError> {
         let err = |path: &str, message: String| SweepError::Run {
             run: name.clone(),
             path: path.into(),
@@ -224,6 +345,7 @@ impl SweepSpec {
             serde_json::from_value(doc["train"].take()).map_err(|e| err("train", e.to_string()))?;
         let data: DataConfig =
             serde_json::from_value(doc["data"].take()).map_err(|e| err("data", e.to_string()))?;
+        adjust(&mut train);
         train.seed = seed;
         if let Some(flops) = budget {
             train.budget = Budget {
@@ -239,10 +361,9 @@ impl SweepSpec {
         config
             .total_steps()
             .map_err(|e| err("train.budget", e.to_string()))?;
-        let arch = self.arch_label(axes, base);
         Ok(PlannedRun {
             name,
-            arch,
+            arch: String::new(),
             axes: axes.clone(),
             budget,
             config,

@@ -216,3 +216,85 @@ fn bad_sweep_files_name_the_run_the_path_and_the_rule() {
     let e = plan_err("unknown_key.yaml");
     assert!(e.contains("unknown field `axis`"), "{e}");
 }
+
+#[test]
+fn a_plan_spec_sweep_trains_the_planners_runs() {
+    let path = data("plan_sweep.yaml");
+    let spec = SweepSpec::from_yaml_file(&path).unwrap();
+    let runs = spec.plan(&path).unwrap();
+    let plan_path = data("../../../../experiments/plans/attention-isoflop-quick.yaml");
+    let plan = scalelab_scaling::plan::plan_from_file(&plan_path).unwrap();
+    assert_eq!(runs.len(), 2 * plan.runs.len());
+    for (p, pair) in plan.runs.iter().zip(runs.chunks(2)) {
+        for (run, seed) in pair.iter().zip([0, 1]) {
+            assert_eq!(run.name, format!("{}_seed{seed}", p.name));
+            assert_eq!(run.arch, p.arch);
+            assert_eq!(run.budget, Some(p.budget));
+            assert_eq!(run.axes["size"], serde_json::json!(p.size));
+            let mut model = p.config.clone();
+            model.name = run.name.clone();
+            assert_eq!(run.config.model, model);
+            let t = &run.config.train;
+            assert_eq!(
+                (t.seq_len, t.flop_convention),
+                (plan.seq_len, plan.convention)
+            );
+            assert_eq!((t.batch_size, t.seed), (4, seed));
+            // The trainer spends the same budget the planner did, to within one step.
+            let tokens = run.config.total_steps().unwrap() * run.config.tokens_per_step();
+            assert!(tokens.abs_diff(p.tokens) <= run.config.tokens_per_step() as u64);
+        }
+    }
+
+    // The plan spec itself is a sweep of its runs with default settings.
+    let direct = SweepSpec::from_yaml_file(&plan_path).unwrap();
+    let names: Vec<String> = direct
+        .plan(&plan_path)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    let planned: Vec<String> = plan.runs.iter().map(|r| r.name.clone()).collect();
+    assert_eq!(names, planned);
+}
+
+#[test]
+fn a_plan_spec_sweep_refuses_its_own_axes_and_budgets() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = data("../../../../experiments/plans/attention-isoflop-quick.yaml");
+    for (extra, field) in [
+        ("budgets: [1.0e12]", "budgets"),
+        ("axes: { grid: { layers: [2] } }", "axes"),
+    ] {
+        let path = dir.path().join("s.yaml");
+        std::fs::write(
+            &path,
+            format!("name: s\nplan: {}\n{extra}\n", plan.display()),
+        )
+        .unwrap();
+        let e = SweepSpec::from_yaml_file(&path)
+            .unwrap()
+            .plan(&path)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with(field) && e.contains("plan spec"), "{e}");
+    }
+    let path = dir.path().join("s.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "name: s\nplan: {}\ntrain: {{ seq_len: 99 }}\n",
+            plan.display()
+        ),
+    )
+    .unwrap();
+    let e = SweepSpec::from_yaml_file(&path)
+        .unwrap()
+        .plan(&path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("train.seq_len = 99") && e.contains("seq_len = 256"),
+        "{e}"
+    );
+}

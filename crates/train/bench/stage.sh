@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../../.."
 cargo build --release -p scalelab-cli --features cuda
 mkdir -p .gpu .whl
-strip -o /tmp/scalelab-stripped target/release/scalelab
+strip -o /tmp/scalelab-stripped "${CARGO_TARGET_DIR:-target}/release/scalelab"
 gzip -1 -c /tmp/scalelab-stripped > .gpu/scalelab.gz
 grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
 if ! ls .whl/fla_core-0.6.0-*.whl >/dev/null 2>&1; then

@@ -28,15 +28,8 @@ pub enum TrainError {
     #[error(transparent)]
     Data(#[from] scalelab_data::DataError),
     /// A training setting breaks a rule.
-    #[error("{field} = {value}: {rule}")]
-    Invalid {
-        /// Dotted path of the setting.
-        field: String,
-        /// Its value.
-        value: String,
-        /// The rule, and the fix.
-        rule: String,
-    },
+    #[error(transparent)]
+    Invalid(#[from] scalelab_config::FieldError),
     /// The run directory already holds a run and `--resume` was not given.
     #[error(
         "{dir} already holds a run (checkpoint at step {step}); pass --resume to continue it, \

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use scalelab_config::ModelConfig;
+use scalelab_config::{FieldError, ModelConfig};
 use scalelab_data::probes::ProbeGrid;
 use scalelab_data::DataConfig;
 use scalelab_scaling::flops::Convention;
@@ -241,7 +241,7 @@ impl RunConfig {
         let run = if is_run_file {
             let file: RunFile = serde_saphyr::from_str(&text).map_err(|e| TrainError::Config {
                 path: path.to_path_buf(),
-                message: e.to_string(),
+                message: scalelab_config::yaml_message(e),
             })?;
             let model = match file.model {
                 ModelRef::Path(p) => {
@@ -266,11 +266,9 @@ impl RunConfig {
             }
         };
         run.validate().map_err(|e| match e {
-            TrainError::Invalid { field, value, rule } => TrainError::Invalid {
-                field: format!("{}: {field}", path.display()),
-                value,
-                rule,
-            },
+            TrainError::Invalid(e) => {
+                TrainError::Invalid(e.within(&format!("{}: ", path.display())))
+            }
             other => other,
         })?;
         Ok(run)
@@ -280,11 +278,7 @@ impl RunConfig {
     pub fn validate(&self) -> Result<(), TrainError> {
         let t = &self.train;
         let invalid = |field: &str, value: String, rule: &str| {
-            Err(TrainError::Invalid {
-                field: field.into(),
-                value,
-                rule: rule.into(),
-            })
+            Err(TrainError::Invalid(FieldError::new(field, value, rule)))
         };
         for (field, v) in [
             ("train.batch_size", t.batch_size),
@@ -386,10 +380,12 @@ impl RunConfig {
             self.train.seq_len,
             self.train.flop_convention,
         )
-        .map_err(|e| TrainError::Invalid {
-            field: "train.flop_convention".into(),
-            value: format!("{:?}", self.train.flop_convention),
-            rule: e.to_string(),
+        .map_err(|e| {
+            TrainError::Invalid(FieldError::new(
+                "train.flop_convention",
+                format!("{:?}", self.train.flop_convention),
+                e.to_string(),
+            ))
         })
     }
 

@@ -12,6 +12,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{DType, Element, ElementConversion, FloatDType, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use scalelab_blocks::{HybridDecoder, KernelBackend, ModelConfigExt, MoeStats};
+use scalelab_config::FieldError;
 use scalelab_scaling::record::MetricsRecord;
 use scalelab_tensorboard::HParamValue;
 use serde::{Deserialize, Serialize};
@@ -116,15 +117,15 @@ where
     let resume_step = from.as_ref().map(|(_, step)| *step);
     let data = scalelab_data::open(&run.data, t.seq_len, &opts.cache_dir)?;
     if data.vocab_size() > run.model.vocab_size {
-        return Err(TrainError::Invalid {
-            field: "model.vocab_size".into(),
-            value: run.model.vocab_size.to_string(),
-            rule: format!(
+        return Err(TrainError::Invalid(FieldError::new(
+            "model.vocab_size",
+            run.model.vocab_size,
+            format!(
                 "the data ({}) has {} token ids: the model's vocabulary must be at least that large",
                 data.describe(),
                 data.vocab_size()
             ),
-        });
+        )));
     }
     let total_steps = run.total_steps()?;
     let flops_per_token = run.flops_per_token()?;
@@ -385,14 +386,14 @@ fn compute_dtype<B: Backend>(
         Precision::Bf16 => (DType::BF16, None),
     };
     if weights != want {
-        return Err(TrainError::Invalid {
-            field: "train.precision".into(),
-            value: precision.name().into(),
-            rule: format!(
+        return Err(TrainError::Invalid(FieldError::new(
+            "train.precision",
+            precision.name(),
+            format!(
                 "needs a backend with {want:?} weights, and this one keeps them in {weights:?} \
                  (scalelab train picks the backend from the precision)"
             ),
-        });
+        )));
     }
     Ok(compute)
 }
@@ -565,7 +566,8 @@ fn moe_record<B: burn::tensor::backend::Backend>(
 ) {
     for (layer, s) in stats {
         let p = format!("moe/layer_{layer:02}");
-        let loads: Vec<f64> = s.tokens_per_expert.iter().map(|&n| n as f64).collect();
+        let (_, processed, dropped_fraction) = s.read();
+        let loads: Vec<f64> = processed.iter().map(|&n| n as f64).collect();
         let total: f64 = loads.iter().sum::<f64>().max(1.0);
         let mean = total / loads.len() as f64;
         let max = loads.iter().cloned().fold(0.0, f64::max);
@@ -582,7 +584,7 @@ fn moe_record<B: burn::tensor::backend::Backend>(
             &format!("{p}/z_loss"),
             s.z_loss.clone().into_scalar().elem(),
         )
-        .scalar(&format!("{p}/dropped_fraction"), s.dropped_fraction)
+        .scalar(&format!("{p}/dropped_fraction"), dropped_fraction)
         .scalar(&format!("{p}/max_over_mean_load"), max / mean)
         .scalar(
             &format!("{p}/load_entropy"),

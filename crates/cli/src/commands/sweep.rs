@@ -56,33 +56,30 @@ pub fn run(args: &Args) -> Result<()> {
         backend::NAME,
         rate
     );
-    println!(
-        "{:<40} {:<12} {:>10} {:>10} {:>10} {:>10} {:>9} {:>6}",
-        "run", "arch", "params", "activated", "tokens", "FLOPs", "est. time", "done"
+    let rows = super::plan::rows(&runs)?;
+    let done: Vec<bool> = runs.iter().map(|r| finished(&dir, r).is_some()).collect();
+    let secs: Vec<f64> = rows.iter().map(|r| r.flops / rate).collect();
+    let left: Vec<f64> = secs
+        .iter()
+        .zip(&done)
+        .filter(|(_, d)| !**d)
+        .map(|(s, _)| *s)
+        .collect();
+    print!(
+        "{}",
+        super::plan::table(
+            &rows,
+            &[
+                ("est. time", secs.iter().map(|s| duration(*s)).collect()),
+                (
+                    "done",
+                    done.iter()
+                        .map(|d| if *d { "yes" } else { "" }.into())
+                        .collect()
+                ),
+            ]
+        )
     );
-    let mut left = Vec::new();
-    for r in &runs {
-        let steps = r.config.total_steps()?;
-        let tokens = steps * r.config.tokens_per_step();
-        let flops = tokens as f64 * r.config.flops_per_token()?;
-        let secs = flops / rate;
-        let done = finished(&dir, r).is_some();
-        if !done {
-            left.push(secs);
-        }
-        let p = r.config.model.param_count();
-        println!(
-            "{:<40} {:<12} {:>10} {:>10} {:>10} {:>10.3e} {:>9} {:>6}",
-            r.name,
-            r.arch,
-            p.total,
-            p.activated,
-            tokens,
-            flops,
-            duration(secs),
-            if done { "yes" } else { "" }
-        );
-    }
     println!(
         "estimated time for the runs left: {} with 1 job",
         duration(left.iter().sum())
