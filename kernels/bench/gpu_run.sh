@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The lightning kernels on the GPU machine, in as few device calls as possible. Run it from the
-# folder that `kernels/bench/prepare.sh` stages (the bench binary `lightning`, this script,
-# compare_fla.py and whl/ with fla 0.6.0's wheels); logs and JSON go to $OUT.
+# folder that `kernels/bench/prepare.sh` stages (the bench binary `lightning`, the test binary
+# `cuda_kernels`, this script, compare_fla.py and whl/ with fla 0.6.0's wheels); logs and JSON go
+# to $OUT.
 #
 # STEPS (comma-separated; default "fla,ours,merge"; they run in the order of this script's
 # body below, whatever their order in STEPS):
@@ -10,46 +11,28 @@
 #   base          the same speed table from ./lightning-base, an earlier build staged beside the
 #                 current one (gzipped into .gpu/lightning-base.gz by hand), for an A/B of a
 #                 kernel change in one call
-#   ours-apart    the same with the backward's dk and dv as two scans (SHARED_DKDV=0; the
-#                 shared-state pair is the default)
-#   ours-cmma     ours with the shared-memory cmma kernels instead of the register mma ones
-#                 (SCALELAB_LIGHTNING_MMA=none), to compare them in one call
-#   ours-states   ours with only the states pass on the mma kernel (MMA=states)
-#   ours-tiles    ours with the states pass in 64x64 tiles (SCALELAB_LIGHTNING_STATES=tiles)
-#                 instead of one whole-state cube per head
-#   ours-async2   ours with the output pass staged by cp.async, two chunks per 512-unit cube
-#                 (SCALELAB_LIGHTNING_OUTPUT=async2) instead of through registers
-#   ours-async1   the same, one chunk per cube (OUTPUT=async1)
-#   ours-hdirect  ours with the states pass storing H straight from its accumulators
-#                 (SCALELAB_LIGHTNING_STATES_H=direct) instead of through shared memory
 #   ours-split    ours with the split pair wherever the one-launch kernel would run
-#                 (SCALELAB_LIGHTNING_FUSED=off)
-#   ours-fused    ours with the one-launch kernel wherever it applies (FUSED=on)
-#   ours-fused32  ours with the one-launch kernel's 32-token, 64-column tile, two cubes per SM
-#                 (SCALELAB_LIGHTNING_FUSED_TILE=32x64; timed on the H200 in session 9, no faster)
-#   ours-rows16   ours with the one-launch kernel's 16-row warp tiles, 16 warps per cube
-#                 (SCALELAB_LIGHTNING_FUSED_ROWS=16) instead of 32 rows and 8 warps
+#                 (SCALELAB_LIGHTNING_SCAN=split)
+#   ours-fused    ours with the one-launch kernel wherever it applies (SCALELAB_LIGHTNING_SCAN=fused)
+#   ours-plain    ours with every scan on the plain kernel (SCALELAB_LIGHTNING_SCAN=plain)
 #   ours-env      ours once per entry of OURS_ENV (space-separated "name:VAR=value,VAR=value"), the
-#                 same build under other knobs, e.g. OURS_ENV="f32w:SCALELAB_LIGHTNING_FUSED_WEIGHTS=f32"
+#                 same build under other settings, e.g. OURS_ENV="split:SCALELAB_LIGHTNING_SCAN=split"
 #                 (ours-<name>.log, .jsonl; merged with the others)
 #   check-env     check-kernels once per entry of OURS_ENV (check-<name>.log)
-#   check-fused   check-kernels with FUSED=on; check-split with FUSED=off; check-fused32 with
-#                 FUSED=on FUSED_TILE=32x64
+#   check-fused   check-kernels with SCALELAB_LIGHTNING_SCAN=fused; check-split with =split
+#   cuda-tests    the CUDA kernel tests (./cuda_kernels, tests/cuda_kernels.rs): every kept kernel
+#                 against the f64 references, outputs and gradients (cuda-tests.log)
 #   merge         the merged table: ratios to fla and to the split design's memory floor
 #   check         every output and gradient against the f32 reference (H=64, D=128, T=1000),
 #                 then bf16 kernels against the f32 kernel at B=4, H=32 for CHECK_TS
-#   check-apart   the check with dk and dv as two scans
-#   variants      the register kernels' geometries against the cmma kernels at VARIANT_TS (default 8192): states warps 2 or 4, output columns
-#                 64 or 128, and MMA=none (v-<name>.log)
 #   probe         `lightning --probe` (forward errors at small shapes, then forward and
-#                 forward+backward at PROBE_TS, default 8192) for each SCALELAB_LIGHTNING_MMA in
-#                 PROBE_MMA (default all,states,none)
+#                 forward+backward at PROBE_TS, default 8192)
 #   check-kernels the bf16 kernels (and f16 with f32 decay rates, at the first shape) against the
 #                 f32 kernel (H=64 T=1000 with a tail and an initial state, B=4 H=32 T=2048 with
 #                 steep decays, head dim 64 at B x H = 256 and 32, dk=64 dv=128, then B=4 H=32 at
 #                 CHECK_TS; then the decode checks): every gradient, no tensor-op reference (about
-#                 45 s warm; 420-480 s as a fresh machine's first step in session 12: give it its
-#                 own call, CHECK_TIMEOUT defaults to 540 s)
+#                 45 s warm; 420-480 s as a fresh machine's first step: give it its own call,
+#                 CHECK_TIMEOUT defaults to 540 s)
 #   ncu           Nsight Compute on `lightning --probe` at T=NCU_T (default 8192): the kernels'
 #                 time, registers, occupancy and stall reasons (ncu.txt). The probe launches 6
 #                 scan kernels at its small shapes, then 14 for the timed forwards at NCU_T, then
@@ -64,10 +47,8 @@
 #                 through the fusion layer and without it, 5 to 1000 calls back to back
 #   ds            `lightning --ts DS_TS --ds` (default 2048,8192): forward+backward with trained
 #                 decays (their f32 `ds` scans) beside the usual rows (ds.log, ds.jsonl)
-#   decode-variants `lightning --decode DECODE_BATCHES` (default 1,256: the decode check, the
-#                 copy row, then decode steps) for each SCALELAB_LIGHTNING_DECODE in
-#                 DECODE_VARIANTS (default warp16,cube8): the decode kernel and its geometry
-#                 (decode-<name>.log)
+#   decode        `lightning --decode DECODE_BATCHES` (default 1,256: the decode check, the copy
+#                 row, then decode steps; decode-steps.log)
 #   sass          the CUDA source CubeCL generates for the probe's kernels (cubecl-source.log),
 #                 then Nsight Compute's per-instruction SASS listing of one SASS_KERNEL launch
 #                 (regex, default chunk_fused) at T=2048: executions and stall samples per
@@ -82,21 +63,18 @@
 #                 timed step under Nsight Compute with its DRAM bytes read and written
 #                 (decode-ncu.txt)
 # Knobs: TS=2048,8192 (lengths), REFMAX=T (tensor-op reference up to T; 0 = none, the default),
-# CHECK_TS (default 2048,8192), FLA_TIMEOUT, BENCH_TIMEOUT, CHECK_TIMEOUT (seconds).
-# Costs seen on the H200 (session 5): a fresh machine about 30 s; fla about 145 s; ours about 25 s
-# (REFMAX=2048 adds minutes of reference compilation); check-kernels 45 s warm, 180 s as a fresh
-# machine's first step (session 6: compiling every kernel); the full check
-# over 330 s (the tensor-op reference's compilation and autotuning under Autodiff). Session 7:
-# fla 150-190 s, ours 15-30 s, check-kernels (or check-fused) 180 s first, ncu on one kernel
-# about 110 s, ncu-time at one length about 130 s; a call of check,fla,ours,ours-split,merge and
-# ncu-time took 556 s.
+# CHECK_TS (default 2048,8192), FLA_TIMEOUT, BENCH_TIMEOUT, CHECK_TIMEOUT, TESTS_TIMEOUT (seconds).
+# Costs seen on the H200: a fresh machine about 30 s; fla 145-190 s; ours 15-30 s (REFMAX=2048
+# adds minutes of reference compilation); check-kernels 45 s warm, 180-480 s as a fresh machine's
+# first step (compiling every kernel); the full check over 330 s (the tensor-op reference's
+# compilation and autotuning under Autodiff); ncu on one kernel about 110 s, ncu-time at one
+# length about 130 s.
 set -uo pipefail
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}
 STEPS=,${STEPS:-fla,ours,merge},
 TS=${TS:-2048,4096,8192,32768,65536}
-PROBE_MMA=${PROBE_MMA:-all,states,none}
 mkdir -p "$OUT"
 has() { [[ $STEPS == *",$1,"* ]]; }
 stamp() { echo "=== $1 ($(date +%T), ${SECONDS}s in)"; }
@@ -121,17 +99,9 @@ if has base; then # staged gzipped: two binaries would pass the device tool's ca
   [ -f lightning-base.gz ] && gunzip -kf lightning-base.gz && chmod +x lightning-base
   [ -x ./lightning-base ] && BIN=./lightning-base bench base
 fi
-has ours-apart && bench ours-apart SCALELAB_LIGHTNING_SHARED_DKDV=0
-has ours-cmma && bench ours-cmma SCALELAB_LIGHTNING_MMA=none
-has ours-states && bench ours-states SCALELAB_LIGHTNING_MMA=states
-has ours-tiles && bench ours-tiles SCALELAB_LIGHTNING_STATES=tiles
-has ours-async2 && bench ours-async2 SCALELAB_LIGHTNING_OUTPUT=async2
-has ours-async1 && bench ours-async1 SCALELAB_LIGHTNING_OUTPUT=async1
-has ours-hdirect && bench ours-hdirect SCALELAB_LIGHTNING_STATES_H=direct
-has ours-split && bench ours-split SCALELAB_LIGHTNING_FUSED=off
-has ours-fused && bench ours-fused SCALELAB_LIGHTNING_FUSED=on
-has ours-fused32 && bench ours-fused32 SCALELAB_LIGHTNING_FUSED_TILE=32x64
-has ours-rows16 && bench ours-rows16 SCALELAB_LIGHTNING_FUSED_ROWS=16
+has ours-split && bench ours-split SCALELAB_LIGHTNING_SCAN=split
+has ours-fused && bench ours-fused SCALELAB_LIGHTNING_SCAN=fused
+has ours-plain && bench ours-plain SCALELAB_LIGHTNING_SCAN=plain
 env_names=()
 for entry in ${OURS_ENV:-}; do env_names+=("${entry%%:*}"); done
 if has ours-env; then
@@ -141,27 +111,17 @@ if has ours-env; then
   done
 fi
 if has merge; then
-  for name in ours base ours-apart ours-cmma ours-states ours-tiles ours-async2 ours-async1 ours-hdirect ours-split ours-fused ours-fused32 ours-rows16 "${env_names[@]/#/ours-}"; do
+  for name in ours base ours-split ours-fused ours-plain "${env_names[@]/#/ours-}"; do
     [ -s "$OUT/$name.jsonl" ] || continue
     stamp "merged: $name (ms; ratios > 1 are slower)"
     python3 compare_fla.py --from-json "$OUT/fla.jsonl" --scalelab "$OUT/$name.jsonl" \
       | tee "$OUT/merged-$name.txt"
   done
 fi
-if has variants; then
-  for v in 2:128 2:64 4:128 4:64; do
-    TS=${VARIANT_TS:-8192} bench "v-w${v%:*}-c${v#*:}" \
-      SCALELAB_LIGHTNING_MMA_WARPS="${v%:*}" SCALELAB_LIGHTNING_MMA_COLS="${v#*:}"
-  done
-  TS=${VARIANT_TS:-8192} bench v-none SCALELAB_LIGHTNING_MMA=none
-fi
 if has probe; then
-  for m in ${PROBE_MMA//,/ }; do
-    stamp "probe MMA=$m"
-    SCALELAB_LIGHTNING_MMA=$m timeout "${PROBE_TIMEOUT:-120}" \
-      ./lightning --probe --ts "${PROBE_TS:-8192}" > "$OUT/probe-$m.log" 2>&1
-    grep -E "probe|panicked|Error" "$OUT/probe-$m.log"
-  done
+  stamp probe
+  timeout "${PROBE_TIMEOUT:-120}" ./lightning --probe --ts "${PROBE_TS:-8192}" > "$OUT/probe.log" 2>&1
+  grep -E "probe|panicked|Error" "$OUT/probe.log"
 fi
 check() { # name, then extra environment
   local name=$1; shift
@@ -171,7 +131,6 @@ check() { # name, then extra environment
   grep -E "^check|panicked|Error" "$OUT/$name.log"
 }
 has check && check check
-has check-apart && check check-apart SCALELAB_LIGHTNING_SHARED_DKDV=0
 check_kernels() { # name, then extra environment
   local name=$1; shift
   stamp "$name"
@@ -180,9 +139,13 @@ check_kernels() { # name, then extra environment
   grep -E "^check|panicked|Error" "$OUT/$name.log"
 }
 has check-kernels && check_kernels check-kernels
-has check-fused && check_kernels check-fused SCALELAB_LIGHTNING_FUSED=on
-has check-split && check_kernels check-split SCALELAB_LIGHTNING_FUSED=off
-has check-fused32 && check_kernels check-fused32 SCALELAB_LIGHTNING_FUSED=on SCALELAB_LIGHTNING_FUSED_TILE=32x64
+has check-fused && check_kernels check-fused SCALELAB_LIGHTNING_SCAN=fused
+has check-split && check_kernels check-split SCALELAB_LIGHTNING_SCAN=split
+if has cuda-tests; then
+  stamp cuda-tests
+  timeout "${TESTS_TIMEOUT:-540}" ./cuda_kernels --nocapture > "$OUT/cuda-tests.log" 2>&1
+  grep -E "^test |test result|panicked|skipped" "$OUT/cuda-tests.log"
+fi
 if has check-env; then
   for entry in ${OURS_ENV:-}; do
     envs=${entry#*:}
@@ -249,13 +212,10 @@ if has ds; then
     --json "$OUT/ds.jsonl" > "$OUT/ds.log" 2>&1
   grep -E "fwd\+bwd|panicked" "$OUT/ds.log"
 fi
-if has decode-variants; then
-  for d in $(echo "${DECODE_VARIANTS:-warp16,cube8}" | tr , ' '); do
-    stamp "decode $d"
-    SCALELAB_LIGHTNING_DECODE=$d timeout 120 ./lightning --decode "${DECODE_BATCHES:-1,256}" \
-      > "$OUT/decode-$d.log" 2>&1
-    grep -E "check|decode|copy|panicked" "$OUT/decode-$d.log"
-  done
+if has decode; then
+  stamp decode
+  timeout 120 ./lightning --decode "${DECODE_BATCHES:-1,256}" > "$OUT/decode-steps.log" 2>&1
+  grep -E "check|decode|copy|panicked" "$OUT/decode-steps.log"
 fi
 if has decode-ncu; then
   # Batch-256 decode alone, then one step under Nsight Compute: the DRAM bytes it moves against

@@ -29,7 +29,7 @@ use burn::tensor::{backend::Backend, bf16, f16, DType, Distribution, Element, Te
 use cubecl::cuda::CudaRuntime;
 use cubecl::Runtime;
 use scalelab_kernels::lightning::reference::relative_error as rel_err;
-use scalelab_kernels::lightning::{reference, LightningBackend};
+use scalelab_kernels::lightning::{dispatch, launch, reference, LightningBackend};
 
 type Bf = Cuda<bf16>;
 type Hf = Cuda<f16>;
@@ -296,13 +296,9 @@ fn check(device: &CudaDevice, ts: &[usize], reference: bool) {
         attention_and_grads::<F32>(device, &inputs, true)
     };
     eprintln!(
-        "check: {} done; shared-state dk/dv pair {}",
+        "check: {} done; settings {:?}",
         if reference { "reference" } else { "f32 kernel" },
-        if std::env::var("SCALELAB_LIGHTNING_SHARED_DKDV").map_or(true, |v| v != "0") {
-            "on"
-        } else {
-            "off"
-        }
+        dispatch::settings()
     );
     let shape = format!("B={b} H={h} T={n} D={d}");
     if reference {
@@ -316,7 +312,7 @@ fn check(device: &CudaDevice, ts: &[usize], reference: bool) {
     // The same inputs in f16 (exact: bf16's 8-bit mantissa fits f16's 10 in this range): the
     // tensor-core kernels' f16 form, the one-launch kernel at this B x H. The decay rates in
     // f32: here `ds` reaches 1e5-2e5 in the slowest heads (`--example ds_range`), past f16's
-    // 65504 (with f16 rates the row's `ds` was inf, session 12).
+    // 65504 (with f16 rates the row's `ds` is inf).
     let got = attention_and_grads_with::<Hf>(device, &inputs, true, DType::F32);
     check_row(&format!("f16 (f32 rates){against} {shape}"), got, &want);
 
@@ -549,13 +545,15 @@ fn main() {
     let device = CudaDevice::default();
     {
         let client = CudaRuntime::client(&device);
-        let props = client.properties();
-        println!(
-            "device: {} tensor-core tile configs, {} bytes of shared memory per cube; bf16 scan at D=128: {:?}",
-            props.features.matmul.cmma.len(),
-            props.hardware.max_shared_memory_size,
-            scalelab_kernels::lightning::tiled::cmma_config(&client, burn::tensor::DType::BF16, 128)
+        let facts = launch::device_facts(&client);
+        let choice = dispatch::choose_scan(
+            &facts,
+            &dispatch::settings(),
+            DType::BF16,
+            [4, 32, 8192, 128],
+            128,
         );
+        println!("device: {facts:?}\nbf16 scan at B=4 H=32 T=8192 D=128: {choice:?}");
     }
     if args.iter().any(|a| a == "--probe") {
         let ts = list_arg(&args, "--ts").unwrap_or_else(|| vec![2048, 8192, 32768]);

@@ -2,7 +2,7 @@
 //! T=1000, D=128; inputs normal with std 0.3, an initial state, MiniMax's slopes, the loss
 //! `sum(o * ro) + sum(state)`), in f32 on the CPU through the chunked reference: the heads past
 //! f16's largest value, 65504, are why f16 inputs want f32 decay rates (`kernels/README.md`,
-//! session 12).
+//! "Inputs").
 //!
 //! `cargo run --release -p scalelab-kernels --example ds_range`
 

@@ -1,5 +1,5 @@
-//! [`LightningBackend`] for the CubeCL backends: `CubeBackend` runs the kernels of [`super::cube`]
-//! directly; `Fusion<B>` registers them as fusion custom operations (the stream executes them
+//! [`LightningBackend`] for the CubeCL backends: `CubeBackend` runs the kernels through
+//! [`super::launch`] directly; `Fusion<B>` registers them as fusion custom operations (the stream executes them
 //! on the inner backend's primitives, in order with the fused element-wise work around them).
 
 use burn::tensor::{ops::FloatTensor, Tensor, TensorPrimitive};
@@ -10,7 +10,7 @@ use burn_fusion::{
 };
 use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
 
-use super::{cube, LightningBackend, ScanOptions};
+use super::{launch, LightningBackend, ScanOptions};
 
 impl<R, F, I, BT> LightningBackend for CubeBackend<R, F, I, BT>
 where
@@ -31,7 +31,7 @@ where
         state: Option<FloatTensor<Self>>,
         opts: ScanOptions,
     ) -> FloatTensor<Self> {
-        cube::scan(a, b, c, s, state, opts)
+        launch::scan(a, b, c, s, state, opts)
     }
 
     fn lightning_dk_dv(
@@ -42,7 +42,7 @@ where
         s: FloatTensor<Self>,
         d_state: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        cube::dk_dv(q, k, v, d_o, s, d_state)
+        launch::dk_dv(q, k, v, d_o, s, d_state)
     }
 
     fn lightning_decode_step(
@@ -53,7 +53,7 @@ where
         state: Tensor<Self, 4>,
     ) -> (Tensor<Self, 4>, Tensor<Self, 4>) {
         let p = |x: Tensor<Self, 4>| x.into_primitive().tensor();
-        let (o, st) = cube::decode(p(q), p(k), p(v), s.into_primitive().tensor(), p(state));
+        let (o, st) = launch::decode(p(q), p(k), p(v), s.into_primitive().tensor(), p(state));
         let t = |x| Tensor::from_primitive(TensorPrimitive::Float(x));
         (t(o), t(st))
     }

@@ -1,6 +1,6 @@
 //! The whole scan in one launch with the state in registers, for CUDA: no `H` buffer.
 //!
-//! The split pair ([`super::mma`]) writes every chunk's state `H` (input dtype) and reads it back:
+//! The split pair (`mma`) writes every chunk's state `H` (input dtype) and reads it back:
 //! at B=4, H=32, D=128 that is as many bytes as `q`, `k`, `v` and `o` together. Here one cube
 //! (8 warps per 128 state columns at D=128; `chunk / orows * dt / 32` warps per `dt` columns in
 //! general, each warp's output tile `orows` x 32) per batch x head walks the chunks in order, as
@@ -34,234 +34,23 @@
 //! bf16, [`Schedule::packed_weights`]). The chunk step is bound by shared
 //! memory reads (`ldmatrix`), so the warp tiles are as large as the registers allow: 32 x 32
 //! outputs and a 64 x 32 block of the state per warp at D=128 (240 registers per unit), 2816
-//! `ldmatrix` wavefronts per chunk where session 10's 16 x 32 outputs and 32 x 32 state blocks
-//! took 3680. It pays where the batch x
-//! heads fill the device (one cube per SM) and the `H` bytes would dominate;
-//! `split::fused_geometry` decides. Same contract as the split pair (`out` packs the outputs and
+//! `ldmatrix` wavefronts per chunk where 16 x 32 outputs and 32 x 32 state blocks took 3680. It
+//! pays where the batch x heads fill the device (one cube per SM) and the `H` bytes would
+//! dominate; `dispatch::fused_geometry` decides. Same contract as the split pair (`out` packs the outputs and
 //! the final state). `kernels/README.md` has its measurements, and how the chunk step was
 //! counted (`gpu_run.sh`'s `sass` step).
 
+use burn::tensor::Shape;
+use burn_cubecl::{tensor::CubeTensor, CubeRuntime};
 use cubecl::{prelude::barrier::Barrier, prelude::*};
 
-use super::mma::{
+use super::fragments::{
     copy_tile_async, frag_a, frag_a_in, frag_b2, frag_b2_in, initial_pair, mma_half, state_col,
-    state_row, Lay, Pair, MK, MM, MN, SLAB,
+    state_row, Pair,
 };
-use super::split::{output_chunk, OutputChunk};
-use super::tiled::{decay_powers, PAD};
-
-/// Output columns per warp.
-const OCOLS: usize = 32;
-
-/// The kernel's tiling, fixed by the chunk, the contracted dim `dkp`, the cube's `dt` columns
-/// and the rows of each warp's output tile; the kernel, its phases and the launcher's choice
-/// (`split::fused_geometry`) all read it, so they cannot disagree.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct Tiling {
-    chunk: usize,
-    dkp: usize,
-    dt: usize,
-    /// Output rows per warp (16 or 32: one or two `mma` row tiles) and those tiles; warps per
-    /// such block of the chunk's rows (one per 32 output columns), warps and units per cube.
-    orows: usize,
-    mts: usize,
-    groups: usize,
-    warps: usize,
-    pub(crate) threads: usize,
-    /// State rows per warp (64 where the columns allow: fewer `C` fragments to weigh per
-    /// product), warps along the state's rows, state columns per warp and their 8-column tiles.
-    srows: usize,
-    row_warps: usize,
-    scols: usize,
-    stiles: usize,
-    /// 16-row tiles per chunk, score tiles on and below the diagonal, score tiles per warp.
-    ptiles: usize,
-    ntiles: usize,
-    rtiles: usize,
-    /// State accumulator pairs per lane.
-    sfrags: usize,
-    /// How the chunk step is scheduled ([`Schedule`]).
-    pub(crate) sched: Schedule,
-    /// A reverse scan's chunks staged by bulk copies, whose rows land in the sequence's order:
-    /// reversed in the tiles ([`Lay::Slabs`]).
-    reversed: bool,
-}
-
-/// How the chunk step is computed, beside the tiling; chosen by the launcher's knobs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub(crate) struct Schedule {
-    /// The state update's token weights as input-dtype pairs, one packed multiply per pair of
-    /// `C` (bf16 only: its exponent range is f32's, so rounding the weight costs 2^-9 relative
-    /// and nothing underflows), instead of unpacking `C` to f32, weighing and repacking.
-    pub(crate) packed_weights: bool,
-    /// Each warp makes the score tiles of its own output rows against key tile `warp % groups`
-    /// inside its `A H` loop, from that loop's `A` fragments (one `ldmatrix` of keys per step
-    /// of the contraction for all its rows, where spread tiles load `A` and `B` for each: 608
-    /// instead of 704 `ldmatrix` per cube and chunk at D=128, for 6 tiles above the diagonal
-    /// made and dropped); and each phase finishes chunk `j - 1` before starting chunk `j`, so
-    /// that the two chunks' output accumulators are never live together (room for the score
-    /// accumulators). Taken where the cube's column groups of warps are as many as the chunk's
-    /// key tiles ([`Tiling::with_schedule`]).
-    pub(crate) row_scores: bool,
-    /// `A`, `B` and `C` staged by bulk tensor copies (TMA) of [`SLAB`]-column boxes
-    /// ([`Lay::Slabs`]), not `cp.async` copies into padded rows. One unit issues a chunk's boxes
-    /// on the phase's barrier, which also counts their bytes; the boxes zero-fill past the
-    /// sequence and the head dims, so no unit computes a copy's address or bounds.
-    pub(crate) tma: bool,
-}
-
-impl Tiling {
-    /// The tiling, if the kernel takes it: warp tiles of 16 or 32 rows that divide the chunk,
-    /// `dkp` a multiple of 32 up to 128, whole 16-column state tiles per warp and at most 64
-    /// state accumulators per lane, whole `nv`-element vectors per unit when a chunk is staged
-    /// (`nv >= 2`: `o` and the state go out in pairs).
-    pub(crate) fn checked(
-        chunk: usize,
-        dkp: usize,
-        dt: usize,
-        orows: usize,
-        nv: usize,
-    ) -> Option<Self> {
-        let warps = chunk / orows.max(1) * (dt / OCOLS);
-        let fits = nv >= 2
-            && (orows == 16 || orows == 32)
-            && chunk % orows == 0
-            && dt % OCOLS == 0
-            && warps > 0
-            && dkp <= 128
-            && dkp % 32 == 0
-            && Self::state_rows(dkp, dt, warps).is_some()
-            && (chunk * dkp) % (warps * 32 * nv) == 0
-            && (chunk * dt) % (warps * 32 * nv) == 0;
-        fits.then(|| Self::new(chunk, dkp, dt, orows))
-            .filter(|t| t.sfrags <= 32)
-    }
-
-    /// This tiling with the chunk step scheduled as `sched` says (row scores only where each
-    /// column group of warps can take one key tile).
-    pub(crate) fn with_schedule(self, sched: Schedule) -> Self {
-        let row_scores = sched.row_scores && self.groups == self.ptiles;
-        Self {
-            sched: Schedule {
-                row_scores,
-                ..sched
-            },
-            ..self
-        }
-    }
-
-    /// Score tiles per warp: its output row tiles ([`Schedule::row_scores`]) or its share of
-    /// the lower triangle spread over all warps.
-    fn score_slots(&self) -> usize {
-        if self.sched.row_scores {
-            self.mts
-        } else {
-            self.rtiles
-        }
-    }
-
-    /// The shared memory one cube takes with `elem`-byte inputs: double-buffered `A`, `B`, `H`
-    /// and `P`, three `C` buffers (a chunk's `C` serves two phases), the decay powers and token
-    /// weights (f32 and input-dtype copies), and 64 bytes for the barrier and alignment (1 KB
-    /// more under bulk copies, whose tiles start on 1 KB boundaries).
-    pub(crate) fn shared_bytes(&self, elem: usize) -> usize {
-        let (c, dkp, dt) = (self.chunk, self.dkp, self.dt);
-        let tiles = 4 * self.kbuf() + 3 * self.cbuf() + 2 * dkp * (dt + PAD) + 2 * c * (c + PAD);
-        let align = if self.sched.tma { 1024 } else { 0 };
-        elem * (tiles + 2 * c) + 4 * (3 * c + 1) + 64 + align
-    }
-
-    /// How a chunk's `A` and `B` (`chunk x dkp`) lie in shared memory.
-    fn lay_k(&self) -> Lay {
-        self.lay(self.dkp)
-    }
-
-    /// How a chunk's `C` (`chunk x dt`) lies in shared memory.
-    fn lay_c(&self) -> Lay {
-        self.lay(self.dt)
-    }
-
-    fn lay(&self, cols: usize) -> Lay {
-        if self.sched.tma {
-            Lay::Slabs {
-                rows: self.chunk,
-                reversed: self.reversed,
-            }
-        } else {
-            Lay::Rows(cols + PAD)
-        }
-    }
-
-    /// One buffer of `A` or `B`, and of `C`, in elements.
-    fn kbuf(&self) -> usize {
-        self.lay_k().elems(self.chunk, self.dkp)
-    }
-
-    fn cbuf(&self) -> usize {
-        self.lay_c().elems(self.chunk, self.dt)
-    }
-
-    /// The alignment of the staged tiles in bytes: 1 KB under bulk copies (a 32-byte swizzle
-    /// is read from address bits 4 and 7, so a slab must start on a 256-byte boundary).
-    fn tile_align(&self) -> usize {
-        if self.sched.tma {
-            1024
-        } else {
-            32
-        }
-    }
-
-    /// State rows per warp: 64 or 32, whichever divides `dkp` and leaves each warp whole
-    /// 16-column tiles of the `dt` columns.
-    fn state_rows(dkp: usize, dt: usize, warps: usize) -> Option<usize> {
-        [64, 32].into_iter().find(|&r| {
-            let row_warps = dkp / r;
-            dkp % r == 0
-                && row_warps > 0
-                && warps % row_warps == 0
-                && (dt / (warps / row_warps)) % 16 == 0
-        })
-    }
-
-    fn new(chunk: usize, dkp: usize, dt: usize, orows: usize) -> Self {
-        let groups = dt / OCOLS;
-        let warps = chunk / orows * groups;
-        let srows = Self::state_rows(dkp, dt, warps).unwrap_or(32);
-        let row_warps = dkp / srows;
-        let scols = dt / (warps / row_warps);
-        let ptiles = chunk / MK;
-        let ntiles = ptiles * (ptiles + 1) / 2;
-        Self {
-            chunk,
-            dkp,
-            dt,
-            orows,
-            mts: orows / MM,
-            groups,
-            warps,
-            threads: warps * 32,
-            srows,
-            row_warps,
-            scols,
-            stiles: scols / MN,
-            ptiles,
-            ntiles,
-            rtiles: ntiles.div_ceil(warps),
-            sfrags: 2 * (srows / MM) * (scols / MN),
-            sched: Schedule::default(),
-            reversed: false,
-        }
-    }
-
-    /// This tiling for a scan in reverse order (`reverse`): the staged rows reversed where
-    /// bulk copies stage them.
-    fn in_order(self, reverse: bool) -> Self {
-        Self {
-            reversed: reverse && self.sched.tma,
-            ..self
-        }
-    }
-}
+use super::geometry::{FusedGeometry, Schedule, Tiling, MK, MM, MN, OCOLS, PAD, SLAB};
+use super::options::ScanOptions;
+use super::tiles::{decay_powers, output_chunk, OutputChunk};
 
 /// What one unit keeps fixed over the walk: the scan's sizes, its warp's tiles and where its
 /// stores start.
@@ -1193,64 +982,85 @@ fn put_state<F: Float>(
     }
 }
 
+/// The L2 promotion of the bulk copies (bytes L2 fetches from DRAM per request: their 32-byte
+/// box rows are narrower than a line): 0.96-0.98x the forward's time at 4K-64K tokens against
+/// none.
+const L2_PROMOTION: TensorMapPrefetch = TensorMapPrefetch::B256;
+
+/// Launches `chunk_fused_mma_kernel` with geometry `geo` over `[a, b, c, s, state, out]` (the
+/// kernel's arguments, in order) for `bh` batch x heads, `dc` output columns and a contracted
+/// dim padded to `dkp`: the outputs and the final state of the whole scan. With `tma` the chunks
+/// arrive by bulk tensor copies (`geo`'s schedule asks for them, the device has them and every
+/// input fits them), else by `cp.async`.
+///
+/// # Safety
+/// The scan's shapes, checked by the caller; `geo` from `dispatch::fused_geometry` for these
+/// shapes and `nv`, which divides the head dims and every stride and offset of the tensors.
+/// The kernel tests rows past `n` and columns past `da`/`dc` before every read and write.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn launch<R: CubeRuntime>(
+    client: &ComputeClient<R>,
+    [a, b, c, s, state, out]: [CubeTensor<R>; 6],
+    geo: FusedGeometry,
+    tma: bool,
+    [bh, dc]: [usize; 2],
+    nv: usize,
+    dkp: usize,
+    has_state: bool,
+    opts: ScanOptions,
+) {
+    let dtype = a.dtype;
+    let sched = Schedule { tma, ..geo.sched };
+    let map = |t: &CubeTensor<R>| {
+        tma.then(|| {
+            TensorMapArg::new(
+                TiledArgs {
+                    tile_size: Shape::new([1, 1, geo.chunk, SLAB]),
+                },
+                t.clone().into_tensor_arg(),
+                StorageType::from(dtype),
+            )
+            .with_swizzle(TensorMapSwizzle::B32)
+            .with_prefetch(L2_PROMOTION)
+        })
+        .into()
+    };
+    let maps = (map(&a), map(&b), map(&c));
+    super::usage::record(if tma {
+        "chunk_fused_mma_kernel (tensor cores, one launch, TMA)"
+    } else {
+        "chunk_fused_mma_kernel (tensor cores, one launch)"
+    });
+    chunk_fused_mma_kernel::launch_unchecked::<R>(
+        client,
+        CubeCount::Static(dc.div_ceil(geo.dt) as u32, 1, bh as u32),
+        CubeDim::new_1d(geo.threads as u32),
+        nv,
+        a.into_tensor_arg(),
+        b.into_tensor_arg(),
+        c.into_tensor_arg(),
+        s.into_tensor_arg(),
+        state.into_tensor_arg(),
+        out.into_tensor_arg(),
+        maps.0,
+        maps.1,
+        maps.2,
+        geo.chunk,
+        dkp,
+        geo.dt,
+        geo.orows,
+        sched,
+        has_state,
+        opts.reverse,
+        opts.transpose_state,
+        opts.state_exp0,
+        dtype.into(),
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// An H100's or H200's shared memory per cube.
-    const HOPPER: usize = 232_448;
-
-    #[test]
-    fn default_tilings_fit_an_sm() {
-        // The benchmark's head dim, 32-row warp tiles: 8 warps, a 64 x 32 state block each.
-        let t = Tiling::checked(64, 128, 128, 32, 8).expect("D=128 is taken");
-        assert_eq!((t.warps, t.threads, t.srows, t.scols), (8, 256, 64, 32));
-        assert_eq!((t.rtiles, t.sfrags), (2, 32));
-        assert_eq!(t.shared_bytes(2), 211_012);
-        // Row scores: 4 column groups of warps for the 4 key tiles; each warp 2 score tiles.
-        let rows = Schedule {
-            row_scores: true,
-            ..Schedule::default()
-        };
-        let tr = t.with_schedule(rows);
-        assert!(tr.sched.row_scores);
-        assert_eq!((tr.score_slots(), t.score_slots()), (2, 2));
-        // Head dim 64 (64 columns per cube, 2 groups for 4 key tiles) keeps spread tiles.
-        let t64r = Tiling::checked(64, 64, 64, 32, 8)
-            .unwrap()
-            .with_schedule(rows);
-        assert!(!t64r.sched.row_scores);
-        // 16-row tiles (SCALELAB_LIGHTNING_FUSED_ROWS=16): 16 warps, a 64 x 16 block each.
-        let t16 = Tiling::checked(64, 128, 128, 16, 8).expect("16 rows are taken");
-        assert_eq!((t16.warps, t16.srows, t16.scols), (16, 64, 16));
-        assert_eq!(t16.shared_bytes(2), t.shared_bytes(2));
-        // Head dim 64: 4 warps, 64 x 16 blocks; dk = 64 with dv = 128 and the 32 x 64 tile.
-        let t64 = Tiling::checked(64, 64, 64, 32, 8).expect("D=64 is taken");
-        assert_eq!((t64.warps, t64.srows, t64.scols), (4, 64, 16));
-        assert!(Tiling::checked(64, 64, 128, 32, 8).is_some());
-        assert!(Tiling::checked(32, 128, 64, 16, 8).is_some());
-        for t in [t, t16, t64] {
-            assert!(t.shared_bytes(4) > t.shared_bytes(2));
-            assert!(t.shared_bytes(2) <= HOPPER, "{t:?}");
-        }
-        // Bulk copies: A, B and C unpadded in slabs, 1 KB more for their alignment.
-        for reverse in [false, true] {
-            let tma = t
-                .with_schedule(Schedule {
-                    tma: true,
-                    ..Schedule::default()
-                })
-                .in_order(reverse);
-            assert_eq!((tma.kbuf(), tma.cbuf()), (64 * 128, 64 * 128));
-            let lay = Lay::Slabs {
-                rows: 64,
-                reversed: reverse,
-            };
-            assert_eq!(tma.lay_c(), lay);
-            let unpadded = 2 * (4 * 64 * 8 + 3 * 64 * 8);
-            assert_eq!(tma.shared_bytes(2), t.shared_bytes(2) - unpadded + 1024);
-        }
-    }
 
     /// Every score tile on and below the diagonal made by exactly one (warp, slot) of
     /// [`score_tile`], and under row scores by a warp whose output rows it is.

@@ -3,22 +3,45 @@
 //! [`reference`](mod@reference) holds the plain tensor-op forms (naive, chunked, recurrent, and
 //! the general [`reference::scan`]). [`LightningBackend::lightning_attention`] is what model code
 //! calls: backends without a kernel run the chunked reference; the CubeCL backends
-//! (`CubeBackend`, and `Fusion<CubeBackend>` through a fusion custom op) run the kernels of
-//! `cube`, and `Autodiff` over them records two backward nodes: the output's, whose gradients are
-//! three more kernel scans, and the final state's, a closed form in tensor ops.
+//! (`CubeBackend`, and `Fusion<CubeBackend>` through a fusion custom op) run the kernels through
+//! `launch`, which asks [`dispatch`] which kernel runs, and `Autodiff` over them records two
+//! backward nodes: the output's, whose gradients are three more kernel scans, and the final
+//! state's, a closed form in tensor ops.
+//!
+//! The modules, none importing another in a loop: `options` ([`ScanOptions`]), `reference`,
+//! `usage` (launch counts), `geometry` (tile sizes, no policy) and `dispatch` (the choice, pure)
+//! are compiled with every backend; with a CubeCL backend, `launch` (entry points: checks,
+//! buffers, the dispatch's plan) calls the kernel files `plain`, `tiled`, `split`, `mma`,
+//! `mma_fused` and `decode`, which share the helpers of `tiles` and `fragments` and never import
+//! each other.
 
 #[cfg(feature = "cubecl")]
-pub mod cube;
+mod cubecl_impls;
+#[cfg(feature = "cubecl")]
+mod decode;
+pub mod dispatch;
+#[cfg(feature = "cubecl")]
+mod fragments;
+pub mod geometry;
+#[cfg(feature = "cubecl")]
+pub mod launch;
 #[cfg(feature = "cubecl")]
 mod mma;
 #[cfg(feature = "cubecl")]
 mod mma_fused;
+mod options;
+#[cfg(feature = "cubecl")]
+mod plain;
 pub mod reference;
 #[cfg(feature = "cubecl")]
-pub mod split;
+mod split;
 #[cfg(feature = "cubecl")]
-pub mod tiled;
+mod tiled;
+#[cfg(feature = "cubecl")]
+mod tiles;
 pub mod usage;
+
+pub use options::ScanOptions;
 
 use burn::backend::autodiff::{
     checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
@@ -29,39 +52,6 @@ use burn::backend::autodiff::{
 use burn::tensor::{
     backend::Backend, ops::FloatTensor, DType, FloatDType, Int, Tensor, TensorPrimitive,
 };
-
-/// How one [`LightningBackend::lightning_scan`] runs; [`reference::scan`] gives the function.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct ScanOptions {
-    /// Run time backwards (`t -> n-1-t`): the reverse loop of the backward pass.
-    pub reverse: bool,
-    /// Read the initial state transposed (`[.., dc, da]` instead of `[.., da, dc]`).
-    pub transpose_state: bool,
-    /// Give the initial state the decay `lambda^t` instead of `lambda^(t+1)` (the reverse
-    /// gradient scans); the state written out is then multiplied by `lambda` once more.
-    pub state_exp0: bool,
-}
-
-impl ScanOptions {
-    /// The `dq` scan: forward `(do, v, k)` from the initial state transposed.
-    pub const DQ: Self = Self {
-        reverse: false,
-        transpose_state: true,
-        state_exp0: false,
-    };
-    /// The `dk` scan: reverse `(v, do, q)` from `dS_n^T`.
-    pub const DK: Self = Self {
-        reverse: true,
-        transpose_state: true,
-        state_exp0: true,
-    };
-    /// The `dv` scan: reverse `(k, q, do)` from `dS_n`; its final state is `dS0`.
-    pub const DV: Self = Self {
-        reverse: true,
-        transpose_state: false,
-        state_exp0: true,
-    };
-}
 
 /// A backend that can run the lightning-attention core.
 ///
@@ -674,6 +664,3 @@ fn is_tracked<B: Backend, C: CheckpointStrategy, const D: usize>(
         .requirement
         .is_none()
 }
-
-#[cfg(feature = "cubecl")]
-mod cubecl_impls;

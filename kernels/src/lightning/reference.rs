@@ -237,7 +237,7 @@ pub fn scan<B: Backend>(
     c: Tensor<B, 4>,
     s: Tensor<B, 1>,
     state: Option<Tensor<B, 4>>,
-    opts: super::ScanOptions,
+    opts: super::options::ScanOptions,
 ) -> Tensor<B, 4> {
     let [heads] = s.dims();
     let lambda = in_dtype(s.clone().neg().exp().reshape([1, heads, 1, 1]), a.dtype());
