@@ -49,6 +49,17 @@ pub struct SkippedRun {
     pub status: String,
 }
 
+/// How far above chance a retrieval score still reads as chance: chance itself, and at least
+/// five points (a probe grid of a few hundred targets moves by about that much between seeds).
+pub fn chance_margin(chance: f64) -> f64 {
+    chance.max(0.05)
+}
+
+/// Whether `accuracy` is within [`chance_margin`] of `chance` (or below it).
+pub fn near_chance(accuracy: f64, chance: f64) -> bool {
+    accuracy <= chance + chance_margin(chance)
+}
+
 /// One finished run: its row of `results.csv` and the loss curve of its `metrics.jsonl`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Run {
@@ -101,6 +112,15 @@ impl Run {
     /// Needle-in-a-haystack accuracy, 0..1.
     pub fn niah(&self) -> Option<f64> {
         self.record.probes.get("niah").copied()
+    }
+
+    /// Retrieval scores within reach of a context-blind guess: `Some(true)` when every MQAR
+    /// and NIAH mean of the run is at most [`chance_margin`] above the chance its probes
+    /// recorded; `None` without scores or without a `probe_chance` column.
+    pub fn retrieval_at_chance(&self) -> Option<bool> {
+        let chance = self.record.probe_chance?;
+        let scores: Vec<f64> = [self.mqar(), self.niah()].into_iter().flatten().collect();
+        (!scores.is_empty()).then(|| scores.iter().all(|&s| near_chance(s, chance)))
     }
 
     /// Whether this run is a mixture-of-experts model (more than one expert, or `moe` in its
@@ -373,6 +393,7 @@ fn parse_results(text: &str, path: &Path, dir: &Path) -> Result<Table, ReportErr
             ("experts", &mut r.experts, any),
             ("top_k", &mut r.top_k, any),
             ("expert_width", &mut r.expert_width, any),
+            ("probe_chance", &mut r.probe_chance, 1.0),
         ] {
             *v = ranged(column, *v, 0.0, hi)?;
         }

@@ -465,3 +465,38 @@ fn the_report_orders_architectures_only_when_their_exponents_separate() {
     assert!(!md.contains("Inconclusive"), "{md}");
     assert!(md.contains("disjoint for every pair"), "{md}");
 }
+
+/// Retrieval scores within reach of a context-blind guess are marked, and when every run is
+/// there the report says the runs cannot order the architectures on retrieval.
+#[test]
+fn retrieval_scores_at_chance_are_marked_and_not_ranked() {
+    let table = |scores: [(f64, f64); 2]| {
+        let mut csv = String::from(
+            "name,arch,params,activated_params,tokens,flops,loss,status,softmax_fraction,\
+             probe_chance,mqar,niah\n",
+        );
+        for (i, (arch, frac)) in [("softmax", 1.0), ("lightning", 0.0)].iter().enumerate() {
+            let (mqar, niah) = scores[i];
+            csv += &format!("{arch},{arch},1e6,1e6,1e8,6e14,3.0,ok,{frac},0.1,{mqar},{niah}\n");
+        }
+        csv
+    };
+    let run = |csv: String| {
+        let dir = sweep_with_csv(&csv);
+        let out = tempfile::tempdir().unwrap();
+        let p = write_report_with(dir.path(), Some(out.path()), &ReportOptions::default()).unwrap();
+        (std::fs::read_to_string(&p.report).unwrap(), p.summary)
+    };
+    let (md, summary) = run(table([(0.12, 0.09), (0.05, 0.19)]));
+    assert!(md.contains("**At chance at this scale**"), "{md}");
+    assert!(md.contains("0.120 (≈ chance)"), "{md}");
+    assert!(summary.contains("retrieval at chance"), "{summary}");
+    let (md, summary) = run(table([(0.95, 0.9), (0.12, 0.15)]));
+    assert!(!md.contains("At chance at this scale"), "{md}");
+    assert!(md.contains("1 of 2 runs score within 0.100"), "{md}");
+    assert!(md.contains("| lightning | 0.000 | 1 | 0.120 (≈ chance) | 0.150 (≈ chance) |"), "{md}");
+    assert!(!summary.contains("retrieval at chance"), "{summary}");
+    let (md, _) = run(table([(0.95, 0.9), (0.6, 0.5)]));
+    assert!(md.contains("Every run scores more than 0.100 above"), "{md}");
+    assert!(!md.contains("≈ chance"), "{md}");
+}

@@ -5,7 +5,7 @@
 //! `results.csv` has, in this order: the fixed columns (`name`, `arch`, `params`,
 //! `activated_params`, `tokens`, `flops`, `budget`, `loss`, `train_loss`, `val_loss`,
 //! `entropy_rate`, `status`, `wall_secs`, `tokens_per_s`, `softmax_fraction`, `experts`, `top_k`,
-//! `expert_width`, `residual`), the probe scores ([`is_probe_column`]), one `axis.<path>` per swept
+//! `expert_width`, `residual`, `probe_chance`), the probe scores ([`is_probe_column`]), one `axis.<path>` per swept
 //! axis, and `run_dir`. Only the [`REQUIRED_COLUMNS`] must be present; column names are matched
 //! case-insensitively (and lower-cased), unknown columns are ignored, lines starting with `#` are
 //! comments, and an empty cell is an absent value.
@@ -76,6 +76,9 @@ pub struct RunRecord {
     pub expert_width: Option<f64>,
     /// Residual mode (`prenorm`, `deepnorm`).
     pub residual: Option<String>,
+    /// Accuracy of a context-blind guess on the retrieval probes (`1 / |values|`), so that a
+    /// report can tell a score from chance.
+    pub probe_chance: Option<f64>,
     /// Probe accuracies by column (`mqar`, `niah_ctx512_depth0.5`, ...).
     pub probes: BTreeMap<String, f64>,
     /// Values of the swept axes by dotted config path (the column without `axis.`).
@@ -95,7 +98,7 @@ enum Slot<'a> {
 type Access = for<'a> fn(&'a mut RunRecord) -> Slot<'a>;
 
 /// The fixed columns, in the order they are written, with their fields.
-const FIXED: [(&str, Access); 19] = [
+const FIXED: [(&str, Access); 20] = [
     ("name", |r| Slot::Text(&mut r.name)),
     ("arch", |r| Slot::Text(&mut r.arch)),
     ("params", |r| Slot::Number(&mut r.params)),
@@ -119,6 +122,7 @@ const FIXED: [(&str, Access); 19] = [
     ("top_k", |r| Slot::Number(&mut r.top_k)),
     ("expert_width", |r| Slot::Number(&mut r.expert_width)),
     ("residual", |r| Slot::Label(&mut r.residual)),
+    ("probe_chance", |r| Slot::Number(&mut r.probe_chance)),
 ];
 
 /// Whether a column holds a probe score: `mqar`, `niah`, `mqar_pairs<N>`, `niah_ctx<L>_depth<D>`

@@ -29,6 +29,7 @@ fn records() -> Vec<RunRecord> {
         top_k: Some(2.0),
         expert_width: Some(96.0),
         residual: Some("prenorm".into()),
+        probe_chance: Some(0.1),
         probes: BTreeMap::from([
             ("mqar".into(), 0.65625),
             ("niah_ctx256_depth0.5".into(), 1.0),
@@ -68,11 +69,11 @@ fn written_records_read_back_equal_in_the_sweeps_format() {
         text,
         "name,arch,params,activated_params,tokens,flops,budget,loss,train_loss,val_loss,\
          entropy_rate,status,wall_secs,tokens_per_s,softmax_fraction,experts,top_k,expert_width,\
-         residual,mqar,niah_ctx256_depth0.5,axis.budget,axis.model.residual,run_dir\n\
+         residual,probe_chance,mqar,niah_ctx256_depth0.5,axis.budget,axis.model.residual,run_dir\n\
          moe-c1e15,moe,1604055,736492,226298000,999999999696000,1000000000000000,3.37613,3.39047,\
-         3.37613,1.5,ok,416.7,543115.25,0.125,8,2,96,prenorm,0.65625,1,1e15,prenorm,\
+         3.37613,1.5,ok,416.7,543115.25,0.125,8,2,96,prenorm,0.1,0.65625,1,1e15,prenorm,\
          runs/moe-c1e15\n\
-         dense-c1e15,dense,867564,736492,,,1000000000000000,,,,,failed,,,1,0,0,,deepnorm,,,1e15,,\
+         dense-c1e15,dense,867564,736492,,,1000000000000000,,,,,failed,,,1,0,0,,deepnorm,,,,1e15,,\
          runs/dense-c1e15\n"
     );
     assert!(!dir.path().join(".results.csv.tmp").exists());

@@ -68,6 +68,7 @@ fn record(run: &PlannedRun, outcome: &RunOutcome) -> Option<RunRecord> {
         top_k: Some(moe.map_or(0.0, |m| m.top_k as f64)),
         expert_width: moe.map(|m| m.expert_width as f64),
         residual: Some(format!("{:?}", m.residual).to_lowercase()),
+        probe_chance: s.and_then(|s| s.probes.chance()),
         probes: s
             .map(|s| s.probes.columns().into_iter().collect())
             .unwrap_or_default(),

@@ -73,6 +73,11 @@ impl ProbeScores {
         self.mean("niah")
     }
 
+    /// Accuracy of a context-blind guess (the largest over the cells; one syntax gives one).
+    pub fn chance(&self) -> Option<f64> {
+        self.cells.iter().map(|c| c.chance).reduce(f64::max)
+    }
+
     /// Result-table columns: `mqar`, `niah`, `mqar_pairs<P>`, `niah_ctx<L>_depth<D>`.
     pub fn columns(&self) -> Vec<(String, f64)> {
         let mut cols: Vec<(String, f64)> = [("mqar", self.mqar()), ("niah", self.niah())]

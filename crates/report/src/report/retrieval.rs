@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use crate::plot::{Axis, LegendEntry, LegendPos, Mark, Marker, Plot, Rgb};
-use crate::sweep::Run;
+use crate::sweep::{chance_margin, near_chance, Run};
 
 use super::context::Ctx;
 use super::format::{acc, mean, quantile};
@@ -43,12 +43,15 @@ pub(super) fn section(ctx: &mut Ctx, md: &mut String) {
         if rs.is_empty() {
             continue;
         }
+        let chance = rs.iter().filter_map(|r| r.record.probe_chance).reduce(f64::max);
         let m = |f: fn(&Run) -> Option<f64>| {
             let v: Vec<f64> = rs.iter().filter_map(|r| f(r)).collect();
-            if v.is_empty() {
-                String::new()
-            } else {
-                acc(mean(&v))
+            match (v.is_empty(), chance) {
+                (true, _) => String::new(),
+                (false, Some(c)) if near_chance(mean(&v), c) => {
+                    format!("{} (≈ chance)", acc(mean(&v)))
+                }
+                (false, _) => acc(mean(&v)),
             }
         };
         let fr: BTreeSet<String> = rs
@@ -65,6 +68,7 @@ pub(super) fn section(ctx: &mut Ctx, md: &mut String) {
         );
     }
     md.push('\n');
+    chance_verdict(&probed, md);
 
     // Scores vs softmax fraction.
     let with_fraction: Vec<&Run> = probed
@@ -165,4 +169,49 @@ pub(super) fn section(ctx: &mut Ctx, md: &mut String) {
     }
 
     super::niah::section(ctx, md);
+}
+
+/// Says whether the retrieval scores rise above a context-blind guess; where none does, the
+/// runs are too small to order the architectures on retrieval, and the report says so.
+fn chance_verdict(probed: &[&Run], md: &mut String) {
+    let Some(chance) = probed
+        .iter()
+        .filter_map(|r| r.record.probe_chance)
+        .reduce(f64::max)
+    else {
+        return;
+    };
+    let verdicts: Vec<bool> = probed
+        .iter()
+        .filter_map(|r| r.retrieval_at_chance())
+        .collect();
+    let at = verdicts.iter().filter(|&&v| v).count();
+    let (margin, chance) = (acc(chance_margin(chance)), acc(chance));
+    let _ = if at == verdicts.len() {
+        writeln!(
+            md,
+            "**At chance at this scale**: every run's MQAR and NIAH scores are within {margin} \
+             of a context-blind guess ({chance}), so these runs do not order the architectures \
+             on retrieval, and the figures below show noise. Retrieval separates them only in \
+             larger or longer-trained models.\n"
+        )
+    } else if at > 0 {
+        writeln!(
+            md,
+            "{at} of {} runs score within {margin} of a context-blind guess ({chance}); their \
+             scores (marked ≈ chance where a mean is) order nothing.\n",
+            verdicts.len()
+        )
+    } else {
+        writeln!(
+            md,
+            "Every run scores more than {margin} above a context-blind guess ({chance}).\n"
+        )
+    };
+}
+
+/// Whether some run has retrieval scores and a recorded chance, and every such run is at chance.
+pub(super) fn all_at_chance(runs: &[Run]) -> bool {
+    let verdicts: Vec<bool> = runs.iter().filter_map(Run::retrieval_at_chance).collect();
+    !verdicts.is_empty() && verdicts.iter().all(|&v| v)
 }
