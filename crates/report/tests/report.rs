@@ -494,9 +494,15 @@ fn retrieval_scores_at_chance_are_marked_and_not_ranked() {
     let (md, summary) = run(table([(0.95, 0.9), (0.12, 0.15)]));
     assert!(!md.contains("At chance at this scale"), "{md}");
     assert!(md.contains("1 of 2 runs score within 0.100"), "{md}");
-    assert!(md.contains("| lightning | 0.000 | 1 | 0.120 (≈ chance) | 0.150 (≈ chance) |"), "{md}");
+    assert!(
+        md.contains("| lightning | 0.000 | 1 | 0.120 (≈ chance) | 0.150 (≈ chance) |"),
+        "{md}"
+    );
     assert!(!summary.contains("retrieval at chance"), "{summary}");
     let (md, _) = run(table([(0.95, 0.9), (0.6, 0.5)]));
-    assert!(md.contains("Every run scores more than 0.100 above"), "{md}");
+    assert!(
+        md.contains("Every run scores more than 0.100 above"),
+        "{md}"
+    );
     assert!(!md.contains("≈ chance"), "{md}");
 }

@@ -106,7 +106,9 @@ pub(super) fn summary(ctx: &Ctx) -> String {
         let _ = writeln!(out, "  {}", v.replace("**", ""));
     }
     if super::retrieval::all_at_chance(&s.runs) {
-        out.push_str("  retrieval at chance: MQAR and NIAH do not order the architectures at this scale\n");
+        out.push_str(
+            "  retrieval at chance: MQAR and NIAH do not order the architectures at this scale\n",
+        );
     }
     if !s.notes.is_empty() {
         let _ = writeln!(

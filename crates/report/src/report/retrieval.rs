@@ -43,7 +43,10 @@ pub(super) fn section(ctx: &mut Ctx, md: &mut String) {
         if rs.is_empty() {
             continue;
         }
-        let chance = rs.iter().filter_map(|r| r.record.probe_chance).reduce(f64::max);
+        let chance = rs
+            .iter()
+            .filter_map(|r| r.record.probe_chance)
+            .reduce(f64::max);
         let m = |f: fn(&Run) -> Option<f64>| {
             let v: Vec<f64> = rs.iter().filter_map(|r| f(r)).collect();
             match (v.is_empty(), chance) {
