@@ -1,28 +1,15 @@
 //! Every shipped config small enough to instantiate on a CPU builds a model whose parameter
 //! count is exactly the analytic one, and runs a forward pass with finite logits.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::backend::NdArray;
 use burn::tensor::{Int, Tensor, TensorData};
 use scalelab_blocks::{HybridDecoder, ModelConfigExt, Module};
 use scalelab_config::ModelConfig;
+use scalelab_tests::yaml_files;
 
 type B = NdArray;
-
-fn yaml_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(yaml_files(&path));
-        } else if path.extension().is_some_and(|e| e == "yaml") {
-            out.push(path);
-        }
-    }
-    out.sort();
-    out
-}
 
 #[test]
 fn small_shipped_models_match_their_analytic_counts_and_run() {

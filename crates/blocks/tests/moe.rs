@@ -77,7 +77,7 @@ fn dense_reference(m: &Moe<B>, x: Tensor<B, 2>) -> Tensor<B, 2> {
             })
             .collect();
         let gate = Tensor::<B, 1>::from_data(TensorData::new(gate, [n]), &device()).reshape([n, 1]);
-        let w = |p: &Param<Tensor<B, 3>>| p.val().slice([e..e + 1]).squeeze_dim::<2>(0);
+        let w = |p: &Param<Tensor<B, 3>>| p.val().slice(e..e + 1).squeeze_dim::<2>(0);
         let hidden = silu(x.clone().matmul(w(&m.w1))) * x.clone().matmul(w(&m.w3));
         out = out + hidden.matmul(w(&m.w2)) * gate;
     }

@@ -1,12 +1,9 @@
 //! The config schema against real files: the shipped configs, and one bad file per rule.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use scalelab_config::{AttentionKind, ConfigError, FfnKind, ModelConfig};
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use scalelab_tests::{each_bad_file_is_refused, repo_root, yaml_files};
 
 #[test]
 fn minimax_text_01_matches_the_paper_counts() {
@@ -41,19 +38,6 @@ fn minimax_text_01_matches_the_paper_counts() {
     assert_eq!(softmax_at, (0..10).map(|i| 8 * i + 7).collect::<Vec<_>>());
 }
 
-fn yaml_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(yaml_files(&path));
-        } else if path.extension().and_then(|e| e.to_str()) == Some("yaml") {
-            out.push(path);
-        }
-    }
-    out
-}
-
 #[test]
 fn every_shipped_config_is_valid_and_round_trips() {
     let mut n = 0;
@@ -75,32 +59,12 @@ fn every_shipped_config_is_valid_and_round_trips() {
 #[test]
 fn bad_files_fail_with_errors_that_name_field_value_and_rule() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad");
-    let mut n = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        let text = std::fs::read_to_string(&path).unwrap();
-        let expect = text
-            .lines()
-            .next()
-            .and_then(|l| l.strip_prefix("# expect: "))
-            .unwrap_or_else(|| panic!("{} lacks an `# expect:` line", path.display()));
-        let err = ModelConfig::from_yaml_file(&path)
-            .expect_err(&format!("{} should be rejected", path.display()))
-            .to_string();
-        // Parse errors go on with a snippet of the file, which quotes the expect line itself.
-        let err = err.lines().next().unwrap();
-        assert!(
-            err.contains(expect),
-            "{}:\n  expected {expect:?}\n  got      {err:?}",
-            path.display()
-        );
-        assert!(
-            err.contains(&path.display().to_string()),
-            "error does not name the file: {err}"
-        );
-        n += 1;
-    }
-    assert!(n >= 10);
+    let n = each_bad_file_is_refused(&dir, true, |path| {
+        ModelConfig::from_yaml_file(path)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    });
+    assert!(n >= 10, "{n}");
 }
 
 #[test]

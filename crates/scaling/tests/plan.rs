@@ -1,15 +1,12 @@
 //! IsoFLOP plans from the shipped specs in experiments/plans/, and one bad spec per rule.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use scalelab_config::ModelConfig;
 use scalelab_scaling::flops::{training_flops_per_token, Convention};
 use scalelab_scaling::plan::plan_from_str;
 use scalelab_scaling::report::{plan_from_file, Plan};
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use scalelab_tests::{each_bad_file_is_refused, repo_root};
 
 fn plan(name: &str) -> Plan {
     plan_from_file(repo_root().join("experiments/plans").join(name))
@@ -156,27 +153,9 @@ fn moe_variants_match_the_dense_activated_flops() {
 #[test]
 fn bad_specs_fail_naming_field_value_and_rule() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/plans");
-    let mut n = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        let text = std::fs::read_to_string(&path).unwrap();
-        let expect = text
-            .lines()
-            .next()
-            .and_then(|l| l.strip_prefix("# expect: "))
-            .unwrap_or_else(|| panic!("{} lacks an `# expect:` line", path.display()));
-        let err = plan_from_file(&path)
-            .expect_err(&format!("{} should be rejected", path.display()))
-            .to_string();
-        let first = err.lines().next().unwrap();
-        assert!(
-            first.contains(expect),
-            "{}:\n  expected {expect:?}\n  got      {first:?}",
-            path.display()
-        );
-        assert!(first.contains(&path.display().to_string()), "{first}");
-        n += 1;
-    }
+    let n = each_bad_file_is_refused(&dir, true, |path| {
+        plan_from_file(path).map(drop).map_err(|e| e.to_string())
+    });
     assert!(n >= 14, "{n}");
 }
 

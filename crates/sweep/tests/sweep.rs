@@ -242,7 +242,7 @@ fn a_plan_spec_sweep_trains_the_planners_runs() {
             assert_eq!((t.batch_size, t.seed), (4, seed));
             // The trainer spends the same budget the planner did, to within one step.
             let tokens = run.config.total_steps().unwrap() * run.config.tokens_per_step();
-            assert!(tokens.abs_diff(p.tokens) <= run.config.tokens_per_step() as u64);
+            assert!(tokens.abs_diff(p.tokens) <= run.config.tokens_per_step());
         }
     }
 

@@ -261,7 +261,7 @@ impl<B: Backend> Moe<B> {
                 x2.clone().select(0, token.clone()),
                 IndexingUpdateOp::Add,
             )
-            .slice([0..e * capacity])
+            .slice(0..e * capacity)
             .reshape([e, capacity, d]);
         let (w1, w3, w2) = self.expert_weights(dtype);
         let hidden = silu(buffer.clone().matmul(w1)) * buffer.matmul(w3); // [e, capacity, f]

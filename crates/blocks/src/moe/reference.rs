@@ -39,7 +39,7 @@ impl<B: Backend> Moe<B> {
                 .clone()
                 .select(0, index_tensor(slots, &device))
                 .unsqueeze_dim(1);
-            let expert = |m: &Tensor<B, 3>| m.clone().slice([i..i + 1]).squeeze_dim::<2>(0);
+            let expert = |m: &Tensor<B, 3>| m.clone().slice(i..i + 1).squeeze_dim::<2>(0);
             let rows = x2.clone().select(0, tokens.clone());
             let hidden = silu(rows.clone().matmul(expert(&w1))) * rows.matmul(expert(&w3));
             out = out.select_assign(
