@@ -6,10 +6,10 @@ import sys
 
 out = sys.argv[1]
 ANCHOR = {  # scalelab model name -> anchor config name
-    "anchor-hybrid-125m": "hybrid-125M-dense",
-    "anchor-lightning-125m": "lightning-125M-dense",
-    "anchor-softmax-125m": "softmax-125M-dense",
-    "anchor-hybrid-125m-moe8": "hybrid-125M-moe8x2",
+    "hybrid-125m": "hybrid-125M-dense",
+    "lightning-125m": "lightning-125M-dense",
+    "softmax-125m": "softmax-125M-dense",
+    "hybrid-125m-moe8": "hybrid-125M-moe8x2",
 }
 
 
@@ -29,7 +29,7 @@ print("| model | precision | batch | scalelab tok/s | PyTorch tok/s | ratio | MF
 print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 for r in ours:
     seq = int(r["batch"].split("x")[1])
-    a = anchor.get(f"{ANCHOR.get(r['model'], '?')}@{seq}", {}).get("tokens_per_s")
+    a = anchor.get(f"{ANCHOR.get(r['model'].removeprefix('anchor-'), '?')}@{seq}", {}).get("tokens_per_s")
     tps = r.get("tokens_per_s")
     ratio = f"{tps / a:.3f}" if tps and a else "-"
     f = lambda x, d=1: "-" if x is None else f"{x:.{d}f}"
