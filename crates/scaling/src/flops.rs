@@ -7,6 +7,8 @@
 use scalelab_config::{AttentionKind, FfnKind, ModelConfig, ParamCount};
 use serde::{Deserialize, Serialize};
 
+pub use crate::table1::ConventionError;
+
 /// One PFLOP/s-day in FLOPs (`1e15 * 86400`), the compute unit of the paper's Table 2.
 pub const PFLOP_S_DAY: f64 = 1e15 * 86_400.0;
 
@@ -285,22 +287,6 @@ impl std::fmt::Display for Convention {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
     }
-}
-
-/// Why a convention cannot count a config.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum ConventionError {
-    /// Table 1 has no term for mixture-of-experts layers.
-    #[error(
-        "the table1 convention has no term for MoE layers ({moe_layers} in {config}); \
-         use convention exact or kaplan"
-    )]
-    Table1Moe {
-        /// The config's name.
-        config: String,
-        /// How many MoE layers it has.
-        moe_layers: usize,
-    },
 }
 
 /// Kaplan's training FLOPs per token, `6 N` with `N` the activated non-embedding parameters.

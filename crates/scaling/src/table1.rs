@@ -4,8 +4,6 @@
 
 use scalelab_config::{AttentionKind, FfnKind, ModelConfig};
 
-use crate::flops::ConventionError;
-
 /// Softmax parameters, `12 l d^2`.
 pub fn softmax_params(l: f64, d: f64) -> f64 {
     12.0 * l * d * d
@@ -74,4 +72,20 @@ pub fn flops_per_token(cfg: &ModelConfig, seq: usize) -> Result<f64, ConventionE
             AttentionKind::Lightning => lightning_layer_per_token(d, h),
         })
         .sum())
+}
+
+/// Why a convention cannot count a config.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConventionError {
+    /// Table 1 has no term for mixture-of-experts layers.
+    #[error(
+        "the table1 convention has no term for MoE layers ({moe_layers} in {config}); \
+         use convention exact or kaplan"
+    )]
+    Table1Moe {
+        /// The config's name.
+        config: String,
+        /// How many MoE layers it has.
+        moe_layers: usize,
+    },
 }
