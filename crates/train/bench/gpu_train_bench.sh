@@ -13,6 +13,9 @@
 #   EXTRA      a command run last (its output in extra.log), e.g. gpu_parity.sh
 #   DEADLINE   seconds from the start by which every stage is cut (default 560), so that the
 #              results are packed inside the device tool's ten-minute limit
+#   CACHE_BACK=1  also sends CubeCL's kernel and autotune cache back, in 15 MiB pieces
+#              ($OUT/cubecl-cache.tgz.part-*); copied into .gpu/ and carried, the next call starts
+#              from it instead of compiling and autotuning every kernel again (minutes per model)
 # Everything lands in /tmp/res and comes back as $OUT/results.tgz, with ratios.md beside it.
 set -uo pipefail
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
@@ -29,6 +32,9 @@ left() {
 }
 BIN=/tmp/scalelab
 gunzip -c .gpu/scalelab.gz > "$BIN" && chmod +x "$BIN"
+if ls .gpu/cubecl-cache.tgz.part-* >/dev/null 2>&1; then
+  cat .gpu/cubecl-cache.tgz.part-* | tar xzf - -C /tmp && echo "kernel cache restored: $(du -sh /tmp/scalelab-cache | cut -f1)"
+fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 git rev-parse --short HEAD 2>/dev/null | tee "$OUT/commit.txt"
 
@@ -71,4 +77,7 @@ if [ -n "${EXTRA:-}" ]; then
 fi
 python3 crates/train/bench/ratios.py "$OUT" | tee "$OUT/ratios.md"
 tar czf "$FINAL/results.tgz" -C /tmp res
+if [ -n "${CACHE_BACK:-}" ] && [ -d /tmp/scalelab-cache ]; then
+  tar czf - -C /tmp scalelab-cache | split -b 15M - "$FINAL/cubecl-cache.tgz.part-"
+fi
 cp "$OUT/ratios.md" "$FINAL/"
