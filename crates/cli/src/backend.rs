@@ -27,7 +27,8 @@ mod chosen {
         None
     }
 
-    /// Keeps CubeCL's compiled kernels and autotune results under `dir` (unless a `cubecl.toml`
+    /// Keeps CubeCL's compiled kernels and autotune results under `dir`, in a folder named by a
+    /// hash of the kernel sources this binary was built from (unless a `cubecl.toml`
     /// in the working directory or above says otherwise), so a second run of a model skips
     /// NVRTC and autotuning; with `profile`, also times every kernel launch into that file.
     /// Call before the first device use.
@@ -45,7 +46,11 @@ mod chosen {
             }
             return;
         }
-        let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+        // One folder per build's kernel sources: CubeCL finds cached PTX by kernel name and
+        // settings, so a changed kernel would otherwise load an older build's code.
+        let dir = std::path::absolute(dir)
+            .unwrap_or_else(|_| dir.to_path_buf())
+            .join(env!("SCALELAB_KERNEL_SOURCES"));
         // CUBECL_DEBUG_OPTION=profile and the other environment switches still apply.
         let mut config = CubeClRuntimeConfig::default().override_from_env();
         config.autotune.cache = CacheConfig::File(dir.clone());
