@@ -1,7 +1,7 @@
 //! FLOP accounting against hand computations, the parameter counts of `scalelab-config`, the
 //! paper's Table 1, and the README's table.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use scalelab_config::ModelConfig;
 use scalelab_scaling::compare::{convention_rows, conventions_markdown, load_paper_families};
@@ -10,10 +10,7 @@ use scalelab_scaling::flops::{
 };
 use scalelab_scaling::report::{flops_json, flops_text};
 use scalelab_scaling::table1;
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use scalelab_tests::repo_root;
 
 fn close(got: f64, want: f64, rel: f64) -> bool {
     (got - want).abs() <= rel * want.abs().max(1e-300)

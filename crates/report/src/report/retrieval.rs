@@ -184,13 +184,9 @@ fn chance_verdict(probed: &[&Run], md: &mut String) {
     else {
         return;
     };
-    let verdicts: Vec<bool> = probed
-        .iter()
-        .filter_map(|r| r.retrieval_at_chance())
-        .collect();
-    let at = verdicts.iter().filter(|&&v| v).count();
+    let (at, judged) = at_chance(probed.iter().copied());
     let (margin, chance) = (acc(chance_margin(chance)), acc(chance));
-    let _ = if at == verdicts.len() {
+    let _ = if at == judged {
         writeln!(
             md,
             "**At chance at this scale**: every run's MQAR and NIAH scores are within {margin} \
@@ -201,9 +197,8 @@ fn chance_verdict(probed: &[&Run], md: &mut String) {
     } else if at > 0 {
         writeln!(
             md,
-            "{at} of {} runs score within {margin} of a context-blind guess ({chance}); their \
-             scores (marked ≈ chance where a mean is) order nothing.\n",
-            verdicts.len()
+            "{at} of {judged} runs score within {margin} of a context-blind guess ({chance}); their \
+             scores (marked ≈ chance where a mean is) order nothing.\n"
         )
     } else {
         writeln!(
@@ -213,8 +208,14 @@ fn chance_verdict(probed: &[&Run], md: &mut String) {
     };
 }
 
+/// How many runs are at chance, of those with retrieval scores and a recorded chance.
+fn at_chance<'a>(runs: impl Iterator<Item = &'a Run>) -> (usize, usize) {
+    runs.filter_map(Run::retrieval_at_chance)
+        .fold((0, 0), |(at, judged), v| (at + usize::from(v), judged + 1))
+}
+
 /// Whether some run has retrieval scores and a recorded chance, and every such run is at chance.
 pub(super) fn all_at_chance(runs: &[Run]) -> bool {
-    let verdicts: Vec<bool> = runs.iter().filter_map(Run::retrieval_at_chance).collect();
-    !verdicts.is_empty() && verdicts.iter().all(|&v| v)
+    let (at, judged) = at_chance(runs.iter());
+    judged > 0 && at == judged
 }
