@@ -1,4 +1,4 @@
-//! Lightning-attention kernels for Burn.
+//! Lightning-attention kernels and matrix products for Burn.
 //!
 //! Every fast path has a plain tensor-op reference beside it ([`lightning::reference`]), and
 //! the tests compare the two on outputs, gradients and final states.
@@ -7,18 +7,20 @@
 #![allow(clippy::manual_is_multiple_of)]
 
 pub mod attention;
+pub mod gemm;
 pub mod lightning;
 
 pub use attention::AttentionBackend;
+pub use gemm::GemmBackend;
 pub use lightning::LightningBackend;
 
-/// Everything the model blocks ask of a backend: lightning and softmax attention. Implemented
-/// for every backend that has both.
-pub trait KernelBackend: LightningBackend + AttentionBackend {}
+/// Everything the model blocks ask of a backend: lightning and softmax attention and the matrix
+/// products. Implemented for every backend that has all three.
+pub trait KernelBackend: LightningBackend + AttentionBackend + GemmBackend {}
 
-impl<B: LightningBackend + AttentionBackend> KernelBackend for B {}
+impl<B: LightningBackend + AttentionBackend + GemmBackend> KernelBackend for B {}
 
-/// The CPU backends have no kernels: both extensions run their tensor-op references.
+/// The CPU backends have no kernels: the extensions run their tensor-op references.
 macro_rules! reference_backends {
     ($($ext:path),*) => {$(
         #[cfg(feature = "flex")]
@@ -37,4 +39,4 @@ macro_rules! reference_backends {
     )*};
 }
 
-reference_backends!(LightningBackend, AttentionBackend);
+reference_backends!(LightningBackend, AttentionBackend, GemmBackend);

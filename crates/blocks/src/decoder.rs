@@ -6,7 +6,7 @@ use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, Linear, RmsNorm, RmsNormConfig};
 use burn::tensor::{backend::Backend, FloatDType, Int, Tensor};
 use scalelab_config::{AttentionKind, FfnKind, ModelConfig, Residual};
-use scalelab_kernels::KernelBackend;
+use scalelab_kernels::{gemm::matmul, KernelBackend};
 
 use crate::ffn::{SwiGlu, SwiGluConfig};
 use crate::init::WeightInit;
@@ -247,8 +247,11 @@ impl<B: KernelBackend> HybridDecoder<B> {
         match &self.head {
             Some(head) => linear(head, x),
             None => {
+                let [batch, t, d] = x.dims();
                 let w = cast_to(self.embedding.weight.val().transpose(), compute); // [d, vocab]
-                x.matmul(w.unsqueeze())
+                let logits = matmul(x.reshape([batch * t, d]), w); // [batch * t, vocab]
+                let vocab = logits.dims()[1];
+                logits.reshape([batch, t, vocab])
             }
         }
     }

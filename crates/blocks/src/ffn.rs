@@ -8,6 +8,7 @@ use burn::tensor::{backend::Backend, Tensor};
 
 use crate::init::WeightInit;
 use crate::precision::linear;
+use scalelab_kernels::GemmBackend;
 
 /// Configuration of a [`SwiGlu`] block.
 #[derive(Config, Debug)]
@@ -46,7 +47,7 @@ pub struct SwiGlu<B: Backend> {
     pub w2: Linear<B>,
 }
 
-impl<B: Backend> SwiGlu<B> {
+impl<B: GemmBackend> SwiGlu<B> {
     /// `[..., d] -> [..., d]`, in `x`'s float dtype.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let gated = silu(linear(&self.w1, x.clone())) * linear(&self.w3, x);

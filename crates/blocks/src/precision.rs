@@ -6,6 +6,7 @@
 
 use burn::nn::{Linear, RmsNorm};
 use burn::tensor::{backend::Backend, DType, FloatDType, Tensor};
+use scalelab_kernels::gemm::{matmul, GemmBackend};
 
 /// `x`'s float dtype, as a cast target.
 pub fn float_dtype<B: Backend, const D: usize>(x: &Tensor<B, D>) -> FloatDType {
@@ -29,14 +30,21 @@ pub fn stats_dtype(dtype: FloatDType) -> FloatDType {
     }
 }
 
-/// `x W (+ b)` in `x`'s dtype: `[..., d_in] -> [..., d_out]`.
-pub fn linear<B: Backend, const D: usize>(layer: &Linear<B>, x: Tensor<B, D>) -> Tensor<B, D> {
+/// `x W (+ b)` in `x`'s dtype: `[..., d_in] -> [..., d_out]`, as one `[rows, d_in] x [d_in,
+/// d_out]` product through [`GemmBackend`] (cuBLASLt on CUDA), so the weight's gradient is one
+/// product over all rows too.
+pub fn linear<B: GemmBackend, const D: usize>(layer: &Linear<B>, x: Tensor<B, D>) -> Tensor<B, D> {
     let dtype = float_dtype(&x);
-    burn::tensor::module::linear(
-        x,
-        cast_to(layer.weight.val(), dtype),
-        layer.bias.as_ref().map(|b| cast_to(b.val(), dtype)),
-    )
+    let [d_in, d_out] = layer.weight.dims();
+    let mut dims = x.dims();
+    let rows = dims[..D - 1].iter().product::<usize>();
+    let y = matmul(x.reshape([rows, d_in]), cast_to(layer.weight.val(), dtype));
+    let y = match &layer.bias {
+        Some(b) => y + cast_to(b.val(), dtype).unsqueeze::<2>(),
+        None => y,
+    };
+    dims[D - 1] = d_out;
+    y.reshape(dims)
 }
 
 /// RMSNorm with its statistics in f32 (f64 for f64 inputs) and its output in `x`'s dtype:

@@ -14,12 +14,14 @@ use burn::backend::autodiff::{
     ops::{Backward, Ops, OpsKind},
     Autodiff,
 };
-use burn::tensor::{backend::Backend, ops::FloatTensor, Tensor, TensorPrimitive};
+use burn::tensor::{ops::FloatTensor, Tensor, TensorPrimitive};
+
+use crate::gemm::GemmBackend;
 
 /// A backend that can run causal softmax attention.
 ///
 /// Implemented for every backend scalelab supports; the default body is the plain reference.
-pub trait AttentionBackend: Backend {
+pub trait AttentionBackend: GemmBackend {
     /// Causal attention `softmax(scale q k^T + mask) v` where query `i` sits at position
     /// `s - t + i` and sees keys `0 ..= s - t + i` (training: `t = s`; decoding after a cache:
     /// `t` new queries over `s` keys).
@@ -53,7 +55,7 @@ type Saved<B> = (
     f64,
 );
 
-impl<B: Backend> Backward<B, 3> for SoftmaxAttentionBackward {
+impl<B: GemmBackend> Backward<B, 3> for SoftmaxAttentionBackward {
     type State = Saved<B>;
 
     fn backward(

@@ -5,6 +5,8 @@
 
 use burn::tensor::{backend::Backend, Bool, DType, FloatDType, Int, Tensor};
 
+use crate::gemm::{matmul, GemmBackend};
+
 /// `q: [b, h, t, d]` as `[b, kv_heads, (h / kv_heads) * t, d]`: each KV head's query group
 /// stacked along the rows (heads `g * j .. g * (j + 1)` share KV head `j`).
 fn grouped<B: Backend>(q: Tensor<B, 4>, kv_heads: usize) -> Tensor<B, 4> {
@@ -36,11 +38,11 @@ fn future<B: Backend>(groups: usize, t: usize, s: usize, device: &B::Device) -> 
 }
 
 /// The masked, scaled scores `[b, kv_heads, rows, s]` in the wide dtype.
-fn scores<B: Backend>(qg: Tensor<B, 4>, k: Tensor<B, 4>, t: usize, scale: f64) -> Tensor<B, 4> {
+fn scores<B: GemmBackend>(qg: Tensor<B, 4>, k: Tensor<B, 4>, t: usize, scale: f64) -> Tensor<B, 4> {
     let [b, kvh, rows, _] = qg.dims();
     let s = k.dims()[2];
     let dtype = wide(qg.dtype());
-    let raw = qg.matmul(k.swap_dims(2, 3)).cast(dtype) * scale;
+    let raw = matmul(qg, k.swap_dims(2, 3)).cast(dtype) * scale;
     let mask = future::<B>(rows / t, t, s, &raw.device())
         .reshape([1, 1, rows, s])
         .expand([b, kvh, rows, s]);
@@ -69,7 +71,7 @@ pub fn check<B: Backend>(q: &Tensor<B, 4>, k: &Tensor<B, 4>, v: &Tensor<B, 4>) {
 
 /// Causal attention where query `i` sits at position `s - t + i`: `(o [b, h, t, dv],
 /// lse [b, h, t])`, `lse` the log-sum-exp of each row's scaled scores, in the wide dtype.
-pub fn forward<B: Backend>(
+pub fn forward<B: GemmBackend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
@@ -84,14 +86,14 @@ pub fn forward<B: Backend>(
     let sum = e.clone().sum_dim(3);
     let lse = (sum.clone().log() + max).reshape([b, h, t]);
     let p = (e / sum).cast(dtype);
-    let o = p.matmul(v).reshape([b, h, t, dv]);
+    let o = matmul(p, v).reshape([b, h, t, dv]);
     (o, lse)
 }
 
 /// The gradients `(dq, dk, dv)` of [`forward`] for the output's cotangent `d_o`, from the saved
 /// inputs, output and log-sum-exp; the `[b, h, t, s]` probabilities exist only inside this call.
 #[allow(clippy::too_many_arguments)]
-pub fn backward<B: Backend>(
+pub fn backward<B: GemmBackend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
@@ -108,11 +110,11 @@ pub fn backward<B: Backend>(
     let qg = grouped(q, kvh);
     let dog = grouped(d_o.cast(dtype), kvh);
     let p = (scores(qg.clone(), k.clone(), t, scale) - lse.reshape([b, kvh, rows, 1])).exp();
-    let dv = p.clone().cast(dtype).swap_dims(2, 3).matmul(dog.clone());
-    let dp = dog.clone().matmul(v.swap_dims(2, 3)).cast(wide_t);
+    let dv = matmul(p.clone().cast(dtype).swap_dims(2, 3), dog.clone());
+    let dp = matmul(dog.clone(), v.swap_dims(2, 3)).cast(wide_t);
     let delta = (dog.cast(wide_t) * grouped(o, kvh).cast(wide_t)).sum_dim(3);
     let ds = (p * (dp - delta) * scale).cast(dtype);
-    let dq = ds.clone().matmul(k).reshape([b, h, t, d]);
-    let dk = ds.swap_dims(2, 3).matmul(qg);
+    let dq = matmul(ds.clone(), k).reshape([b, h, t, d]);
+    let dk = matmul(ds.swap_dims(2, 3), qg);
     (dq, dk, dv)
 }

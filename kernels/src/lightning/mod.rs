@@ -60,7 +60,7 @@ use burn::tensor::{
 /// [`Self::lightning_kernel_available`], [`Self::lightning_scan`] and
 /// [`Self::lightning_decode_step`]; `lightning_attention` then runs the kernel, and under
 /// `Autodiff` a custom backward node runs the gradient scans.
-pub trait LightningBackend: Backend {
+pub trait LightningBackend: crate::gemm::GemmBackend {
     /// Causal decayed linear attention, `o_t = sum_{j<=t} exp(-s (t-j)) (q_t . k_j) v_j`, continued
     /// from `state` when given.
     ///

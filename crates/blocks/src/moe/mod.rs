@@ -21,6 +21,7 @@ use scalelab_config::RouterOrder;
 use crate::ffn::{SwiGlu, SwiGluConfig};
 use crate::init::WeightInit;
 use crate::precision::{cast_to, float_dtype, linear, stats_dtype};
+use scalelab_kernels::gemm::{matmul, GemmBackend};
 
 /// Configuration of a [`Moe`] block.
 #[derive(Config, Debug)]
@@ -173,7 +174,7 @@ impl<B: Backend> MoeStats<B> {
     }
 }
 
-impl<B: Backend> Moe<B> {
+impl<B: GemmBackend> Moe<B> {
     /// Training forward with the configured capacity: `[batch, seq, d] -> [batch, seq, d]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> MoeOutput<B> {
         self.route(x, self.capacity_factor)
@@ -264,10 +265,10 @@ impl<B: Backend> Moe<B> {
             .slice(0..e * capacity)
             .reshape([e, capacity, d]);
         let (w1, w3, w2) = self.expert_weights(dtype);
-        let hidden = silu(buffer.clone().matmul(w1)) * buffer.matmul(w3); // [e, capacity, f]
+        let hidden = silu(matmul(buffer.clone(), w1)) * matmul(buffer, w3); // [e, capacity, f]
         let y = Tensor::cat(
             vec![
-                hidden.matmul(w2).reshape([e * capacity, d]),
+                matmul(hidden, w2).reshape([e * capacity, d]),
                 Tensor::zeros([1, d], (&device, DType::from(dtype))),
             ],
             0,

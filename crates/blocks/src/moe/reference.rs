@@ -8,7 +8,7 @@ use burn::tensor::{backend::Backend, DType, IndexingUpdateOp, Int, Tensor, Tenso
 use super::{capacity_for, Moe, MoeOutput, MoeStats};
 use crate::precision::{cast_to, float_dtype};
 
-impl<B: Backend> Moe<B> {
+impl<B: scalelab_kernels::GemmBackend> Moe<B> {
     /// [`Moe::forward`] (with `capacity_factor`, `None` dropless) through the plain host-side
     /// dispatch: `[batch, seq, d] -> [batch, seq, d]`.
     pub fn forward_reference(&self, x: Tensor<B, 3>, capacity_factor: Option<f64>) -> MoeOutput<B> {

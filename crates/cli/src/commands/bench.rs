@@ -27,6 +27,8 @@ pub struct Args {
 pub enum What {
     /// Training throughput of model configs (default: the four anchor models).
     Train(TrainArgs),
+    /// Matrix-product TFLOP/s: the blocks' path (cuBLASLt on CUDA) against Burn's matmul.
+    Gemm(super::bench_gemm::GemmArgs),
 }
 
 /// Arguments of `scalelab bench train`.
@@ -110,6 +112,7 @@ const ANCHORS: [&str; 4] = [
 pub fn run(args: &Args) -> Result<()> {
     match &args.what {
         What::Train(a) => train(a),
+        What::Gemm(a) => super::bench_gemm::run(a),
     }
 }
 

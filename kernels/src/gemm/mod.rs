@@ -1,0 +1,218 @@
+//! Matrix products for the model blocks: [`GemmBackend::gemm`] and its tensor form [`matmul`].
+//!
+//! On CUDA (the `cuda` feature) the products run through cuBLASLt ([`cublaslt`]) on cubecl's own
+//! stream, bf16/f16 with f32 accumulation and f32 as TF32; every other backend, and CUDA under
+//! `SCALELAB_GEMM=burn`, runs Burn's `matmul`, which is also the reference the GPU tests compare
+//! with. Under `Autodiff` a backward node runs both gradient products through `gemm` as well, so
+//! the forward and backward products of every linear layer take the same path.
+
+#[cfg(feature = "cubecl")]
+mod cubecl_impls;
+#[cfg(feature = "cuda")]
+pub mod cublaslt;
+
+use std::cell::Cell;
+use std::fmt;
+use std::sync::OnceLock;
+
+use burn::backend::autodiff::{
+    checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
+    grads::Gradients,
+    ops::{Backward, Ops, OpsKind},
+    Autodiff,
+};
+use burn::tensor::{
+    backend::Backend, ops::FloatTensor, Shape, Tensor, TensorMetadata, TensorPrimitive,
+};
+
+/// A backend that runs the blocks' matrix products; the default body is Burn's `matmul`.
+pub trait GemmBackend: Backend {
+    /// `lhs @ rhs`: `[..., m, k] x [..., k, n] -> [..., m, n]` in `lhs`'s dtype; each batch
+    /// dimension is equal in both or 1 in one of them (broadcast).
+    fn gemm(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::float_matmul(lhs, rhs)
+    }
+}
+
+/// `lhs @ rhs` through [`GemmBackend::gemm`]: `[..., m, k] x [..., k, n] -> [..., m, n]`.
+pub fn matmul<B: GemmBackend, const D: usize>(lhs: Tensor<B, D>, rhs: Tensor<B, D>) -> Tensor<B, D> {
+    let (l, r) = (lhs.dims(), rhs.dims());
+    assert!(
+        D >= 2 && l[D - 1] == r[D - 2],
+        "matmul: inner dimensions differ, lhs {l:?} x rhs {r:?}"
+    );
+    assert!(
+        (0..D - 2).all(|i| l[i] == r[i] || l[i] == 1 || r[i] == 1),
+        "matmul: batch dimensions neither equal nor 1, lhs {l:?} x rhs {r:?}"
+    );
+    let out = B::gemm(lhs.into_primitive().tensor(), rhs.into_primitive().tensor());
+    Tensor::from_primitive(TensorPrimitive::Float(out))
+}
+
+/// The shape of `lhs @ rhs`: batch dimensions broadcast, then `[m, n]`.
+pub fn output_shape(lhs: &Shape, rhs: &Shape) -> Shape {
+    let rank = lhs.num_dims();
+    let mut dims: Vec<usize> = (0..rank - 2).map(|i| lhs[i].max(rhs[i])).collect();
+    dims.extend([lhs[rank - 2], rhs[rank - 1]]);
+    Shape::from(dims)
+}
+
+/// Which path the products take, `SCALELAB_GEMM`; nothing needs it set.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum GemmMode {
+    /// `auto` (unset): cuBLASLt on CUDA, Burn's `matmul` elsewhere.
+    #[default]
+    Auto,
+    /// `burn`: Burn's `matmul` everywhere (the reference; an A/B check).
+    Burn,
+}
+
+/// The variable that sets [`GemmMode`].
+pub const GEMM_VAR: &str = "SCALELAB_GEMM";
+
+impl GemmMode {
+    /// The accepted spellings, the default first.
+    pub const SPELLINGS: [(&'static str, GemmMode); 2] =
+        [("auto", GemmMode::Auto), ("burn", GemmMode::Burn)];
+
+    /// The mode `value` spells, or an error that names the variable and the accepted values.
+    pub fn parse(value: &str) -> Result<Self, GemmModeError> {
+        Self::SPELLINGS
+            .iter()
+            .find(|(spelling, _)| *spelling == value)
+            .map(|(_, mode)| *mode)
+            .ok_or_else(|| GemmModeError(value.to_owned()))
+    }
+}
+
+/// A `SCALELAB_GEMM` value that is not one of [`GemmMode::SPELLINGS`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GemmModeError(pub String);
+
+impl fmt::Display for GemmModeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let accepted: Vec<&str> = GemmMode::SPELLINGS.iter().map(|(s, _)| *s).collect();
+        write!(
+            f,
+            "{GEMM_VAR}={:?} is not a value it takes; accepted: {} (unset: auto)",
+            self.0,
+            accepted.join(", ")
+        )
+    }
+}
+
+impl std::error::Error for GemmModeError {}
+
+thread_local! {
+    static OVERRIDE: Cell<Option<GemmMode>> = const { Cell::new(None) };
+}
+
+/// The mode in force: `SCALELAB_GEMM`, read once per process (a wrong value stops the process
+/// with [`GemmModeError`]'s message), or [`with_mode`]'s on this thread.
+pub fn mode() -> GemmMode {
+    if let Some(mode) = OVERRIDE.with(Cell::get) {
+        return mode;
+    }
+    static FROM_ENV: OnceLock<GemmMode> = OnceLock::new();
+    *FROM_ENV.get_or_init(|| match std::env::var(GEMM_VAR) {
+        Ok(value) => GemmMode::parse(&value).unwrap_or_else(|err| panic!("{err}")),
+        Err(_) => GemmMode::Auto,
+    })
+}
+
+/// Runs `f` with `mode` in force on this thread: a test or benchmark comparing the paths in one
+/// process (use `CubeBackend` without fusion, whose products run when called).
+pub fn with_mode<T>(mode: GemmMode, f: impl FnOnce() -> T) -> T {
+    struct Restore(Option<GemmMode>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            OVERRIDE.with(|o| o.set(self.0));
+        }
+    }
+    let _restore = Restore(OVERRIDE.with(|o| o.replace(Some(mode))));
+    f()
+}
+
+/// The backward node of [`GemmBackend::gemm`] under `Autodiff`: `dlhs = grad rhs^T` and
+/// `drhs = lhs^T grad`, each summed over the batch dimensions its operand broadcast.
+#[derive(Debug)]
+struct GemmBackward;
+
+impl<B: GemmBackend> Backward<B, 2> for GemmBackward {
+    type State = (Option<FloatTensor<B>>, Option<FloatTensor<B>>, Shape, Shape);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 2>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let grad = grads.consume::<B>(&ops.node);
+        let (lhs, rhs, lhs_shape, rhs_shape) = ops.state;
+        let [lhs_node, rhs_node] = ops.parents;
+        let rank = lhs_shape.num_dims();
+        let t = |x: FloatTensor<B>| B::float_swap_dims(x, rank - 2, rank - 1);
+        if let (Some(node), Some(rhs)) = (lhs_node, rhs) {
+            let g = B::gemm(grad.clone(), t(rhs));
+            grads.register::<B>(node.id, unbroadcast::<B>(g, &lhs_shape));
+        }
+        if let (Some(node), Some(lhs)) = (rhs_node, lhs) {
+            let g = B::gemm(t(lhs), grad);
+            grads.register::<B>(node.id, unbroadcast::<B>(g, &rhs_shape));
+        }
+    }
+}
+
+/// `g` summed over the batch dimensions where `shape` is 1 and `g` is not.
+fn unbroadcast<B: Backend>(mut g: FloatTensor<B>, shape: &Shape) -> FloatTensor<B> {
+    let dims = g.shape();
+    for i in 0..shape.num_dims() - 2 {
+        if shape[i] == 1 && dims[i] != 1 {
+            g = B::float_sum_dim(g, i);
+        }
+    }
+    g
+}
+
+impl<B: GemmBackend, C: CheckpointStrategy> GemmBackend for Autodiff<B, C> {
+    fn gemm(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
+        let out = B::gemm(lhs.primitive.clone(), rhs.primitive.clone());
+        let nodes = [lhs.node.clone(), rhs.node.clone()];
+        match GemmBackward.prepare::<C>(nodes).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                // Each gradient needs the other operand only.
+                let state = (
+                    rhs.is_tracked().then(|| lhs.primitive.clone()),
+                    lhs.is_tracked().then(|| rhs.primitive.clone()),
+                    lhs.primitive.shape(),
+                    rhs.primitive.shape(),
+                );
+                prep.finish(state, out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mode_takes_its_spellings_and_names_the_variable_otherwise() {
+        assert_eq!(GemmMode::parse("auto"), Ok(GemmMode::Auto));
+        assert_eq!(GemmMode::parse("burn"), Ok(GemmMode::Burn));
+        let err = GemmMode::parse("cublas").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "SCALELAB_GEMM=\"cublas\" is not a value it takes; accepted: auto, burn (unset: auto)"
+        );
+    }
+
+    #[test]
+    fn with_mode_overrides_on_this_thread_and_restores() {
+        let before = mode();
+        with_mode(GemmMode::Burn, || assert_eq!(mode(), GemmMode::Burn));
+        assert_eq!(mode(), before);
+    }
+}
