@@ -75,21 +75,38 @@ fn rel<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> f64 {
     diff / scale.max(1e-30)
 }
 
-fn random<const D: usize>(dims: [usize; D], dtype: FloatDType, device: &CudaDevice) -> Tensor<Cube, D> {
+fn random<const D: usize>(
+    dims: [usize; D],
+    dtype: FloatDType,
+    device: &CudaDevice,
+) -> Tensor<Cube, D> {
     Tensor::<Cube, D>::random(dims, Distribution::Normal(0.0, 1.0), device).cast(dtype)
 }
 
 /// `lhs @ rhs` on cuBLASLt (checked to have launched) against Burn's matmul.
-fn compare<const D: usize>(what: &str, lhs: Tensor<Cube, D>, rhs: Tensor<Cube, D>, dtype: FloatDType) {
+fn compare<const D: usize>(
+    what: &str,
+    lhs: Tensor<Cube, D>,
+    rhs: Tensor<Cube, D>,
+    dtype: FloatDType,
+) {
     let before = cublaslt::launches();
     let ours = with_mode(GemmMode::Auto, || matmul(lhs.clone(), rhs.clone()));
-    assert_eq!(cublaslt::launches(), before + 1, "{what}: cuBLASLt did not run");
+    assert_eq!(
+        cublaslt::launches(),
+        before + 1,
+        "{what}: cuBLASLt did not run"
+    );
     let burn = with_mode(GemmMode::Burn, || matmul(lhs, rhs));
     assert_eq!(ours.dims(), burn.dims(), "{what}: shape");
     assert_eq!(ours.dtype(), burn.dtype(), "{what}: dtype");
     let e = rel(ours, burn);
     say(&format!("{what} {dtype:?}: {e:.2e}"));
-    assert!(e < tol(dtype), "{what} {dtype:?}: relative error {e:e} over {:e}", tol(dtype));
+    assert!(
+        e < tol(dtype),
+        "{what} {dtype:?}: relative error {e:e} over {:e}",
+        tol(dtype)
+    );
 }
 
 /// The linear layers of the 125M anchors at 16 x 2048 tokens (`MxKxN`): qkv, FFN in, FFN out
@@ -112,7 +129,12 @@ fn anchor_linear_products_match_burn() {
             let w = random([k, n], dtype, &device);
             let dy = random([m, n], dtype, &device);
             compare(&format!("{m}x{k}x{n} x W"), x.clone(), w.clone(), dtype);
-            compare(&format!("{m}x{k}x{n} dy W^T"), dy.clone(), w.transpose(), dtype);
+            compare(
+                &format!("{m}x{k}x{n} dy W^T"),
+                dy.clone(),
+                w.transpose(),
+                dtype,
+            );
             compare(&format!("{m}x{k}x{n} x^T dy"), x.transpose(), dy, dtype);
         }
     }
@@ -135,7 +157,12 @@ fn batched_products_of_experts_and_attention_match_burn() {
         // Attention: [batch, kv heads, rows, d] x k^T, 4-D batch.
         let q = random([4, 3, 256, 64], dtype, &device);
         let k = random([4, 3, 200, 64], dtype, &device);
-        compare("attention q k^T", q.clone(), k.clone().swap_dims(2, 3), dtype);
+        compare(
+            "attention q k^T",
+            q.clone(),
+            k.clone().swap_dims(2, 3),
+            dtype,
+        );
         let p = random([4, 3, 256, 200], dtype, &device);
         compare("attention p v", p.clone(), k.clone(), dtype);
         compare("attention p^T q", p.swap_dims(2, 3), q, dtype);
@@ -151,16 +178,51 @@ fn odd_sliced_and_broadcast_products_match_burn() {
         let a = random([37, 53], dtype, &device);
         let b = random([53, 71], dtype, &device);
         compare("37x53x71", a.clone(), b.clone(), dtype);
-        compare("unit rows", random([1, 129], dtype, &device), random([129, 3], dtype, &device), dtype);
-        compare("unit inner", random([130, 1], dtype, &device), random([1, 7], dtype, &device), dtype);
-        compare("unit cols", random([65, 33], dtype, &device), random([33, 1], dtype, &device), dtype);
+        compare(
+            "unit rows",
+            random([1, 129], dtype, &device),
+            random([129, 3], dtype, &device),
+            dtype,
+        );
+        compare(
+            "unit inner",
+            random([130, 1], dtype, &device),
+            random([1, 7], dtype, &device),
+            dtype,
+        );
+        compare(
+            "unit cols",
+            random([65, 33], dtype, &device),
+            random([33, 1], dtype, &device),
+            dtype,
+        );
         // Rows of a wider matrix: leading dimension 53 for 40 columns.
-        compare("sliced lhs", a.clone().slice([0..37, 0..40]), random([40, 71], dtype, &device), dtype);
-        compare("both transposed", b.clone().transpose(), a.clone().transpose(), dtype);
+        compare(
+            "sliced lhs",
+            a.clone().slice([0..37, 0..40]),
+            random([40, 71], dtype, &device),
+            dtype,
+        );
+        compare(
+            "both transposed",
+            b.clone().transpose(),
+            a.clone().transpose(),
+            dtype,
+        );
         // A broadcast operand on either side, and a batch broadcast in the middle of 4-D.
         let batch = random([5, 37, 53], dtype, &device);
-        compare("broadcast rhs", batch.clone(), b.clone().unsqueeze::<3>(), dtype);
-        compare("broadcast lhs", a.clone().unsqueeze::<3>(), random([5, 53, 71], dtype, &device), dtype);
+        compare(
+            "broadcast rhs",
+            batch.clone(),
+            b.clone().unsqueeze::<3>(),
+            dtype,
+        );
+        compare(
+            "broadcast lhs",
+            a.clone().unsqueeze::<3>(),
+            random([5, 53, 71], dtype, &device),
+            dtype,
+        );
         compare(
             "4-D batch",
             random([2, 3, 37, 53], dtype, &device),
@@ -210,16 +272,27 @@ fn gradients_under_autodiff_and_fusion_match_burn() {
     for dtype in [FloatDType::BF16, FloatDType::F32] {
         // A batched weight, and one broadcast over the batch (its gradient sums over it).
         for (what, w_dims) in [("batched", [4, 48, 40]), ("broadcast", [1, 48, 40])] {
-            let (x, w, c) = (r([4, 33, 48], dtype), r(w_dims, dtype), r([4, 33, 40], dtype));
+            let (x, w, c) = (
+                r([4, 33, 48], dtype),
+                r(w_dims, dtype),
+                r([4, 33, 40], dtype),
+            );
             let before = cublaslt::launches();
             let ours = linear_grads(GemmMode::Auto, &x, &w, &c);
-            assert_eq!(cublaslt::launches(), before + 3, "{what}: forward + two gradients");
+            assert_eq!(
+                cublaslt::launches(),
+                before + 3,
+                "{what}: forward + two gradients"
+            );
             let burn = linear_grads(GemmMode::Burn, &x, &w, &c);
             for (name, (o, b)) in ["y", "dx", "dw"].iter().zip(ours.into_iter().zip(burn)) {
                 assert_eq!(o.dims(), b.dims(), "{what} {name}: shape");
                 let e = rel(o, b);
                 say(&format!("{what} {name} {dtype:?}: {e:.2e}"));
-                assert!(e < tol(dtype), "{what} {name} {dtype:?}: relative error {e:e}");
+                assert!(
+                    e < tol(dtype),
+                    "{what} {name} {dtype:?}: relative error {e:e}"
+                );
             }
         }
     }

@@ -55,7 +55,11 @@ pub fn try_gemm<R: CubeRuntime>(
         Err(other) => return Err(*other.downcast().expect("operands of runtime R")),
     };
     let result: Box<dyn Any> = match gemm(lhs, rhs) {
-        Ok(out) => return Ok(*(Box::new(out) as Box<dyn Any>).downcast().expect("R is CUDA")),
+        Ok(out) => {
+            return Ok(*(Box::new(out) as Box<dyn Any>)
+                .downcast()
+                .expect("R is CUDA"))
+        }
         Err(pair) => Box::new(pair),
     };
     Err(*result.downcast().expect("R is CUDA"))
@@ -360,13 +364,19 @@ fn make_plan(handle: sys::cublasLtHandle_t, key: Key) -> Option<Plan> {
     // SAFETY: live descriptors, attributes of the documented types.
     unsafe {
         for (attr, trans) in [
-            (sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_TRANSA, key.a.trans),
-            (sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_TRANSB, key.b.trans),
+            (
+                sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_TRANSA,
+                key.a.trans,
+            ),
+            (
+                sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_TRANSB,
+                key.b.trans,
+            ),
         ] {
             // cublasOperation_t: 0 is N, 1 is T.
             let op = trans as i32;
             lt::set_matmul_desc_attribute(desc, attr, &op as *const i32 as *const c_void, 4)
-            .ok()?;
+                .ok()?;
         }
         let pref = lt::create_matmul_pref().ok()?;
         lt::set_matmul_pref_attribute(
@@ -385,13 +395,8 @@ fn make_plan(handle: sys::cublasLtHandle_t, key: Key) -> Option<Plan> {
         .into_iter()
         .zip([key.align[0], key.align[1], key.align[2], key.align[2]])
         {
-            lt::set_matmul_pref_attribute(
-                pref,
-                attr,
-                &align as *const u32 as *const c_void,
-                4,
-            )
-            .ok()?;
+            lt::set_matmul_pref_attribute(pref, attr, &align as *const u32 as *const c_void, 4)
+                .ok()?;
         }
         let heuristic = lt::get_matmul_algo_heuristic(handle, desc, a, b, d, d, pref).ok();
         let _ = lt::destroy_matmul_pref(pref);

@@ -35,7 +35,10 @@ pub trait GemmBackend: Backend {
 }
 
 /// `lhs @ rhs` through [`GemmBackend::gemm`]: `[..., m, k] x [..., k, n] -> [..., m, n]`.
-pub fn matmul<B: GemmBackend, const D: usize>(lhs: Tensor<B, D>, rhs: Tensor<B, D>) -> Tensor<B, D> {
+pub fn matmul<B: GemmBackend, const D: usize>(
+    lhs: Tensor<B, D>,
+    rhs: Tensor<B, D>,
+) -> Tensor<B, D> {
     let (l, r) = (lhs.dims(), rhs.dims());
     assert!(
         D >= 2 && l[D - 1] == r[D - 2],
@@ -197,6 +200,7 @@ impl<B: GemmBackend, C: CheckpointStrategy> GemmBackend for Autodiff<B, C> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::tensor::TensorData;
 
     #[test]
     fn mode_takes_its_spellings_and_names_the_variable_otherwise() {
@@ -207,6 +211,60 @@ mod tests {
             err,
             "SCALELAB_GEMM=\"cublas\" is not a value it takes; accepted: auto, burn (unset: auto)"
         );
+    }
+
+    type Ad = burn::backend::Autodiff<burn::backend::NdArray<f64>>;
+
+    /// Outputs and both gradients of `sum(c * (lhs @ rhs))` through [`matmul`] and through
+    /// Burn's own `matmul` (whose autodiff node is the reference).
+    fn grads_match<const D: usize>(l: [usize; D], r: [usize; D]) {
+        use burn::tensor::Distribution::Normal;
+        let device = Default::default();
+        let lhs = Tensor::<Ad, D>::random(l, Normal(0.0, 1.0), &device);
+        let rhs = Tensor::<Ad, D>::random(r, Normal(0.0, 1.0), &device);
+        let out = output_shape(&lhs.shape(), &rhs.shape());
+        let c = Tensor::<Ad, D>::random(out, Normal(0.0, 1.0), &device);
+        let run = |ours: bool| {
+            let (a, b) = (lhs.clone().require_grad(), rhs.clone().require_grad());
+            let y = if ours {
+                matmul(a.clone(), b.clone())
+            } else {
+                a.clone().matmul(b.clone())
+            };
+            let grads = (y.clone() * c.clone()).sum().backward();
+            [y.inner(), a.grad(&grads).unwrap(), b.grad(&grads).unwrap()]
+        };
+        for (name, (ours, burn)) in ["y", "dlhs", "drhs"]
+            .iter()
+            .zip(run(true).into_iter().zip(run(false)))
+        {
+            assert_eq!(ours.dims(), burn.dims(), "{name} of {l:?} x {r:?}");
+            ours.into_data().assert_approx_eq::<f64>(
+                &burn.into_data(),
+                burn::tensor::Tolerance::absolute(1e-9),
+            );
+        }
+    }
+
+    #[test]
+    fn gradients_equal_burns_matmul_for_plain_batched_and_broadcast_operands() {
+        grads_match([7, 5], [5, 3]);
+        grads_match([4, 7, 5], [4, 5, 3]);
+        grads_match([1, 7, 5], [4, 5, 3]);
+        grads_match([4, 7, 5], [1, 5, 3]);
+        grads_match([2, 3, 7, 5], [2, 1, 5, 3]);
+    }
+
+    #[test]
+    fn a_frozen_operand_gets_no_gradient_and_the_other_one_does() {
+        let device = Default::default();
+        let x = Tensor::<Ad, 2>::ones([3, 4], &device).require_grad();
+        let w = Tensor::<Ad, 2>::ones([4, 2], &device);
+        let grads = matmul(x.clone(), w.clone()).sum().backward();
+        assert!(w.grad(&grads).is_none());
+        let dx = x.grad(&grads).expect("x is tracked");
+        dx.into_data()
+            .assert_eq(&TensorData::from([[2.0f64; 4]; 3]), false);
     }
 
     #[test]
