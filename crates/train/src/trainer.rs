@@ -224,6 +224,10 @@ where
                 let _: f64 = p.clone().into_scalar().elem();
             }
             first_step_secs = Some(entered.elapsed().as_secs_f64());
+            let products = scalelab_kernels::gemm::cublaslt_launches();
+            if products > 0 {
+                bar.suspend(|| eprintln!("matrix products on cuBLASLt so far: {products}"));
+            }
             let kernels = lightning_kernels();
             if !kernels.is_empty() {
                 bar.suspend(|| {

@@ -52,6 +52,15 @@ pub fn matmul<B: GemmBackend, const D: usize>(
     Tensor::from_primitive(TensorPrimitive::Float(out))
 }
 
+/// Products this process has run on cuBLASLt (0 without the `cuda` feature): what a training
+/// log quotes to show that the steps took that path.
+pub fn cublaslt_launches() -> u64 {
+    #[cfg(feature = "cuda")]
+    return cublaslt::launches();
+    #[cfg(not(feature = "cuda"))]
+    0
+}
+
 /// The shape of `lhs @ rhs`: batch dimensions broadcast, then `[m, n]`.
 pub fn output_shape(lhs: &Shape, rhs: &Shape) -> Shape {
     let rank = lhs.num_dims();
