@@ -250,37 +250,28 @@ fn a_plan_spec_sweep_trains_the_planners_runs() {
 fn a_plan_spec_sweep_refuses_its_own_axes_and_budgets() {
     let dir = tempfile::tempdir().unwrap();
     let plan = data("../../../../experiments/plans/attention-isoflop-quick.yaml");
-    for (extra, field) in [
-        ("budgets: [1.0e12]", "budgets"),
-        ("axes: { grid: { layers: [2] } }", "axes"),
-    ] {
+    // The error of planning a sweep of the plan spec with `extra` added.
+    let plan_err = |extra: &str| {
         let path = dir.path().join("s.yaml");
         std::fs::write(
             &path,
             format!("name: s\nplan: {}\n{extra}\n", plan.display()),
         )
         .unwrap();
-        let e = SweepSpec::from_yaml_file(&path)
+        SweepSpec::from_yaml_file(&path)
             .unwrap()
             .plan(&path)
             .unwrap_err()
-            .to_string();
+            .to_string()
+    };
+    for (extra, field) in [
+        ("budgets: [1.0e12]", "budgets"),
+        ("axes: { grid: { layers: [2] } }", "axes"),
+    ] {
+        let e = plan_err(extra);
         assert!(e.starts_with(field) && e.contains("plan spec"), "{e}");
     }
-    let path = dir.path().join("s.yaml");
-    std::fs::write(
-        &path,
-        format!(
-            "name: s\nplan: {}\ntrain: {{ seq_len: 99 }}\n",
-            plan.display()
-        ),
-    )
-    .unwrap();
-    let e = SweepSpec::from_yaml_file(&path)
-        .unwrap()
-        .plan(&path)
-        .unwrap_err()
-        .to_string();
+    let e = plan_err("train: { seq_len: 99 }");
     assert!(
         e.contains("train.seq_len = 99") && e.contains("seq_len = 256"),
         "{e}"
