@@ -109,60 +109,53 @@ mod chosen {
     }
 }
 
-#[cfg(all(feature = "ndarray", not(any(feature = "cuda", feature = "wgpu"))))]
-mod chosen {
-    /// The training backend.
-    pub type Train = burn::backend::Autodiff<burn::backend::NdArray>;
-    /// A one-line description for logs.
-    pub const NAME: &str = "cpu (ndarray)";
-    /// The precision of runs that name none (f32).
-    pub const DEFAULT_PRECISION: Option<scalelab_train::Precision> = None;
-    /// Precisions this build can train in.
-    pub const PRECISIONS: &[scalelab_train::Precision] = &[scalelab_train::Precision::F32];
-    /// CubeCL's caches keep their defaults (CPU builds compile no kernels at run time).
-    pub fn kernel_cache(_dir: &std::path::Path, _profile: Option<&std::path::Path>) {}
-    /// The default memory limit of a run: the RAM available now.
-    pub fn memory_limit() -> Option<u64> {
-        scalelab_train::memory::available_ram()
-    }
-    /// The default device.
-    pub fn device() -> burn::backend::ndarray::NdArrayDevice {
-        Default::default()
-    }
-    /// The CPU is always ready.
-    pub fn ready() -> anyhow::Result<()> {
-        Ok(())
-    }
+/// The `chosen` module of a CPU backend: f32 only, no run-time kernels, the RAM available as
+/// the default memory limit; the CPU backends differ only in their type, name and device.
+macro_rules! cpu_backend {
+    ($backend:ty, $name:literal, $device:ty) => {
+        mod chosen {
+            /// The training backend.
+            pub type Train = burn::backend::Autodiff<$backend>;
+            /// A one-line description for logs.
+            pub const NAME: &str = $name;
+            /// The precision of runs that name none (f32).
+            pub const DEFAULT_PRECISION: Option<scalelab_train::Precision> = None;
+            /// Precisions this build can train in.
+            pub const PRECISIONS: &[scalelab_train::Precision] = &[scalelab_train::Precision::F32];
+            /// CubeCL's caches keep their defaults (CPU builds compile no kernels at run time).
+            pub fn kernel_cache(_dir: &std::path::Path, _profile: Option<&std::path::Path>) {}
+            /// The default memory limit of a run: the RAM available now.
+            pub fn memory_limit() -> Option<u64> {
+                scalelab_train::memory::available_ram()
+            }
+            /// The default device.
+            pub fn device() -> $device {
+                Default::default()
+            }
+            /// The CPU is always ready.
+            pub fn ready() -> anyhow::Result<()> {
+                Ok(())
+            }
+        }
+    };
 }
+
+#[cfg(all(feature = "ndarray", not(any(feature = "cuda", feature = "wgpu"))))]
+cpu_backend!(
+    burn::backend::NdArray,
+    "cpu (ndarray)",
+    burn::backend::ndarray::NdArrayDevice
+);
 
 #[cfg(all(
     feature = "flex",
     not(any(feature = "cuda", feature = "wgpu", feature = "ndarray"))
 ))]
-mod chosen {
-    /// The training backend.
-    pub type Train = burn::backend::Autodiff<burn::backend::Flex>;
-    /// A one-line description for logs.
-    pub const NAME: &str = "cpu (flex)";
-    /// The precision of runs that name none (f32).
-    pub const DEFAULT_PRECISION: Option<scalelab_train::Precision> = None;
-    /// Precisions this build can train in.
-    pub const PRECISIONS: &[scalelab_train::Precision] = &[scalelab_train::Precision::F32];
-    /// CubeCL's caches keep their defaults (CPU builds compile no kernels at run time).
-    pub fn kernel_cache(_dir: &std::path::Path, _profile: Option<&std::path::Path>) {}
-    /// The default memory limit of a run: the RAM available now.
-    pub fn memory_limit() -> Option<u64> {
-        scalelab_train::memory::available_ram()
-    }
-    /// The default device.
-    pub fn device() -> burn::backend::flex::FlexDevice {
-        Default::default()
-    }
-    /// The CPU is always ready.
-    pub fn ready() -> anyhow::Result<()> {
-        Ok(())
-    }
-}
+cpu_backend!(
+    burn::backend::Flex,
+    "cpu (flex)",
+    burn::backend::flex::FlexDevice
+);
 
 #[cfg(not(any(
     feature = "cuda",

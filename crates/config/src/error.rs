@@ -14,13 +14,8 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The text is not YAML of the expected shape (syntax, unknown key, wrong type, missing key).
-    #[error("{origin}: {message}")]
-    Parse {
-        /// The file, or `<string>`.
-        origin: String,
-        /// The parser's message, with line and column.
-        message: String,
-    },
+    #[error(transparent)]
+    Parse(#[from] ParseError),
     /// A value breaks a rule.
     #[error(transparent)]
     Invalid(#[from] FieldError),
@@ -31,6 +26,38 @@ pub fn yaml_message(e: impl std::fmt::Display) -> String {
     let text = e.to_string();
     text.strip_prefix("error: ")
         .map_or(text.clone(), str::to_string)
+}
+
+/// YAML text that is not of the expected shape (syntax, unknown key, wrong type, missing key),
+/// as every crate that reads a YAML file reports it: `origin: message`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{origin}: {message}")]
+pub struct ParseError {
+    /// The file, or `<string>`.
+    pub origin: String,
+    /// The parser's message, with line and column.
+    pub message: String,
+}
+
+impl ParseError {
+    /// The same error said to come from the file `path`.
+    pub fn in_file(self, path: &std::path::Path) -> Self {
+        Self {
+            origin: path.display().to_string(),
+            ..self
+        }
+    }
+}
+
+/// Parses YAML `text` into a `T`; a parse error names `origin` (a file, or `<string>`).
+pub fn parse_yaml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    origin: &str,
+) -> Result<T, ParseError> {
+    serde_saphyr::from_str(text).map_err(|e| ParseError {
+        origin: origin.to_string(),
+        message: yaml_message(e),
+    })
 }
 
 /// A value that breaks a rule, as every crate that validates user input reports it:
@@ -88,10 +115,7 @@ impl ConfigError {
     pub fn in_file(self, path: &std::path::Path) -> Self {
         match self {
             Self::Invalid(e) => Self::Invalid(e.within(&format!("{}: ", path.display()))),
-            Self::Parse { message, .. } => Self::Parse {
-                origin: path.display().to_string(),
-                message,
-            },
+            Self::Parse(e) => Self::Parse(e.in_file(path)),
             other => other,
         }
     }

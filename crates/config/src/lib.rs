@@ -29,7 +29,7 @@ mod model;
 mod params;
 mod validate;
 
-pub use error::{yaml_message, ConfigError, FieldError};
+pub use error::{parse_yaml, yaml_message, ConfigError, FieldError, ParseError};
 pub use model::{
     AttentionConfig, AttentionKind, FfnConfig, FfnKind, LightningSettings, ModelConfig,
     MoeSettings, Residual, RouterOrder, SoftmaxSettings,

@@ -11,10 +11,7 @@ type Result<T> = std::result::Result<T, ConfigError>;
 impl ModelConfig {
     /// Parses and validates a YAML document.
     pub fn from_yaml_str(text: &str) -> Result<Self> {
-        let cfg: Self = serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse {
-            origin: "<string>".into(),
-            message: crate::yaml_message(e),
-        })?;
+        let cfg: Self = crate::parse_yaml(text, "<string>")?;
         cfg.validate()?;
         Ok(cfg)
     }

@@ -220,10 +220,7 @@ pub enum InvalidUtf8 {
 impl DataConfig {
     /// Parses and validates a YAML document.
     pub fn from_yaml_str(text: &str) -> Result<Self> {
-        let cfg: Self = serde_saphyr::from_str(text).map_err(|e| DataError::Parse {
-            origin: "<string>".into(),
-            message: scalelab_config::yaml_message(e),
-        })?;
+        let cfg: Self = scalelab_config::parse_yaml(text, "<string>")?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -233,10 +230,7 @@ impl DataConfig {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
         Self::from_yaml_str(&text).map_err(|e| match e {
-            DataError::Parse { message, .. } => DataError::Parse {
-                origin: path.display().to_string(),
-                message,
-            },
+            DataError::Parse(e) => DataError::Parse(e.in_file(path)),
             other => other,
         })
     }

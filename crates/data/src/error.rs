@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use scalelab_config::FieldError;
+use scalelab_config::{FieldError, ParseError};
 
 /// Why a dataset could not be configured, built or opened.
 #[derive(Debug, thiserror::Error)]
@@ -16,13 +16,8 @@ pub enum DataError {
         source: std::io::Error,
     },
     /// The text is not YAML of the expected shape (syntax, unknown key, wrong type, missing key).
-    #[error("{origin}: {message}")]
-    Parse {
-        /// The file, or `<string>`.
-        origin: String,
-        /// The parser's message.
-        message: String,
-    },
+    #[error(transparent)]
+    Parse(#[from] ParseError),
     /// A config value breaks a rule.
     #[error(transparent)]
     Invalid(#[from] FieldError),

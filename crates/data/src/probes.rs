@@ -412,10 +412,7 @@ pub struct ProbeSet {
 impl ProbeGrid {
     /// Parses and validates a YAML document (validation of ids waits for the dataset).
     pub fn from_yaml_str(text: &str) -> Result<Self> {
-        let grid: Self = serde_saphyr::from_str(text).map_err(|e| DataError::Parse {
-            origin: "<string>".into(),
-            message: scalelab_config::yaml_message(e),
-        })?;
+        let grid: Self = scalelab_config::parse_yaml(text, "<string>")?;
         grid.validate()?;
         Ok(grid)
     }

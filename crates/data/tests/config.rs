@@ -52,8 +52,8 @@ fn every_bad_file_names_its_field() {
         match DataConfig::from_yaml_file(path) {
             Ok(cfg) => panic!("{} parsed: {cfg:?}", path.display()),
             Err(e) => {
-                if let DataError::Parse { origin, .. } = &e {
-                    assert_eq!(origin, &path.display().to_string());
+                if let DataError::Parse(p) = &e {
+                    assert_eq!(p.origin, path.display().to_string());
                 }
                 Err(e.to_string())
             }

@@ -13,6 +13,7 @@ use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged};
 use plotters::element::{Drawable, PointCollection};
 use plotters::prelude::*;
 use plotters::style::colors::colormaps::ViridisRGB;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters_backend::DrawingErrorKind;
 
 /// Font family of every text in the figures (the SVG viewer picks the face; no font files needed).
@@ -848,12 +849,7 @@ fn draw_mark<'a>(
                     WHITE.stroke_width(1),
                 )))?;
                 let ink = if *value < 0.55 { WHITE } else { BLACK };
-                let style = TextStyle::from((FONT, 16).into_font()).color(&ink).pos(
-                    plotters::style::text_anchor::Pos::new(
-                        plotters::style::text_anchor::HPos::Center,
-                        plotters::style::text_anchor::VPos::Center,
-                    ),
-                );
+                let style = mark_text(16, &ink, HPos::Center);
                 chart.draw_series(std::iter::once(Text::new(
                     text.clone(),
                     ((a.0 + b.0) / 2.0, (a.1 + b.1) / 2.0),
@@ -863,12 +859,7 @@ fn draw_mark<'a>(
             Mark::Text { at, text, color } => {
                 if plot.x.valid(at.0) && plot.y.valid(at.1) {
                     let c = rgb(*color);
-                    let style = TextStyle::from((FONT, 15).into_font()).color(&c).pos(
-                        plotters::style::text_anchor::Pos::new(
-                            plotters::style::text_anchor::HPos::Left,
-                            plotters::style::text_anchor::VPos::Center,
-                        ),
-                    );
+                    let style = mark_text(15, &c, HPos::Left);
                     chart.draw_series(std::iter::once(Text::new(
                         text.clone(),
                         (tx(at.0), ty(at.1)),
@@ -879,6 +870,14 @@ fn draw_mark<'a>(
         }
     }
     Ok(())
+}
+
+/// The style of a mark's text: `size` px in `color`, its vertical middle on the point and
+/// anchored there horizontally at `h`.
+fn mark_text(size: u32, color: &RGBColor, h: HPos) -> TextStyle<'_> {
+    TextStyle::from((FONT, size).into_font())
+        .color(color)
+        .pos(Pos::new(h, VPos::Center))
 }
 
 fn draw_colorbar<'a>(area: &Area<'a>, label: &str) -> DrawResult<'a> {

@@ -8,7 +8,9 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use scalelab_config::{ConfigError, FfnConfig, FfnKind, FieldError, ModelConfig, MoeSettings};
+use scalelab_config::{
+    ConfigError, FfnConfig, FfnKind, FieldError, ModelConfig, MoeSettings, ParseError,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::flops::{pflops_days, training_flops_per_token, Convention, ConventionError};
@@ -196,13 +198,8 @@ pub enum PlanError {
         source: std::io::Error,
     },
     /// Not YAML of the plan schema (syntax, unknown key, wrong type, missing key).
-    #[error("{origin}: {message}")]
-    Parse {
-        /// The file, or `<string>`.
-        origin: String,
-        /// The parser's message with line and column.
-        message: String,
-    },
+    #[error(transparent)]
+    Parse(#[from] ParseError),
     /// A value breaks a rule.
     #[error("{origin}: {error}")]
     Invalid {
@@ -323,10 +320,7 @@ pub fn plan_from_file(path: impl AsRef<Path>) -> Result<Plan, PlanError> {
 /// Resolves a plan spec given as text; relative config paths are taken from `base_dir`, and
 /// errors are prefixed with `origin`.
 pub fn plan_from_str(text: &str, base_dir: &Path, origin: &str) -> Result<Plan, PlanError> {
-    let spec: PlanSpec = serde_saphyr::from_str(text).map_err(|e| PlanError::Parse {
-        origin: origin.to_string(),
-        message: scalelab_config::yaml_message(e),
-    })?;
+    let spec: PlanSpec = scalelab_config::parse_yaml(text, origin)?;
     Resolver {
         origin: origin.to_string(),
         base_dir: base_dir.to_path_buf(),

@@ -172,13 +172,7 @@ impl SweepSpec {
                 )));
             }
         }
-        if self.seeds.is_empty() {
-            return Err(SweepError::Invalid(FieldError::new(
-                "seeds",
-                "[]",
-                "give at least one seed",
-            )));
-        }
+        self.check_seeds()?;
         if let Some(b) = self.budgets.iter().find(|b| b.is_nan() || **b <= 0.0) {
             return Err(SweepError::Invalid(FieldError::new(
                 "budgets",
@@ -233,6 +227,18 @@ impl SweepSpec {
         Ok(runs)
     }
 
+    /// Every sweep trains at least one seed.
+    fn check_seeds(&self) -> Result<(), SweepError> {
+        if self.seeds.is_empty() {
+            return Err(SweepError::Invalid(FieldError::new(
+                "seeds",
+                "[]",
+                "give at least one seed",
+            )));
+        }
+        Ok(())
+    }
+
     /// The runs of the IsoFLOP plan spec at `path`, each trained for its budget with this
     /// sweep's settings; the plan's sequence length and FLOP convention are the runs'.
     fn plan_isoflop(&self, path: &Path) -> Result<Vec<PlannedRun>, SweepError> {
@@ -253,13 +259,7 @@ impl SweepSpec {
                  remove it, or drop `plan:`",
             )));
         }
-        if self.seeds.is_empty() {
-            return Err(SweepError::Invalid(FieldError::new(
-                "seeds",
-                "[]",
-                "give at least one seed",
-            )));
-        }
+        self.check_seeds()?;
         let plan = scalelab_scaling::plan::plan_from_file(path)?;
         let default_len = TrainSettings::default().seq_len;
         if self.train.seq_len != plan.seq_len && self.train.seq_len != default_len {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use burn::backend::{Autodiff, NdArray};
-use scalelab_sweep::{run_sweep, RunOutcome, SweepOptions, SweepSpec};
+use scalelab_sweep::{run_sweep, PlannedRun, RunOutcome, SweepError, SweepOptions, SweepSpec};
 
 type B = Autodiff<NdArray>;
 
@@ -15,6 +15,24 @@ fn data(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data")
         .join(name)
+}
+
+/// A sweep file and the runs it plans.
+fn planned(path: &Path) -> (SweepSpec, Vec<PlannedRun>) {
+    let spec = SweepSpec::from_yaml_file(path).unwrap();
+    let runs = spec.plan(path).unwrap();
+    (spec, runs)
+}
+
+/// Runs the sweep into `dir` on the default device.
+fn sweep(
+    spec: &SweepSpec,
+    runs: &[PlannedRun],
+    dir: &Path,
+    opts: &SweepOptions,
+    on_done: impl FnMut(&PlannedRun, &RunOutcome) + Send,
+) -> Result<Vec<RunOutcome>, SweepError> {
+    run_sweep::<B>(spec, runs, dir, &Default::default(), opts, on_done)
 }
 
 fn opts(stop: Option<Arc<AtomicBool>>) -> SweepOptions {
@@ -29,9 +47,7 @@ fn opts(stop: Option<Arc<AtomicBool>>) -> SweepOptions {
 
 #[test]
 fn tiny_sweep_runs_resumes_and_reports() {
-    let spec_path = data("tiny.yaml");
-    let spec = SweepSpec::from_yaml_file(&spec_path).unwrap();
-    let runs = spec.plan(&spec_path).unwrap();
+    let (spec, runs) = planned(&data("tiny.yaml"));
     assert_eq!(runs.len(), 2 * 2 * 3);
     let dir = tempfile::tempdir().unwrap();
 
@@ -40,18 +56,11 @@ fn tiny_sweep_runs_resumes_and_reports() {
     let flag = stop.clone();
     let mut o = opts(Some(stop));
     o.jobs = 1;
-    let first = run_sweep::<B>(
-        &spec,
-        &runs,
-        dir.path(),
-        &Default::default(),
-        &o,
-        |_, outcome| {
-            if matches!(outcome, RunOutcome::Done(_)) {
-                flag.store(true, Ordering::SeqCst);
-            }
-        },
-    )
+    let first = sweep(&spec, &runs, dir.path(), &o, |_, outcome| {
+        if matches!(outcome, RunOutcome::Done(_)) {
+            flag.store(true, Ordering::SeqCst);
+        }
+    })
     .unwrap();
     let done: Vec<usize> = (0..runs.len())
         .filter(|&i| matches!(first[i], RunOutcome::Done(_)))
@@ -70,16 +79,9 @@ fn tiny_sweep_runs_resumes_and_reports() {
 
     // Rerun: the finished run is skipped, the rest complete.
     let mut reran = Vec::new();
-    let all = run_sweep::<B>(
-        &spec,
-        &runs,
-        dir.path(),
-        &Default::default(),
-        &opts(None),
-        |run, _| {
-            reran.push(run.name.clone());
-        },
-    )
+    let all = sweep(&spec, &runs, dir.path(), &opts(None), |run, _| {
+        reran.push(run.name.clone());
+    })
     .unwrap();
     assert!(all.iter().all(|o| matches!(o, RunOutcome::Done(_))));
     assert!(
@@ -134,13 +136,11 @@ fn a_failing_run_is_recorded_and_the_sweep_goes_on() {
         ),
     )
     .unwrap();
-    let spec = SweepSpec::from_yaml_file(&spec_path).unwrap();
-    let runs = spec.plan(&spec_path).unwrap();
-    let out = run_sweep::<B>(
+    let (spec, runs) = planned(&spec_path);
+    let out = sweep(
         &spec,
         &runs,
         &dir.path().join("sweep"),
-        &Default::default(),
         &opts(None),
         |_, _| {},
     )
@@ -163,20 +163,10 @@ fn a_failing_run_is_recorded_and_the_sweep_goes_on() {
 
 #[test]
 fn a_sweep_directory_in_use_is_refused_before_anything_is_written() {
-    let spec_path = data("tiny.yaml");
-    let spec = SweepSpec::from_yaml_file(&spec_path).unwrap();
-    let runs = spec.plan(&spec_path).unwrap();
+    let (spec, runs) = planned(&data("tiny.yaml"));
     let dir = tempfile::tempdir().unwrap();
     let _held = scalelab_train::lock::DirLock::acquire(dir.path(), "sweep").unwrap();
-    let err = run_sweep::<B>(
-        &spec,
-        &runs,
-        dir.path(),
-        &Default::default(),
-        &opts(None),
-        |_, _| {},
-    )
-    .unwrap_err();
+    let err = sweep(&spec, &runs, dir.path(), &opts(None), |_, _| {}).unwrap_err();
     let msg = err.to_string();
     assert!(
         msg.contains("sweep directory") && msg.contains(&std::process::id().to_string()),
@@ -219,9 +209,7 @@ fn bad_sweep_files_name_the_run_the_path_and_the_rule() {
 
 #[test]
 fn a_plan_spec_sweep_trains_the_planners_runs() {
-    let path = data("plan_sweep.yaml");
-    let spec = SweepSpec::from_yaml_file(&path).unwrap();
-    let runs = spec.plan(&path).unwrap();
+    let (_, runs) = planned(&data("plan_sweep.yaml"));
     let plan_path = data("../../../../experiments/plans/attention-isoflop-quick.yaml");
     let plan = scalelab_scaling::plan::plan_from_file(&plan_path).unwrap();
     assert_eq!(runs.len(), 2 * plan.runs.len());
@@ -262,37 +250,28 @@ fn a_plan_spec_sweep_trains_the_planners_runs() {
 fn a_plan_spec_sweep_refuses_its_own_axes_and_budgets() {
     let dir = tempfile::tempdir().unwrap();
     let plan = data("../../../../experiments/plans/attention-isoflop-quick.yaml");
-    for (extra, field) in [
-        ("budgets: [1.0e12]", "budgets"),
-        ("axes: { grid: { layers: [2] } }", "axes"),
-    ] {
+    // The error of planning a sweep of the plan spec with `extra` added.
+    let plan_err = |extra: &str| {
         let path = dir.path().join("s.yaml");
         std::fs::write(
             &path,
             format!("name: s\nplan: {}\n{extra}\n", plan.display()),
         )
         .unwrap();
-        let e = SweepSpec::from_yaml_file(&path)
+        SweepSpec::from_yaml_file(&path)
             .unwrap()
             .plan(&path)
             .unwrap_err()
-            .to_string();
+            .to_string()
+    };
+    for (extra, field) in [
+        ("budgets: [1.0e12]", "budgets"),
+        ("axes: { grid: { layers: [2] } }", "axes"),
+    ] {
+        let e = plan_err(extra);
         assert!(e.starts_with(field) && e.contains("plan spec"), "{e}");
     }
-    let path = dir.path().join("s.yaml");
-    std::fs::write(
-        &path,
-        format!(
-            "name: s\nplan: {}\ntrain: {{ seq_len: 99 }}\n",
-            plan.display()
-        ),
-    )
-    .unwrap();
-    let e = SweepSpec::from_yaml_file(&path)
-        .unwrap()
-        .plan(&path)
-        .unwrap_err()
-        .to_string();
+    let e = plan_err("train: { seq_len: 99 }");
     assert!(
         e.contains("train.seq_len = 99") && e.contains("seq_len = 256"),
         "{e}"

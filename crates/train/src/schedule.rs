@@ -42,28 +42,34 @@ mod tests {
         }
     }
 
+    /// Asserts that the rate at `step` of 110 steps is `want`, to rounding.
+    fn assert_lr(t: &TrainSettings, step: u64, want: f64) {
+        let lr = learning_rate(t, step, 110);
+        assert!((lr - want).abs() < 1e-12, "step {step}: {lr}, not {want}");
+    }
+
     #[test]
     fn warmup_rises_linearly_to_the_peak() {
         let t = settings(Schedule::Constant);
-        assert!((learning_rate(&t, 0, 110) - 0.1).abs() < 1e-12);
-        assert!((learning_rate(&t, 4, 110) - 0.5).abs() < 1e-12);
-        assert!((learning_rate(&t, 9, 110) - 1.0).abs() < 1e-12);
+        assert_lr(&t, 0, 0.1);
+        assert_lr(&t, 4, 0.5);
+        assert_lr(&t, 9, 1.0);
         assert_eq!(learning_rate(&t, 100, 110), 1.0);
     }
 
     #[test]
     fn cosine_ends_at_the_floor_and_halves_in_the_middle() {
         let t = settings(Schedule::Cosine);
-        assert!((learning_rate(&t, 10, 110) - 1.0).abs() < 1e-12);
-        assert!((learning_rate(&t, 60, 110) - 0.55).abs() < 1e-12);
-        assert!((learning_rate(&t, 110, 110) - 0.1).abs() < 1e-12);
+        assert_lr(&t, 10, 1.0);
+        assert_lr(&t, 60, 0.55);
+        assert_lr(&t, 110, 0.1);
     }
 
     #[test]
     fn wsd_is_stable_then_decays_linearly() {
         let t = settings(Schedule::Wsd);
         assert_eq!(learning_rate(&t, 50, 110), 1.0);
-        assert!((learning_rate(&t, 85, 110) - 0.55).abs() < 1e-12);
-        assert!((learning_rate(&t, 110, 110) - 0.1).abs() < 1e-12);
+        assert_lr(&t, 85, 0.55);
+        assert_lr(&t, 110, 0.1);
     }
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use burn::backend::{Autodiff, NdArray};
-use scalelab_train::{train, Budget, RunConfig, TrainError, TrainOptions};
+use scalelab_train::{train, Budget, RunConfig, Summary, TrainError, TrainOptions};
 
 type B = Autodiff<NdArray>;
 
@@ -48,6 +48,11 @@ fn opts(resume: bool) -> TrainOptions {
     }
 }
 
+/// Trains `run` in `dir` on the default device, from scratch or resuming its latest checkpoint.
+fn train_in(run: &RunConfig, dir: &Path, resume: bool) -> Result<Summary, TrainError> {
+    train::<B>(run, dir, &Default::default(), &opts(resume))
+}
+
 fn losses(dir: &Path) -> Vec<(u64, f64)> {
     std::fs::read_to_string(dir.join("metrics.jsonl"))
         .unwrap()
@@ -64,7 +69,7 @@ fn loss_falls_on_the_synthetic_language() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let run = tiny_run(150);
-    let s = train::<B>(&run, dir.path(), &Default::default(), &opts(false)).unwrap();
+    let s = train_in(&run, dir.path(), false).unwrap();
     let l = losses(dir.path());
     let first = l[0].1;
     assert!(
@@ -94,9 +99,9 @@ fn same_seed_repeats_bit_for_bit_and_resume_equals_no_interruption() {
     let _serial = serial();
     let run = tiny_run(40);
     let whole = tempfile::tempdir().unwrap();
-    train::<B>(&run, whole.path(), &Default::default(), &opts(false)).unwrap();
+    train_in(&run, whole.path(), false).unwrap();
     let again = tempfile::tempdir().unwrap();
-    train::<B>(&run, again.path(), &Default::default(), &opts(false)).unwrap();
+    train_in(&run, again.path(), false).unwrap();
     assert_eq!(
         losses(whole.path()),
         losses(again.path()),
@@ -126,7 +131,7 @@ fn same_seed_repeats_bit_for_bit_and_resume_equals_no_interruption() {
         !partial.completed && partial.steps < 40,
         "the run should have stopped early"
     );
-    let resumed = train::<B>(&run, &dir, &Default::default(), &opts(true)).unwrap();
+    let resumed = train_in(&run, &dir, true).unwrap();
     assert!(resumed.completed);
     assert_eq!(
         losses(&dir),
@@ -140,8 +145,8 @@ fn existing_run_is_not_overwritten_and_changed_config_is_refused() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let run = tiny_run(5);
-    train::<B>(&run, dir.path(), &Default::default(), &opts(false)).unwrap();
-    let err = train::<B>(&run, dir.path(), &Default::default(), &opts(false)).unwrap_err();
+    train_in(&run, dir.path(), false).unwrap();
+    let err = train_in(&run, dir.path(), false).unwrap_err();
     assert!(
         matches!(err, TrainError::RunExists { step: 5, .. }),
         "{err}"
@@ -149,7 +154,7 @@ fn existing_run_is_not_overwritten_and_changed_config_is_refused() {
     assert!(err.to_string().contains("--resume"));
     let mut changed = run.clone();
     changed.train.lr = 1e-2;
-    let err = train::<B>(&changed, dir.path(), &Default::default(), &opts(true)).unwrap_err();
+    let err = train_in(&changed, dir.path(), true).unwrap_err();
     assert!(matches!(err, TrainError::ConfigChanged { .. }), "{err}");
     assert!(err.to_string().contains("lr"), "{err}");
 }
@@ -159,7 +164,7 @@ fn existing_run_is_not_overwritten_and_changed_config_is_refused() {
 fn killed_run(dir: &Path) -> RunConfig {
     let mut run = tiny_run(15);
     run.train.keep_checkpoints = 3;
-    train::<B>(&run, dir, &Default::default(), &opts(false)).unwrap();
+    train_in(&run, dir, false).unwrap();
     std::fs::remove_file(dir.join("summary.json")).unwrap();
     run
 }
@@ -205,7 +210,7 @@ fn resume_takes_the_newest_intact_checkpoint_whatever_latest_says() {
     let whole = tempfile::tempdir().unwrap();
     let mut run = tiny_run(15);
     run.train.keep_checkpoints = 3;
-    train::<B>(&run, whole.path(), &Default::default(), &opts(false)).unwrap();
+    train_in(&run, whole.path(), false).unwrap();
     type Damage = fn(&Path);
     let damage: [(&str, Damage); 4] = [
         ("truncated model", |d| {
@@ -226,8 +231,7 @@ fn resume_takes_the_newest_intact_checkpoint_whatever_latest_says() {
         let dir = tempfile::tempdir().unwrap();
         let run = killed_run(dir.path());
         damage(dir.path());
-        let s = train::<B>(&run, dir.path(), &Default::default(), &opts(true))
-            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let s = train_in(&run, dir.path(), true).unwrap_or_else(|e| panic!("{what}: {e}"));
         assert!(s.completed, "{what}");
         assert_eq!(losses(dir.path()), losses(whole.path()), "{what}");
         assert_eq!(session_starts(dir.path()), vec![11], "{what}");
@@ -243,7 +247,7 @@ fn resume_without_an_intact_checkpoint_refuses_and_changes_nothing() {
         truncate(&checkpoint(dir.path(), step).join("optim.mpk"));
     }
     let metrics = std::fs::read(dir.path().join("metrics.jsonl")).unwrap();
-    let err = train::<B>(&run, dir.path(), &Default::default(), &opts(true)).unwrap_err();
+    let err = train_in(&run, dir.path(), true).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, TrainError::Checkpoint { .. }), "{msg}");
     for step in ["step-00000005", "step-00000010", "step-00000015"] {
@@ -268,7 +272,7 @@ fn stale_temporary_checkpoints_are_cleaned_at_start() {
     let stale = dir.path().join("checkpoints/.step-00000020.tmp-4242");
     std::fs::create_dir_all(&stale).unwrap();
     std::fs::write(stale.join("model.mpk"), b"half").unwrap();
-    train::<B>(&run, dir.path(), &Default::default(), &opts(true)).unwrap();
+    train_in(&run, dir.path(), true).unwrap();
     assert!(!stale.exists());
 }
 
@@ -277,7 +281,7 @@ fn resuming_a_finished_run_changes_nothing() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let run = tiny_run(10);
-    let done = train::<B>(&run, dir.path(), &Default::default(), &opts(false)).unwrap();
+    let done = train_in(&run, dir.path(), false).unwrap();
     let snapshot = |d: &Path| {
         let mut files: Vec<(String, Vec<u8>)> = walk(d)
             .into_iter()
@@ -288,7 +292,7 @@ fn resuming_a_finished_run_changes_nothing() {
         files
     };
     let before = snapshot(dir.path());
-    let again = train::<B>(&run, dir.path(), &Default::default(), &opts(true)).unwrap();
+    let again = train_in(&run, dir.path(), true).unwrap();
     assert_eq!(snapshot(dir.path()), before);
     assert_eq!(again.steps, done.steps);
     assert_eq!(again.train_loss, done.train_loss);
@@ -312,7 +316,7 @@ fn a_run_directory_in_use_is_refused_naming_the_holder() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let _held = scalelab_train::lock::DirLock::acquire(dir.path(), "run").unwrap();
-    let err = train::<B>(&tiny_run(5), dir.path(), &Default::default(), &opts(false)).unwrap_err();
+    let err = train_in(&tiny_run(5), dir.path(), false).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, TrainError::Locked { .. }), "{msg}");
     assert!(
@@ -330,7 +334,7 @@ fn diverging_loss_stops_with_step_and_last_checkpoint() {
     run.train.lr = 1e9;
     run.train.warmup_steps = 0;
     run.train.grad_clip = 0.0;
-    let err = train::<B>(&run, dir.path(), &Default::default(), &opts(false)).unwrap_err();
+    let err = train_in(&run, dir.path(), false).unwrap_err();
     match &err {
         TrainError::NonFinite { step, .. } => assert!(*step >= 1),
         other => panic!("expected a non-finite loss, got {other}"),

@@ -1,11 +1,10 @@
 //! `scalelab sweep FILE [--out DIR] [--dry-run] [--jobs N]`.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use scalelab_sweep::{finished, run_sweep, RunOutcome, SweepOptions, SweepSpec};
 
 use crate::backend;
@@ -96,15 +95,9 @@ pub fn run(args: &Args) -> Result<()> {
         return Ok(());
     }
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
-        }
-        eprintln!("\nstopping: checkpointing the runs in flight (Ctrl-C again to abort)");
-    })
-    .context("cannot install the Ctrl-C handler")?;
+    let stop = super::stop_on_ctrl_c(
+        "stopping: checkpointing the runs in flight (Ctrl-C again to abort)",
+    )?;
     let mut runs = runs;
     for run in &mut runs {
         let t = &mut run.config.train;
@@ -129,10 +122,7 @@ pub fn run(args: &Args) -> Result<()> {
         progress: args.jobs <= 1,
         stop: Some(stop.clone()),
         cache_dir: args.cache_dir.clone(),
-        max_memory: args
-            .max_memory
-            .map(super::gib)
-            .or_else(backend::memory_limit),
+        max_memory: super::max_memory(args.max_memory),
     };
     let outcomes = run_sweep::<backend::Train>(
         &spec,

@@ -1,10 +1,9 @@
 //! `scalelab train CONFIG [--out DIR] [--resume] [overrides]`.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use scalelab_train::{train, Precision, RunConfig, TrainOptions};
 
 use crate::backend;
@@ -104,17 +103,9 @@ pub fn run(args: &Args) -> Result<()> {
         .clone()
         .unwrap_or_else(|| PathBuf::from("runs").join(&name));
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
-        }
-        eprintln!(
-            "\nstopping: finishing this step and writing a checkpoint (Ctrl-C again to abort)"
-        );
-    })
-    .context("cannot install the Ctrl-C handler")?;
+    let stop = super::stop_on_ctrl_c(
+        "stopping: finishing this step and writing a checkpoint (Ctrl-C again to abort)",
+    )?;
 
     let p = cfg.model.param_count();
     eprintln!(
@@ -131,10 +122,7 @@ pub fn run(args: &Args) -> Result<()> {
         progress: !args.quiet,
         stop: Some(stop.clone()),
         cache_dir: args.cache_dir.clone(),
-        max_memory: args
-            .max_memory
-            .map(super::gib)
-            .or_else(backend::memory_limit),
+        max_memory: super::max_memory(args.max_memory),
     };
     backend::kernel_cache(
         &args.cache_dir.join("cubecl"),

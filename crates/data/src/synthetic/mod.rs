@@ -14,7 +14,6 @@ use crate::error::DataError;
 use crate::probes::RecallSyntax;
 use crate::rng::{domain, Rng};
 use crate::{splice_haystack, Dataset, EntropyEstimate, Haystack, Split};
-use chain::Chain;
 use process::{Language, State};
 
 /// A seeded synthetic language: Zipfian words from a Markov chain, nested typed brackets, copies of
@@ -43,21 +42,8 @@ impl SyntheticLanguage {
         if seq_len == 0 {
             return Err(DataError::invalid("seq_len", 0, "must be at least 1"));
         }
-        let layout = TokenLayout::new(cfg);
-        let mut rng = Rng::new(cfg.seed, domain::LANGUAGE, 0);
-        let chain = Chain::new(
-            layout.words.len(),
-            cfg.zipf_exponent,
-            cfg.markov.strength,
-            cfg.markov.couplings,
-            &mut rng,
-        );
         Ok(Self {
-            lang: Language {
-                cfg: cfg.clone(),
-                layout,
-                chain,
-            },
+            lang: Language::new(cfg.clone()),
             seq_len,
             entropy: OnceLock::new(),
         })

@@ -6,7 +6,7 @@ use std::ops::Range;
 
 use super::chain::Chain;
 use crate::config::SyntheticConfig;
-use crate::rng::Rng;
+use crate::rng::{domain, Rng};
 
 /// Where each kind of token sits in a synthetic language's vocabulary (ids ascending in this
 /// order: words, opens, closes, copy markers, `fact`, `query`, keys, values).
@@ -108,6 +108,22 @@ pub(crate) struct Language {
     pub(crate) cfg: SyntheticConfig,
     pub(crate) layout: TokenLayout,
     pub(crate) chain: Chain,
+}
+
+impl Language {
+    /// The language of a validated `cfg`: its layout, and its word chain drawn from `cfg.seed`.
+    pub(crate) fn new(cfg: SyntheticConfig) -> Self {
+        let layout = TokenLayout::new(&cfg);
+        let mut rng = Rng::new(cfg.seed, domain::LANGUAGE, 0);
+        let chain = Chain::new(
+            layout.words.len(),
+            cfg.zipf_exponent,
+            cfg.markov.strength,
+            cfg.markov.couplings,
+            &mut rng,
+        );
+        Self { cfg, layout, chain }
+    }
 }
 
 /// Where the parser is inside a multi-token segment.
@@ -562,20 +578,6 @@ impl Language {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rng::domain;
-
-    fn language(cfg: SyntheticConfig) -> Language {
-        let layout = TokenLayout::new(&cfg);
-        let mut rng = Rng::new(cfg.seed, domain::LANGUAGE, 0);
-        let chain = Chain::new(
-            layout.words.len(),
-            cfg.zipf_exponent,
-            cfg.markov.strength,
-            cfg.markov.couplings,
-            &mut rng,
-        );
-        Language { cfg, layout, chain }
-    }
 
     /// At every step of many sequences the distribution sums to one over the vocabulary, its
     /// entropy matches `-sum p ln p`, and the sampled token has positive probability.
@@ -588,7 +590,7 @@ mod tests {
         cfg.copy.prob = 0.1;
         cfg.facts.state_prob = 0.08;
         cfg.facts.query_prob = 0.1;
-        let lang = language(cfg);
+        let lang = Language::new(cfg);
         let v = lang.cfg.vocab_size as u32;
         let mut rng = Rng::new(5, 0, 0);
         let mut modes = std::collections::HashSet::new();
@@ -624,7 +626,7 @@ mod tests {
     fn sampling_matches_the_stated_probabilities() {
         let mut cfg = SyntheticConfig::default();
         cfg.copy.prob = 0.1;
-        let lang = language(cfg);
+        let lang = Language::new(cfg);
         let mut rng = Rng::new(6, 0, 0);
         let mut state = State::new(&lang, true);
         let mut checked = 0;
@@ -655,7 +657,7 @@ mod tests {
 
     #[test]
     fn traced_generation_is_plain_generation_and_scores_itself() {
-        let lang = language(SyntheticConfig::default());
+        let lang = Language::new(SyntheticConfig::default());
         let plain = lang.generate(&mut Rng::new(1, 2, 3), 700);
         let traced = lang.generate_traced(&mut Rng::new(1, 2, 3), 700);
         assert_eq!(plain, traced.tokens);
