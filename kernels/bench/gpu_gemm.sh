@@ -15,7 +15,7 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$FINAL/g
 gunzip -c .gpu/scalelab.gz > /tmp/scalelab && chmod +x /tmp/scalelab
 if [ -z "${SKIP_TESTS:-}" ]; then
   gunzip -c .gpu/cuda_gemm.gz > /tmp/cuda_gemm && chmod +x /tmp/cuda_gemm
-  timeout 240 /tmp/cuda_gemm --test-threads 1 2>&1 | tee "$FINAL/cuda-gemm-tests.log" | grep -E "test |result|skipped|panicked"
+  timeout 420 /tmp/cuda_gemm --test-threads 1 2>&1 | tee "$FINAL/cuda-gemm-tests.log" | grep -E "test |result|skipped|panicked"
 fi
 : > "$FINAL/gemm.jsonl"
 for dt in ${DTYPES:-bf16 f32}; do

@@ -61,7 +61,7 @@ pub fn run(args: &GemmArgs) -> Result<()> {
         "f32" => FloatDType::F32,
         other => bail!("--dtype {other:?}: accepted are bf16, f16 and f32"),
     };
-    if !(args.seconds > 0.0) {
+    if args.seconds.is_nan() || args.seconds <= 0.0 {
         bail!("--seconds must be positive, got {}", args.seconds);
     }
     let shapes = args
