@@ -171,27 +171,26 @@ fn batched_products_of_experts_and_attention_match_burn() {
     else {
         return;
     };
-    for dtype in [FloatDType::BF16] {
-        // MoE: 8 experts, capacity 4096 tokens, width 1024.
-        let buf = random([8, 4096, 768], dtype, &device);
-        let w1 = random([8, 768, 1024], dtype, &device);
-        let h = random([8, 4096, 1024], dtype, &device);
-        compare("experts x W1", buf.clone(), w1.clone(), dtype);
-        compare("experts h W1^T", h.clone(), w1.swap_dims(1, 2), dtype);
-        compare("experts x^T h", buf.swap_dims(1, 2), h, dtype);
-        // Attention: [batch, kv heads, rows, d] x k^T, 4-D batch.
-        let q = random([4, 3, 256, 64], dtype, &device);
-        let k = random([4, 3, 200, 64], dtype, &device);
-        compare(
-            "attention q k^T",
-            q.clone(),
-            k.clone().swap_dims(2, 3),
-            dtype,
-        );
-        let p = random([4, 3, 256, 200], dtype, &device);
-        compare("attention p v", p.clone(), k.clone(), dtype);
-        compare("attention p^T q", p.swap_dims(2, 3), q, dtype);
-    }
+    let dtype = FloatDType::BF16;
+    // MoE: 8 experts, capacity 4096 tokens, width 1024.
+    let buf = random([8, 4096, 768], dtype, &device);
+    let w1 = random([8, 768, 1024], dtype, &device);
+    let h = random([8, 4096, 1024], dtype, &device);
+    compare("experts x W1", buf.clone(), w1.clone(), dtype);
+    compare("experts h W1^T", h.clone(), w1.swap_dims(1, 2), dtype);
+    compare("experts x^T h", buf.swap_dims(1, 2), h, dtype);
+    // Attention: [batch, kv heads, rows, d] x k^T, 4-D batch.
+    let q = random([4, 3, 256, 64], dtype, &device);
+    let k = random([4, 3, 200, 64], dtype, &device);
+    compare(
+        "attention q k^T",
+        q.clone(),
+        k.clone().swap_dims(2, 3),
+        dtype,
+    );
+    let p = random([4, 3, 256, 200], dtype, &device);
+    compare("attention p v", p.clone(), k.clone(), dtype);
+    compare("attention p^T q", p.swap_dims(2, 3), q, dtype);
 }
 
 #[test]

@@ -111,6 +111,7 @@ mod chosen {
 
 /// The `chosen` module of a CPU backend: f32 only, no run-time kernels, the RAM available as
 /// the default memory limit; the CPU backends differ only in their type, name and device.
+#[cfg(not(any(feature = "cuda", feature = "wgpu")))]
 macro_rules! cpu_backend {
     ($backend:ty, $name:literal, $device:ty) => {
         mod chosen {

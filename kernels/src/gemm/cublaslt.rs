@@ -42,6 +42,7 @@ static LAUNCHES: AtomicU64 = AtomicU64::new(0);
 /// `lhs @ rhs` through cuBLASLt; the operands come back unchanged when the runtime is not CUDA,
 /// the mode is `burn`, the library is missing, or the product is one this path does not take
 /// (operands of different or non-float dtypes, or a batch dimension broadcast in part).
+#[allow(clippy::result_large_err)] // `Err` hands the operands back (a move, not an error value)
 pub fn try_gemm<R: CubeRuntime>(
     lhs: CubeTensor<R>,
     rhs: CubeTensor<R>,
@@ -193,6 +194,7 @@ thread_local! {
 }
 
 /// `lhs @ rhs` on cuBLASLt, or the operands back when this path does not take them.
+#[allow(clippy::result_large_err)] // as `try_gemm`
 fn gemm(lhs: CudaTensor, rhs: CudaTensor) -> Result<CudaTensor, (CudaTensor, CudaTensor)> {
     let dtype = lhs.dtype;
     let rank = lhs.meta.shape().num_dims();
@@ -203,7 +205,7 @@ fn gemm(lhs: CudaTensor, rhs: CudaTensor) -> Result<CudaTensor, (CudaTensor, Cud
     let batch: Vec<usize> = out_shape.as_slice()[..rank - 2].to_vec();
     let partial = |t: &CudaTensor| {
         let dims = &t.meta.shape().as_slice()[..rank - 2];
-        dims.iter().any(|&d| d == 1) && dims.iter().any(|&d| d != 1) && dims != batch.as_slice()
+        dims.contains(&1) && dims.iter().any(|&d| d != 1) && dims != batch.as_slice()
     };
     if partial(&lhs) || partial(&rhs) {
         return Err((lhs, rhs));
