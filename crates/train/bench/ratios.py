@@ -25,16 +25,17 @@ ours = load("scalelab_bench.json") or []
 warm = {r["model"]: r for r in (load("scalelab_bench_warm.json") or [])}
 gpu = open(os.path.join(out, "gpu.txt")).read().strip() if os.path.exists(os.path.join(out, "gpu.txt")) else "?"
 print(f"card: {gpu}\n")
-print("| model | precision | batch | scalelab tok/s | PyTorch tok/s | ratio | MFU % | peak GiB | first step cold / warm (s) |")
+print("| model | precision | batch | scalelab tok/s | PyTorch tok/s | ratio | MFU % | peak GiB (PyTorch) | first step cold / warm (s) |")
 print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 for r in ours:
     seq = int(r["batch"].split("x")[1])
-    a = anchor.get(f"{ANCHOR.get(r['model'].removeprefix('anchor-'), '?')}@{seq}", {}).get("tokens_per_s")
+    base = anchor.get(f"{ANCHOR.get(r['model'].removeprefix('anchor-'), '?')}@{seq}", {})
+    a = base.get("tokens_per_s")
     tps = r.get("tokens_per_s")
     ratio = f"{tps / a:.3f}" if tps and a else "-"
     f = lambda x, d=1: "-" if x is None else f"{x:.{d}f}"
     w = warm.get(r["model"], {}).get("first_step_s")
     err = f" ({r['error']})" if r.get("error") else ""
     print(f"| {r['model']} | {r['precision']} | {r['batch']} | {f(tps, 0)}{err} | {f(a, 0)} | {ratio} | "
-          f"{f(r['mfu'] * 100 if r.get('mfu') else None)} | {f(r.get('peak_memory_gib'))} | "
+          f"{f(r['mfu'] * 100 if r.get('mfu') else None)} | {f(r.get('peak_memory_gib'))} ({f(base.get('peak_reserved_gib'))}) | "
           f"{f(r.get('first_step_s'))} / {f(w)} |")

@@ -1,8 +1,9 @@
 # Training-throughput anchor: a PyTorch (eager, bf16 autocast) hybrid lightning/softmax decoder with
 # optional MoE, lightning core from fla's chunk_simple_gla (MiniMax decay), softmax from SDPA.
 # Prints tokens/s and model FLOPs utilisation for a few configs. Public APIs only.
-# A copy of shared/bench/torch_train_anchor.py with two filters: ANCHOR_T (e.g. "2048", default
-# both lengths) and ANCHOR_MODELS (comma-separated names of CFGS, default all).
+# A copy of shared/bench/torch_train_anchor.py with two filters, ANCHOR_T (e.g. "2048", default
+# both lengths) and ANCHOR_MODELS (comma-separated names of CFGS, default all), and the peak
+# memory PyTorch's allocator reserved per model (peak_reserved_gib), to set beside scalelab's.
 import math, os, sys, time, json
 import torch, torch.nn as nn, torch.nn.functional as F
 from fla.ops.simple_gla import chunk_simple_gla
@@ -113,7 +114,7 @@ for T, B in ((2048, 16), (8192, 4)):
     if T not in only_t: continue
     for name, cfg in CFGS.items():
         if name not in only_m: continue
-        torch.manual_seed(0)
+        torch.manual_seed(0); torch.cuda.reset_peak_memory_stats()
         m = Model(cfg).to(dev); opt = torch.optim.AdamW(m.parameters(), lr=3e-4, fused=True)
         n = sum(p.numel() for p in m.parameters())
         t = torch.randint(0, cfg["V"], (B, T), device=dev)
@@ -126,8 +127,11 @@ for T, B in ((2048, 16), (8192, 4)):
         for _ in range(N): l = step()
         torch.cuda.synchronize(); dt = (time.time() - t0) / N
         tps = B * T / dt; mfu = tps * flops_per_token(cfg, T) / PEAK
-        res[f"{name}@{T}"] = dict(params=n, tokens_per_s=round(tps), mfu=round(mfu, 3), loss=float(l))
-        print(f"{name:24s} T={T:5d} B={B:2d} params={n/1e6:6.1f}M tok/s={tps:9.0f} MFU={mfu*100:5.1f}%", flush=True)
+        peak = torch.cuda.max_memory_reserved() / 2**30
+        res[f"{name}@{T}"] = dict(params=n, tokens_per_s=round(tps), mfu=round(mfu, 3), loss=float(l),
+                                  peak_reserved_gib=round(peak, 1))
+        print(f"{name:24s} T={T:5d} B={B:2d} params={n/1e6:6.1f}M tok/s={tps:9.0f} MFU={mfu*100:5.1f}% "
+              f"peak={peak:.1f}GiB", flush=True)
         del m, opt; torch.cuda.empty_cache()
 out = os.environ.get("OUT")
 if out: json.dump(res, open(os.path.join(out, "torch_train_anchor.json"), "w"), indent=1)
