@@ -130,6 +130,16 @@ fn compare<const D: usize>(
     );
 }
 
+/// [`compare`] on fresh random `[m, k] x [k, n]` operands.
+fn compare_fresh(what: &str, [m, k, n]: [usize; 3], dtype: FloatDType, device: &CudaDevice) {
+    compare(
+        what,
+        random([m, k], dtype, device),
+        random([k, n], dtype, device),
+        dtype,
+    );
+}
+
 /// The linear layers of the 125M anchors at 16 x 2048 tokens (`MxKxN`): qkv, FFN in, FFN out
 /// and the head, each as its forward, input-gradient and weight-gradient product.
 const ANCHOR: [[usize; 3]; 4] = [
@@ -202,24 +212,9 @@ fn odd_sliced_and_broadcast_products_match_burn() {
         let a = random([37, 53], dtype, &device);
         let b = random([53, 71], dtype, &device);
         compare("37x53x71", a.clone(), b.clone(), dtype);
-        compare(
-            "unit rows",
-            random([1, 129], dtype, &device),
-            random([129, 3], dtype, &device),
-            dtype,
-        );
-        compare(
-            "unit inner",
-            random([130, 1], dtype, &device),
-            random([1, 7], dtype, &device),
-            dtype,
-        );
-        compare(
-            "unit cols",
-            random([65, 33], dtype, &device),
-            random([33, 1], dtype, &device),
-            dtype,
-        );
+        compare_fresh("unit rows", [1, 129, 3], dtype, &device);
+        compare_fresh("unit inner", [130, 1, 7], dtype, &device);
+        compare_fresh("unit cols", [65, 33, 1], dtype, &device);
         // Rows of a wider matrix: leading dimension 53 for 40 columns.
         compare(
             "sliced lhs",
