@@ -9,6 +9,7 @@
 pub mod attention;
 pub mod gemm;
 pub mod lightning;
+mod overrides;
 
 pub use attention::AttentionBackend;
 pub use gemm::GemmBackend;

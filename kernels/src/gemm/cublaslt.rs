@@ -194,7 +194,8 @@ thread_local! {
 }
 
 /// `lhs @ rhs` on cuBLASLt, or the operands back when this path does not take them.
-#[allow(clippy::result_large_err)] // as `try_gemm`
+// `result_large_err` as `try_gemm`; `manual_contains`: the form that ran on the GPU, kept as is.
+#[allow(clippy::result_large_err, clippy::manual_contains)]
 fn gemm(lhs: CudaTensor, rhs: CudaTensor) -> Result<CudaTensor, (CudaTensor, CudaTensor)> {
     let dtype = lhs.dtype;
     let rank = lhs.meta.shape().num_dims();
@@ -205,7 +206,7 @@ fn gemm(lhs: CudaTensor, rhs: CudaTensor) -> Result<CudaTensor, (CudaTensor, Cud
     let batch: Vec<usize> = out_shape.as_slice()[..rank - 2].to_vec();
     let partial = |t: &CudaTensor| {
         let dims = &t.meta.shape().as_slice()[..rank - 2];
-        dims.contains(&1) && dims.iter().any(|&d| d != 1) && dims != batch.as_slice()
+        dims.iter().any(|&d| d == 1) && dims.iter().any(|&d| d != 1) && dims != batch.as_slice()
     };
     if partial(&lhs) || partial(&rhs) {
         return Err((lhs, rhs));

@@ -135,14 +135,7 @@ pub fn mode() -> GemmMode {
 /// Runs `f` with `mode` in force on this thread: a test or benchmark comparing the paths in one
 /// process (use `CubeBackend` without fusion, whose products run when called).
 pub fn with_mode<T>(mode: GemmMode, f: impl FnOnce() -> T) -> T {
-    struct Restore(Option<GemmMode>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            OVERRIDE.with(|o| o.set(self.0));
-        }
-    }
-    let _restore = Restore(OVERRIDE.with(|o| o.replace(Some(mode))));
-    f()
+    crate::overrides::with_override(&OVERRIDE, mode, f)
 }
 
 /// The backward node of [`GemmBackend::gemm`] under `Autodiff`: `dlhs = grad rhs^T` and

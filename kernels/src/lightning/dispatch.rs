@@ -195,14 +195,7 @@ pub fn settings() -> Settings {
 /// them; Burn's fusion backend may run its custom operations later, so use `CubeBackend` (no
 /// fusion) under an override.
 pub fn with_settings<T>(settings: Settings, f: impl FnOnce() -> T) -> T {
-    struct Restore(Option<Settings>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            OVERRIDE.with(|o| o.set(self.0));
-        }
-    }
-    let _restore = Restore(OVERRIDE.with(|o| o.replace(Some(settings))));
-    f()
+    crate::overrides::with_override(&OVERRIDE, settings, f)
 }
 
 // ---- Devices.
