@@ -10,10 +10,12 @@ pub mod attention;
 pub mod gemm;
 pub mod lightning;
 mod overrides;
+pub mod usage;
 
 pub use attention::AttentionBackend;
 pub use gemm::GemmBackend;
 pub use lightning::LightningBackend;
+pub use overrides::UnknownSetting;
 
 /// Everything the model blocks ask of a backend: lightning and softmax attention and the matrix
 /// products. Implemented for every backend that has all three.

@@ -1,11 +1,23 @@
 //! Causal softmax attention with grouped KV heads (GQA) for the softmax layers.
 //!
 //! [`reference`] holds the plain tensor-op forward and backward. [`AttentionBackend`] is what
-//! model code calls: every backend runs the reference forward, and under `Autodiff` a backward
-//! node of its own keeps only `q, k, v`, the output and the row log-sum-exp, and recomputes the
-//! probabilities in the backward, so training keeps no `[batch, heads, t, s]` tensor between
-//! the passes (Burn's own `attention` under autodiff keeps several, in f32).
+//! model code calls: backends without kernels run the reference; the CubeCL backends run the
+//! flash kernels that [`dispatch`] chooses (`mma`: tensor cores on CUDA; `portable`: any
+//! device and dtype), directly on `CubeBackend` and as fusion custom operations under `Fusion`.
+//! Under `Autodiff` a backward node keeps only `q, k, v`, the output and the row log-sum-exp and
+//! runs the backend's backward, so no `[batch, heads, t, s]` tensor lives between the passes
+//! (Burn's own `attention` under autodiff keeps several, in f32), and with the kernels none
+//! exists at all: memory is linear in `t`.
 
+#[cfg(feature = "cubecl")]
+mod cubecl_impls;
+pub mod dispatch;
+#[cfg(feature = "cubecl")]
+pub mod launch;
+#[cfg(feature = "cubecl")]
+mod mma;
+#[cfg(feature = "cubecl")]
+mod portable;
 pub mod reference;
 
 use burn::backend::autodiff::{
@@ -37,8 +49,54 @@ pub trait AttentionBackend: GemmBackend {
         scale: f64,
     ) -> Tensor<Self, 4> {
         reference::check(&q, &k, &v);
-        reference::forward(q, k, v, scale).0
+        let (o, _) = Self::attention_forward(prim(q), prim(k), prim(v), scale);
+        tensor(o)
     }
+
+    /// The forward on checked primitives: `(o [batch, heads, t, dv], lse [batch, heads, t])`,
+    /// `lse` each row's log-sum-exp of its scaled scores in f32 (f64 for f64 inputs). Default:
+    /// [`reference::forward`].
+    fn attention_forward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        scale: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (o, lse) = reference::forward(tensor::<Self>(q), tensor(k), tensor(v), scale);
+        (o.into_primitive().tensor(), lse.into_primitive().tensor())
+    }
+
+    /// The gradients `(dq, dk, dv)` for the output's cotangent `d_o`, from the inputs, the
+    /// output and the log-sum-exp of [`Self::attention_forward`]. Default:
+    /// [`reference::backward`].
+    fn attention_backward(
+        [q, k, v, o]: [FloatTensor<Self>; 4],
+        lse: FloatTensor<Self>,
+        d_o: FloatTensor<Self>,
+        scale: f64,
+    ) -> [FloatTensor<Self>; 3] {
+        let lse = Tensor::<Self, 3>::from_primitive(TensorPrimitive::Float(lse));
+        let (dq, dk, dv) = reference::backward(
+            tensor(q),
+            tensor(k),
+            tensor(v),
+            tensor(o),
+            lse,
+            tensor(d_o),
+            scale,
+        );
+        [dq, dk, dv].map(prim)
+    }
+}
+
+/// A rank-4 tensor's primitive.
+fn prim<B: burn::tensor::backend::Backend>(x: Tensor<B, 4>) -> FloatTensor<B> {
+    x.into_primitive().tensor()
+}
+
+/// A primitive as a rank-4 tensor.
+fn tensor<B: burn::tensor::backend::Backend>(x: FloatTensor<B>) -> Tensor<B, 4> {
+    Tensor::from_primitive(TensorPrimitive::Float(x))
 }
 
 /// The backward node of softmax attention under `Autodiff`: recomputes the probabilities.
@@ -55,7 +113,7 @@ type Saved<B> = (
     f64,
 );
 
-impl<B: GemmBackend> Backward<B, 3> for SoftmaxAttentionBackward {
+impl<B: AttentionBackend> Backward<B, 3> for SoftmaxAttentionBackward {
     type State = Saved<B>;
 
     fn backward(
@@ -66,10 +124,7 @@ impl<B: GemmBackend> Backward<B, 3> for SoftmaxAttentionBackward {
     ) {
         let d_o = grads.consume::<B>(&ops.node);
         let (q, k, v, o, lse, scale) = ops.state;
-        let t4 = |x| Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(x));
-        let lse = Tensor::<B, 3>::from_primitive(TensorPrimitive::Float(lse));
-        let (dq, dk, dv) = reference::backward(t4(q), t4(k), t4(v), t4(o), lse, t4(d_o), scale);
-        let values = [dq, dk, dv].map(|x| x.into_primitive().tensor());
+        let values = B::attention_backward([q, k, v, o], lse, d_o, scale);
         for (node, value) in ops.parents.into_iter().zip(values) {
             if let Some(node) = node {
                 grads.register::<B>(node.id, value);
@@ -88,15 +143,12 @@ impl<B: AttentionBackend, C: CheckpointStrategy> AttentionBackend for Autodiff<B
         reference::check(&q, &k, &v);
         let p = |x: Tensor<Self, 4>| x.into_primitive().tensor();
         let (q, k, v) = (p(q), p(k), p(v));
-        let inner =
-            |x: &FloatTensor<B>| Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(x.clone()));
-        let (o, lse) = reference::forward(
-            inner(&q.primitive),
-            inner(&k.primitive),
-            inner(&v.primitive),
+        let (o, lse) = B::attention_forward(
+            q.primitive.clone(),
+            k.primitive.clone(),
+            v.primitive.clone(),
             scale,
         );
-        let o = o.into_primitive().tensor();
         let nodes = [q.node.clone(), k.node.clone(), v.node.clone()];
         let out = match SoftmaxAttentionBackward
             .prepare::<C>(nodes)
@@ -109,7 +161,7 @@ impl<B: AttentionBackend, C: CheckpointStrategy> AttentionBackend for Autodiff<B
                     k.primitive.clone(),
                     v.primitive.clone(),
                     o.clone(),
-                    lse.into_primitive().tensor(),
+                    lse,
                     scale,
                 );
                 prep.finish(saved, o)
@@ -118,23 +170,4 @@ impl<B: AttentionBackend, C: CheckpointStrategy> AttentionBackend for Autodiff<B
         };
         Tensor::from_primitive(TensorPrimitive::Float(out))
     }
-}
-
-#[cfg(feature = "cubecl")]
-mod cubecl_impls {
-    use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
-    use burn_fusion::{Fusion, FusionBackend};
-
-    use super::AttentionBackend;
-
-    impl<R, F, I, BT> AttentionBackend for CubeBackend<R, F, I, BT>
-    where
-        R: CubeRuntime,
-        F: FloatElement,
-        I: IntElement,
-        BT: BoolElement,
-    {
-    }
-
-    impl<B: FusionBackend + AttentionBackend> AttentionBackend for Fusion<B> {}
 }

@@ -12,7 +12,6 @@ mod cubecl_impls;
 pub mod cublaslt;
 
 use std::cell::Cell;
-use std::fmt;
 use std::sync::OnceLock;
 
 use burn::backend::autodiff::{
@@ -89,31 +88,12 @@ impl GemmMode {
 
     /// The mode `value` spells, or an error that names the variable and the accepted values.
     pub fn parse(value: &str) -> Result<Self, GemmModeError> {
-        Self::SPELLINGS
-            .iter()
-            .find(|(spelling, _)| *spelling == value)
-            .map(|(_, mode)| *mode)
-            .ok_or_else(|| GemmModeError(value.to_owned()))
+        crate::overrides::parse_setting(GEMM_VAR, &Self::SPELLINGS, value)
     }
 }
 
 /// A `SCALELAB_GEMM` value that is not one of [`GemmMode::SPELLINGS`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct GemmModeError(pub String);
-
-impl fmt::Display for GemmModeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let accepted: Vec<&str> = GemmMode::SPELLINGS.iter().map(|(s, _)| *s).collect();
-        write!(
-            f,
-            "{GEMM_VAR}={:?} is not a value it takes; accepted: {} (unset: auto)",
-            self.0,
-            accepted.join(", ")
-        )
-    }
-}
-
-impl std::error::Error for GemmModeError {}
+pub type GemmModeError = crate::overrides::UnknownSetting;
 
 thread_local! {
     static OVERRIDE: Cell<Option<GemmMode>> = const { Cell::new(None) };
@@ -126,10 +106,7 @@ pub fn mode() -> GemmMode {
         return mode;
     }
     static FROM_ENV: OnceLock<GemmMode> = OnceLock::new();
-    *FROM_ENV.get_or_init(|| match std::env::var(GEMM_VAR) {
-        Ok(value) => GemmMode::parse(&value).unwrap_or_else(|err| panic!("{err}")),
-        Err(_) => GemmMode::Auto,
-    })
+    *FROM_ENV.get_or_init(|| crate::overrides::setting_from_env(GEMM_VAR, &GemmMode::SPELLINGS))
 }
 
 /// Runs `f` with `mode` in force on this thread: a test or benchmark comparing the paths in one

@@ -112,7 +112,7 @@ fn check_indexing<R: CubeRuntime>(inputs: &[&CubeTensor<R>], out_len: usize) {
 
 /// Whether every access to `t` can move `nv` elements at once: unit stride along the last dim,
 /// every other stride and the buffer offset multiples of `nv` elements.
-fn vector_aligned<R: CubeRuntime>(t: &CubeTensor<R>, nv: usize) -> bool {
+pub(crate) fn vector_aligned<R: CubeRuntime>(t: &CubeTensor<R>, nv: usize) -> bool {
     let strides = t.meta.strides();
     let offset = t.handle.offset_start.unwrap_or(0) as usize;
     strides[3] == 1
@@ -133,7 +133,7 @@ fn tma_fits<R: CubeRuntime>(t: &CubeTensor<R>) -> bool {
 
 /// `t` itself where it is [`vector_aligned`], else a contiguous copy (a broadcast gradient, a
 /// strided view): one pass over it buys vector loads in both kernels.
-fn aligned<R: CubeRuntime>(t: CubeTensor<R>, nv: usize) -> CubeTensor<R> {
+pub(crate) fn aligned<R: CubeRuntime>(t: CubeTensor<R>, nv: usize) -> CubeTensor<R> {
     if nv == 1 || vector_aligned(&t, nv) {
         t
     } else {

@@ -21,7 +21,7 @@ mod cubecl_impls;
 mod decode;
 pub mod dispatch;
 #[cfg(feature = "cubecl")]
-mod fragments;
+pub(crate) mod fragments;
 pub mod geometry;
 #[cfg(feature = "cubecl")]
 pub mod launch;
@@ -39,7 +39,7 @@ mod split;
 mod tiled;
 #[cfg(feature = "cubecl")]
 mod tiles;
-pub mod usage;
+pub use crate::usage;
 
 pub use options::ScanOptions;
 

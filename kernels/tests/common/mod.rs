@@ -10,6 +10,7 @@ use burn::tensor::{
     TensorData, TensorPrimitive,
 };
 use scalelab_kernels::lightning::{reference, LightningBackend, ScanOptions};
+use scalelab_kernels::AttentionBackend;
 
 /// The oracle: f64 on the CPU.
 pub type Ref = Autodiff<NdArray<f64>>;
@@ -499,4 +500,64 @@ pub fn half_precision_ds_matches<B: LightningBackend>() {
             );
         }
     }
+}
+
+/// Softmax attention through backend `B` (a kernel backend under `Autodiff`) against the f64
+/// reference on the host, on the output and `dq, dk, dv`: `q: [b, h, t, d]`, `k, v: [b, kvh,
+/// s, d]` rounded to `dtype`, loss `sum(o * r)`. Returns the kernel names launched meanwhile.
+pub fn softmax_attention_matches<B>(
+    device: &B::Device,
+    seed: u64,
+    [b, h, kvh, t, s, d]: [usize; 6],
+    dtype: FloatDType,
+    tol: f64,
+) -> Vec<&'static str>
+where
+    B: burn::tensor::backend::AutodiffBackend + scalelab_kernels::AttentionBackend,
+{
+    let mut seed = seed;
+    let q = rounded(data(&mut seed, [b, h, t, d], 1.0), dtype);
+    let k = rounded(data(&mut seed, [b, kvh, s, d], 1.0), dtype);
+    let v = rounded(data(&mut seed, [b, kvh, s, d], 1.0), dtype);
+    let r = rounded(data(&mut seed, [b, h, t, d], 1.0), dtype);
+    let scale = 1.0 / (d as f64).sqrt();
+    let what = format!("b={b} h={h} kvh={kvh} t={t} s={s} d={d} {dtype:?}");
+
+    let leaf = |x: &TensorData| Tensor::<Ref, 4>::from_data(x.clone(), &Default::default());
+    let (qr, kr, vr) = (
+        leaf(&q).require_grad(),
+        leaf(&k).require_grad(),
+        leaf(&v).require_grad(),
+    );
+    let o_ref = Ref::softmax_attention(qr.clone(), kr.clone(), vr.clone(), scale);
+    let grads = (o_ref.clone() * leaf(&r)).sum().backward();
+    let want = [
+        o_ref.into_data(),
+        qr.grad(&grads).unwrap().into_data(),
+        kr.grad(&grads).unwrap().into_data(),
+        vr.grad(&grads).unwrap().into_data(),
+    ];
+
+    poison::<B>(device, b * h * t.max(s) * d * 2);
+    let before = scalelab_kernels::usage::launches();
+    let leaf = |x: &TensorData| on_as::<B, 4>(x, device, dtype).require_grad();
+    let (qk, kk, vk) = (leaf(&q), leaf(&k), leaf(&v));
+    let o = B::softmax_attention(qk.clone(), kk.clone(), vk.clone(), scale);
+    let loss = (o.clone().cast(FloatDType::F32) * on::<B, 4>(&r, device)).sum();
+    let grads = loss.backward();
+    let got = [
+        o.into_data(),
+        qk.grad(&grads).unwrap().into_data(),
+        kk.grad(&grads).unwrap().into_data(),
+        vk.grad(&grads).unwrap().into_data(),
+    ];
+    for ((name, got), want) in ["o", "dq", "dk", "dv"].into_iter().zip(got).zip(want) {
+        check(&format!("{name} ({what})"), got, want, tol);
+    }
+    let after = scalelab_kernels::usage::launches();
+    after
+        .into_iter()
+        .filter(|(name, n)| before.get(name) != Some(n))
+        .map(|(name, _)| name)
+        .collect()
 }

@@ -29,6 +29,8 @@ pub enum What {
     Train(TrainArgs),
     /// Matrix-product TFLOP/s: the blocks' path (cuBLASLt on CUDA) against Burn's matmul.
     Gemm(super::bench_gemm::GemmArgs),
+    /// Causal softmax attention, forward and forward+backward: ms, TFLOP/s and pool memory.
+    Attention(super::bench_attention::AttentionArgs),
 }
 
 /// Arguments of `scalelab bench train`.
@@ -113,6 +115,7 @@ pub fn run(args: &Args) -> Result<()> {
     match &args.what {
         What::Train(a) => train(a),
         What::Gemm(a) => super::bench_gemm::run(a),
+        What::Attention(a) => super::bench_attention::run(a),
     }
 }
 

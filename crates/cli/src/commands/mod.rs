@@ -1,6 +1,7 @@
 //! One module per subcommand: argument struct and `run`.
 
 pub mod bench;
+pub mod bench_attention;
 pub mod bench_gemm;
 pub mod calibrate;
 pub mod fit;

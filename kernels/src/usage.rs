@@ -1,4 +1,4 @@
-//! Which lightning kernels this process has launched, by name and count: what a training log
+//! Which kernels (lightning and softmax attention) this process has launched, by name and count: what a training log
 //! quotes to show that a step reached the tensor-core kernels (or did not).
 
 use std::collections::BTreeMap;
