@@ -6,7 +6,8 @@
 # Stage here first: bash crates/train/bench/stage.sh && bash kernels/bench/stage_gemm.sh
 # then, through the device tool, from the repository root:
 #   run(command="bash kernels/bench/gpu_attention.sh", carry=[".gpu"])
-# Environment: SHAPES (bench shapes, BxHxKVxTxD comma-separated), SECONDS_PER, SKIP_TESTS=1, EXTRA.
+# Environment: SHAPES (bench shapes, BxHxKVxTxD comma-separated), SECONDS_PER, TEST_TIMEOUT,
+# BENCH_TIMEOUT, SKIP_TESTS=1, EXTRA.
 set -uo pipefail
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 FINAL=${OUT:-/tmp/out}
@@ -15,15 +16,15 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$FINAL/g
 gunzip -c .gpu/scalelab.gz > /tmp/scalelab && chmod +x /tmp/scalelab
 if [ -z "${SKIP_TESTS:-}" ]; then
   gunzip -c .gpu/attention_kernels.gz > /tmp/attention_kernels && chmod +x /tmp/attention_kernels
-  timeout 300 /tmp/attention_kernels --test-threads 1 2>&1 | tee "$FINAL/attention-tests.log" \
+  timeout "${TEST_TIMEOUT:-240}" /tmp/attention_kernels --test-threads 1 2>&1 | tee "$FINAL/attention-tests.log" \
     | grep -E "test |result|skipped|panicked|error"
 fi
 SHAPES=${SHAPES:-4x32x8x2048x128,4x32x32x2048x128,4x32x8x8192x128,4x32x32x8192x128,4x32x8x32768x128,4x32x32x32768x128}
 : > "$FINAL/attention.jsonl"
-timeout 240 /tmp/scalelab bench attention --shapes "$SHAPES" --seconds "${SECONDS_PER:-1}" \
+timeout "${BENCH_TIMEOUT:-240}" /tmp/scalelab bench attention --shapes "$SHAPES" --seconds "${SECONDS_PER:-1}" \
   --json /tmp/ours.jsonl 2>&1 | tee "$FINAL/attention-ours.log"
 sed 's/^{/{"path": "ours", /' /tmp/ours.jsonl >> "$FINAL/attention.jsonl"
-timeout 240 python3 kernels/bench/attention_torch.py --shapes "$SHAPES" --seconds "${SECONDS_PER:-1}" \
+timeout "${BENCH_TIMEOUT:-240}" python3 kernels/bench/attention_torch.py --shapes "$SHAPES" --seconds "${SECONDS_PER:-1}" \
   2>&1 | tee "$FINAL/attention-torch.log" | grep '^{' >> "$FINAL/attention.jsonl"
 python3 - "$FINAL/attention.jsonl" <<'PY' | tee "$FINAL/attention.md"
 import json, sys

@@ -27,9 +27,6 @@ const KEYS: usize = 64;
 /// Units per cube.
 const THREADS: usize = ROWS / MM * 32;
 
-/// The largest head dim the kernels take.
-pub(crate) const MAX_DIM: usize = 128;
-
 /// Queries per streamed block of the `dk`/`dv` kernel: fewer for wide heads, whose two
 /// accumulators already hold `2 d / 4` registers per lane.
 pub(crate) fn dkdv_queries(d: usize) -> usize {
@@ -556,7 +553,7 @@ fn dk_dv_mma_kernel<F: Float, N: Size>(
 /// Launches [`forward_mma_kernel`].
 ///
 /// # Safety
-/// Shapes checked by the caller, `d` a multiple of 16 up to [`MAX_DIM`], `dv = d`, the inputs
+/// Shapes checked by the caller, head dims as `dispatch::tensor_cores_take` allows, the inputs
 /// [`super::launch`]'s aligned tensors for vectors of `nv`, `out` and `lse` fresh.
 pub(crate) unsafe fn forward<R: CubeRuntime>(
     [q, k, v, out, lse]: [CubeTensor<R>; 5],

@@ -33,7 +33,7 @@ pub struct AttentionArgs {
     /// Seconds of timed calls per shape and pass.
     #[arg(long, default_value_t = 1.0)]
     pub seconds: f64,
-    /// Also write the rows as JSON lines here.
+    /// Also write the rows as JSON lines here, each as soon as it is measured.
     #[arg(long)]
     pub json: Option<PathBuf>,
 }
@@ -73,7 +73,13 @@ pub fn run(args: &AttentionArgs) -> Result<()> {
         .map(|s| parse_shape(s).map(|dims| (s.clone(), dims)))
         .collect::<Result<Vec<_>>>()?;
     let device = backend::device();
-    let mut rows = Vec::new();
+    // Each row goes out as it is measured, so a run cut short keeps what it timed.
+    let mut json = match &args.json {
+        Some(path) => Some(
+            std::fs::File::create(path).with_context(|| format!("writing {}", path.display()))?,
+        ),
+        None => None,
+    };
     println!("| shape BxHxKVxTxD | pass | ms | TFLOP/s | pool GiB |");
     println!("| --- | --- | --- | --- | --- |");
     for (name, [b, h, kvh, t, d]) in shapes {
@@ -99,16 +105,12 @@ pub fn run(args: &AttentionArgs) -> Result<()> {
                 "| {} | {} | {:.3} | {:.1} | {pool} |",
                 row.shape, row.pass, row.ms, row.tflops
             );
-            rows.push(row);
+            if let Some(file) = json.as_mut() {
+                use std::io::Write;
+                writeln!(file, "{}", serde_json::to_string(&row)?)?;
+                file.flush()?;
+            }
         }
-    }
-    if let Some(path) = &args.json {
-        let lines: Vec<String> = rows
-            .iter()
-            .map(serde_json::to_string)
-            .collect::<Result<_, _>>()?;
-        std::fs::write(path, lines.join("\n") + "\n")
-            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }
@@ -127,13 +129,13 @@ fn parse_shape(s: &str) -> Result<[usize; 5]> {
     Ok([dims[0], dims[1], dims[2], dims[3], dims[4]])
 }
 
-fn random<B: Backend>(dims: [usize; 4], dtype: FloatDType, device: &B::Device) -> Tensor<B, 4> {
+fn random<B: Backend>(dims: [usize; 4], dtype: FloatDType, device: &burn::tensor::Device<B>) -> Tensor<B, 4> {
     Tensor::<B, 4>::random(dims, Distribution::Normal(0.0, 1.0), device).cast(dtype)
 }
 
 /// Seconds per call of `step`: a warm-up (compilation, autotuning), then as many calls as fit in
 /// `seconds`, timed between two device syncs.
-fn per_call(seconds: f64, device: &<Device as Backend>::Device, mut step: impl FnMut()) -> f64 {
+fn per_call(seconds: f64, device: &burn::tensor::Device<Device>, mut step: impl FnMut()) -> f64 {
     let mut run = |reps: usize| {
         Device::sync(device).expect("device sync");
         let start = Instant::now();
@@ -153,7 +155,7 @@ fn time_forward(
     [b, h, kvh, t, d]: [usize; 5],
     dtype: FloatDType,
     seconds: f64,
-    device: &<Device as Backend>::Device,
+    device: &burn::tensor::Device<Device>,
 ) -> f64 {
     let q = random::<Device>([b, h, t, d], dtype, device);
     let k = random::<Device>([b, kvh, t, d], dtype, device);
@@ -173,7 +175,7 @@ fn time_forward_backward(
     [b, h, kvh, t, d]: [usize; 5],
     dtype: FloatDType,
     seconds: f64,
-    device: &<Device as Backend>::Device,
+    device: &burn::tensor::Device<Device>,
 ) -> f64 {
     type T = backend::Train;
     let q = random::<T>([b, h, t, d], dtype, device).require_grad();
@@ -188,7 +190,7 @@ fn time_forward_backward(
 }
 
 /// Frees the pool's unused pages, so the next reading is this shape's high-water mark.
-fn pool_release(device: &<Device as Backend>::Device) {
+fn pool_release(device: &burn::tensor::Device<Device>) {
     #[cfg(feature = "cuda")]
     {
         use cubecl::Runtime;
@@ -198,7 +200,7 @@ fn pool_release(device: &<Device as Backend>::Device) {
 }
 
 /// GiB the device's memory pool holds (CUDA builds).
-fn pool_gib(device: &<Device as Backend>::Device) -> Option<f64> {
+fn pool_gib(device: &burn::tensor::Device<Device>) -> Option<f64> {
     #[cfg(feature = "cuda")]
     {
         use cubecl::Runtime;
