@@ -9,6 +9,7 @@
 //! ```sh
 //! cargo test --release -p scalelab-kernels --features cuda --test attention_kernels
 //! ```
+#![cfg(any(feature = "wgpu", feature = "cuda"))]
 
 mod common;
 

@@ -13,6 +13,9 @@
 //!
 //! Head dims multiples of 16 up to 128, `dv = d`. The portable kernels serve everything else.
 
+// The kernels spell updates out (`x = x + y`), the form that ran on the devices.
+#![allow(clippy::assign_op_pattern)]
+
 use burn_cubecl::{tensor::CubeTensor, CubeRuntime};
 use cubecl::{prelude::barrier::Barrier, prelude::*};
 

@@ -122,14 +122,20 @@ fn parse_shape(s: &str) -> Result<[usize; 5]> {
         .map(|d| d.trim().parse::<usize>())
         .collect::<Result<_, _>>()
         .ok()
-        .filter(|d: &Vec<usize>| d.len() == 5 && d.iter().all(|&x| x > 0) && d[1] % d[2] == 0)
+        .filter(|d: &Vec<usize>| {
+            d.len() == 5 && d.iter().all(|&x| x > 0) && d[1].is_multiple_of(d[2])
+        })
         .with_context(|| {
             format!("--shapes: {s:?} is not BxHxKVxTxD with five positive sizes and KV dividing H")
         })?;
     Ok([dims[0], dims[1], dims[2], dims[3], dims[4]])
 }
 
-fn random<B: Backend>(dims: [usize; 4], dtype: FloatDType, device: &burn::tensor::Device<B>) -> Tensor<B, 4> {
+fn random<B: Backend>(
+    dims: [usize; 4],
+    dtype: FloatDType,
+    device: &burn::tensor::Device<B>,
+) -> Tensor<B, 4> {
     Tensor::<B, 4>::random(dims, Distribution::Normal(0.0, 1.0), device).cast(dtype)
 }
 
