@@ -7,7 +7,8 @@
 # then, through the device tool, from the repository root:
 #   run(command="bash kernels/bench/gpu_attention.sh", carry=[".gpu"])
 # Environment: SHAPES (bench shapes, BxHxKVxTxD comma-separated), SECONDS_PER, TEST_TIMEOUT,
-# BENCH_TIMEOUT, SKIP_TESTS=1, EXTRA.
+# BENCH_TIMEOUT, SKIP_TESTS=1, EXTRA, ATTENTION (SCALELAB_ATTENTION for the bench: flash by default,
+# the kernels; reference for the tensor-op path).
 set -uo pipefail
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 FINAL=${OUT:-/tmp/out}
@@ -19,6 +20,7 @@ if [ -z "${SKIP_TESTS:-}" ]; then
   timeout "${TEST_TIMEOUT:-240}" /tmp/attention_kernels --test-threads 1 2>&1 | tee "$FINAL/attention-tests.log" \
     | grep -E "test |result|skipped|panicked|error"
 fi
+export SCALELAB_ATTENTION=${ATTENTION:-flash}
 SHAPES=${SHAPES:-4x32x8x2048x128,4x32x32x2048x128,4x32x8x8192x128,4x32x32x8192x128,4x32x8x32768x128,4x32x32x32768x128}
 : > "$FINAL/attention.jsonl"
 timeout "${BENCH_TIMEOUT:-240}" /tmp/scalelab bench attention --shapes "$SHAPES" --seconds "${SECONDS_PER:-1}" \

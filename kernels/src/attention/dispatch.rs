@@ -15,9 +15,13 @@ pub const ATTENTION_VAR: &str = "SCALELAB_ATTENTION";
 /// What `SCALELAB_ATTENTION` asks for; nothing needs it set.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum AttentionMode {
-    /// `auto` (unset): the tensor-core kernels where they apply, else the portable ones.
+    /// `auto` (unset): on CUDA the tensor-op reference, whose products run on cuBLASLt (the
+    /// flash kernels have not yet run on a CUDA device; `flash` opts in), elsewhere the
+    /// portable kernels.
     #[default]
     Auto,
+    /// `flash`: the tensor-core kernels where they apply, else the portable ones.
+    Flash,
     /// `portable`: the portable flash kernels on every device (an A/B check).
     Portable,
     /// `reference`: the tensor-op reference (scores of `[rows, keys]` in memory).
@@ -26,8 +30,9 @@ pub enum AttentionMode {
 
 impl AttentionMode {
     /// The accepted spellings, the default first.
-    pub const SPELLINGS: [(&'static str, AttentionMode); 3] = [
+    pub const SPELLINGS: [(&'static str, AttentionMode); 4] = [
         ("auto", AttentionMode::Auto),
+        ("flash", AttentionMode::Flash),
         ("portable", AttentionMode::Portable),
         ("reference", AttentionMode::Reference),
     ];
@@ -91,10 +96,11 @@ pub fn choose(
         _ if t == 0 => AttentionKernel::Reference,
         AttentionMode::Reference => AttentionKernel::Reference,
         AttentionMode::Portable => AttentionKernel::Portable,
-        AttentionMode::Auto if dev.cuda && mma && dev.copy_async && tensor_cores_take(d, dv) => {
+        AttentionMode::Auto if dev.cuda => AttentionKernel::Reference,
+        AttentionMode::Flash if dev.cuda && mma && dev.copy_async && tensor_cores_take(d, dv) => {
             AttentionKernel::TensorCores
         }
-        AttentionMode::Auto => AttentionKernel::Portable,
+        AttentionMode::Auto | AttentionMode::Flash => AttentionKernel::Portable,
     }
 }
 
@@ -120,17 +126,18 @@ mod tests {
     fn tensor_cores_where_they_apply_portable_elsewhere() {
         use AttentionKernel::*;
         let (h100, other) = (device(true), device(false));
+        let flash = AttentionMode::Flash;
+        let bf16 = |mode, dev: &DeviceFacts, dims| choose(mode, dev, DType::BF16, dims);
+        assert_eq!(bf16(flash, &h100, [64, 64, 2048]), TensorCores);
+        assert_eq!(choose(flash, &h100, DType::F16, [128, 128, 7]), TensorCores);
+        assert_eq!(choose(flash, &h100, DType::F32, [64, 64, 2048]), Portable);
+        assert_eq!(bf16(flash, &h100, [80, 80, 2048]), Portable);
+        assert_eq!(bf16(flash, &h100, [64, 32, 2048]), Portable);
+        assert_eq!(bf16(flash, &other, [64, 64, 2048]), Portable);
+        assert_eq!(bf16(flash, &h100, [64, 64, 0]), Reference);
         let auto = AttentionMode::Auto;
-        assert_eq!(
-            choose(auto, &h100, DType::BF16, [64, 64, 2048]),
-            TensorCores
-        );
-        assert_eq!(choose(auto, &h100, DType::F16, [128, 128, 7]), TensorCores);
-        assert_eq!(choose(auto, &h100, DType::F32, [64, 64, 2048]), Portable);
-        assert_eq!(choose(auto, &h100, DType::BF16, [80, 80, 2048]), Portable);
-        assert_eq!(choose(auto, &h100, DType::BF16, [64, 32, 2048]), Portable);
-        assert_eq!(choose(auto, &other, DType::BF16, [64, 64, 2048]), Portable);
-        assert_eq!(choose(auto, &h100, DType::BF16, [64, 64, 0]), Reference);
+        assert_eq!(bf16(auto, &h100, [64, 64, 2048]), Reference);
+        assert_eq!(bf16(auto, &other, [64, 64, 2048]), Portable);
         let portable = AttentionMode::Portable;
         assert_eq!(choose(portable, &h100, DType::BF16, [64, 64, 9]), Portable);
         let reference = AttentionMode::Reference;
@@ -147,8 +154,8 @@ mod tests {
             AttentionMode::parse("portable"),
             Ok(AttentionMode::Portable)
         );
-        let err = AttentionMode::parse("flash").unwrap_err().to_string();
-        assert!(err.contains("SCALELAB_ATTENTION=\"flash\""), "{err}");
-        assert!(err.contains("auto, portable, reference"), "{err}");
+        let err = AttentionMode::parse("cudnn").unwrap_err().to_string();
+        assert!(err.contains("SCALELAB_ATTENTION=\"cudnn\""), "{err}");
+        assert!(err.contains("auto, flash, portable, reference"), "{err}");
     }
 }
