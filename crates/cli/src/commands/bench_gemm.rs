@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Distribution, FloatDType, Tensor};
 use scalelab_kernels::gemm::{matmul, with_mode, GemmMode};
@@ -55,15 +55,7 @@ struct Row {
 pub fn run(args: &GemmArgs) -> Result<()> {
     backend::ready()?;
     backend::kernel_cache(std::path::Path::new(".scalelab-cache"), None);
-    let dtype = match args.dtype.as_str() {
-        "bf16" => FloatDType::BF16,
-        "f16" => FloatDType::F16,
-        "f32" => FloatDType::F32,
-        other => bail!("--dtype {other:?}: accepted are bf16, f16 and f32"),
-    };
-    if args.seconds.is_nan() || args.seconds <= 0.0 {
-        bail!("--seconds must be positive, got {}", args.seconds);
-    }
+    let dtype = super::bench::dtype_and_seconds(&args.dtype, args.seconds)?;
     let shapes = args
         .shapes
         .iter()
