@@ -58,7 +58,7 @@ struct Row {
 pub fn run(args: &AttentionArgs) -> Result<()> {
     backend::ready()?;
     backend::kernel_cache(std::path::Path::new(".scalelab-cache"), None);
-    let dtype = super::bench::dtype_and_seconds(&args.dtype, args.seconds)?;
+    let dtype = super::bench_flags::dtype_and_seconds(&args.dtype, args.seconds)?;
     let shapes = args
         .shapes
         .iter()

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod bench_attention;
+pub mod bench_flags;
 pub mod bench_gemm;
 pub mod calibrate;
 pub mod fit;
