@@ -28,11 +28,7 @@ where
         scale: f64,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         match launch::kernel(&q, &v) {
-            AttentionKernel::Reference => {
-                let t = |x| Tensor::<Self, 4>::from_primitive(TensorPrimitive::Float(x));
-                let (o, lse) = reference::forward(t(q), t(k), t(v), scale);
-                (o.into_primitive().tensor(), lse.into_primitive().tensor())
-            }
+            AttentionKernel::Reference => reference::forward_primitives::<Self>([q, k, v], scale),
             kernel => launch::forward([q, k, v], scale, kernel),
         }
     }
@@ -45,10 +41,7 @@ where
     ) -> [FloatTensor<Self>; 3] {
         let kernel = launch::kernel(&q, &v);
         if kernel == AttentionKernel::Reference || lse.dtype != DType::F32 {
-            let t = |x| Tensor::<Self, 4>::from_primitive(TensorPrimitive::Float(x));
-            let lse = Tensor::<Self, 3>::from_primitive(TensorPrimitive::Float(lse));
-            let (dq, dk, dv) = reference::backward(t(q), t(k), t(v), t(o), lse, t(d_o), scale);
-            return [dq, dk, dv].map(|x| x.into_primitive().tensor());
+            return reference::backward_primitives::<Self>([q, k, v, o], lse, d_o, scale);
         }
         // delta = rowsum(do * o) in f32: the backward's one pre-pass.
         let f32_ =

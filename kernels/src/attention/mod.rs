@@ -62,8 +62,7 @@ pub trait AttentionBackend: GemmBackend {
         v: FloatTensor<Self>,
         scale: f64,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let (o, lse) = reference::forward(tensor::<Self>(q), tensor(k), tensor(v), scale);
-        (o.into_primitive().tensor(), lse.into_primitive().tensor())
+        reference::forward_primitives::<Self>([q, k, v], scale)
     }
 
     /// The gradients `(dq, dk, dv)` for the output's cotangent `d_o`, from the inputs, the
@@ -75,17 +74,7 @@ pub trait AttentionBackend: GemmBackend {
         d_o: FloatTensor<Self>,
         scale: f64,
     ) -> [FloatTensor<Self>; 3] {
-        let lse = Tensor::<Self, 3>::from_primitive(TensorPrimitive::Float(lse));
-        let (dq, dk, dv) = reference::backward(
-            tensor(q),
-            tensor(k),
-            tensor(v),
-            tensor(o),
-            lse,
-            tensor(d_o),
-            scale,
-        );
-        [dq, dk, dv].map(prim)
+        reference::backward_primitives::<Self>([q, k, v, o], lse, d_o, scale)
     }
 }
 

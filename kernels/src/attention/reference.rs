@@ -3,7 +3,9 @@
 //! recurrence without the tiling). Scores, softmax and the row statistics run in f32 (f64 for f64
 //! inputs); the products take the inputs' dtype.
 
-use burn::tensor::{backend::Backend, Bool, DType, FloatDType, Int, Tensor};
+use burn::tensor::{
+    backend::Backend, ops::FloatTensor, Bool, DType, FloatDType, Int, Tensor, TensorPrimitive,
+};
 
 use crate::gemm::{matmul, GemmBackend};
 
@@ -117,4 +119,28 @@ pub fn backward<B: GemmBackend>(
     let dq = matmul(ds.clone(), k).reshape([b, h, t, d]);
     let dk = matmul(ds.swap_dims(2, 3), qg);
     (dq, dk, dv)
+}
+
+/// [`forward`] on primitives: `(o, lse)`, what backends without a kernel (and kernel backends
+/// choosing the reference) return from `AttentionBackend::attention_forward`.
+pub fn forward_primitives<B: GemmBackend>(
+    [q, k, v]: [FloatTensor<B>; 3],
+    scale: f64,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let t = |x| Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(x));
+    let (o, lse) = forward(t(q), t(k), t(v), scale);
+    (o.into_primitive().tensor(), lse.into_primitive().tensor())
+}
+
+/// [`backward`] on primitives: `[dq, dk, dv]`.
+pub fn backward_primitives<B: GemmBackend>(
+    [q, k, v, o]: [FloatTensor<B>; 4],
+    lse: FloatTensor<B>,
+    d_o: FloatTensor<B>,
+    scale: f64,
+) -> [FloatTensor<B>; 3] {
+    let t = |x| Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(x));
+    let lse = Tensor::<B, 3>::from_primitive(TensorPrimitive::Float(lse));
+    let (dq, dk, dv) = backward(t(q), t(k), t(v), t(o), lse, t(d_o), scale);
+    [dq, dk, dv].map(|x| x.into_primitive().tensor())
 }
